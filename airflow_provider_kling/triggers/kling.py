@@ -1,0 +1,128 @@
+"""Deferrable polling of a Kling generation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+from pydantic import BaseModel
+
+from airflow_provider_kling.exceptions import KlingAPIError, KlingConnectionError, KlingError
+from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.models import Generation, GenerationStatus
+
+
+class KlingTriggerEvent(BaseModel):
+    """The one event a :class:`KlingGenerationTrigger` yields; validated again when the task resumes.
+
+    :param status: ``success``, ``error`` or ``timeout``.
+    :param generation_id: the generation polled.
+    :param message: a readable account of what happened.
+    :param generation: the last poll's view of the generation, when there was one.
+    :param retryable: whether a retry of the task could succeed (False for the service's own verdicts).
+    """
+
+    status: Literal["success", "error", "timeout"]
+    generation_id: str
+    message: str
+    generation: Generation | None = None
+    retryable: bool = False
+
+
+class KlingGenerationTrigger(BaseTrigger):
+    """Poll a generation from the triggerer until it completes, fails or its deadline passes.
+
+    Every trigger of an event loop shares one aiohttp session per connection, held for the
+    trigger's whole life. Transient failures (429, 5xx, network) are retried with backoff and
+    Retry-After inside the trigger, up to ``max_attempts`` in a row.
+
+    :param generation_id: the generation to poll.
+    :param kling_conn_id: the ``kling`` connection (only its id is serialized, never the key).
+    :param poll_interval: seconds between polls.
+    :param end_time: the deadline as a UNIX epoch float.
+    :param max_attempts: consecutive failed polls tolerated before an error event.
+    """
+
+    def __init__(
+        self,
+        generation_id: str,
+        kling_conn_id: str = KlingHook.default_conn_name,
+        poll_interval: float = 10.0,
+        end_time: float | None = None,
+        max_attempts: int = 8,
+    ) -> None:
+        super().__init__()
+        self.generation_id = generation_id
+        self.kling_conn_id = kling_conn_id
+        self.poll_interval = float(poll_interval)
+        self.end_time = float(end_time) if end_time is not None else time.time() + 1800.0
+        self.max_attempts = int(max_attempts)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "generation_id": self.generation_id,
+                "kling_conn_id": self.kling_conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+                "max_attempts": self.max_attempts,
+            },
+        )
+
+    def _event(
+        self, status: str, message: str, generation: Generation | None = None, **kw: Any
+    ) -> TriggerEvent:
+        event = KlingTriggerEvent(
+            status=status,  # type: ignore[arg-type]
+            generation_id=self.generation_id,
+            message=message,
+            generation=generation,
+            **kw,
+        )
+        return TriggerEvent(event.model_dump(mode="json"))
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = KlingHook(self.kling_conn_id, max_attempts=self.max_attempts)
+        last_status: str | None = None
+        started = time.monotonic()
+        try:
+            async with hook.async_session():
+                while True:
+                    generation = await hook.aget_generation(self.generation_id)
+                    if generation.raw_status != last_status:
+                        last_status = generation.raw_status
+                        self.log.info(
+                            "Kling generation %s is %s after %.1f s",
+                            self.generation_id,
+                            last_status,
+                            time.monotonic() - started,
+                        )
+                    if generation.status is GenerationStatus.COMPLETED:
+                        yield self._event("success", "generation completed", generation)
+                        return
+                    if generation.status is GenerationStatus.FAILED:
+                        yield self._event("error", generation.error or "unknown error", generation)
+                        return
+                    remaining = self.end_time - time.time()
+                    if remaining <= 0:
+                        yield self._event(
+                            "timeout",
+                            f"still {last_status!r} at the deadline; it may still complete on the service",
+                            generation,
+                            retryable=True,
+                        )
+                        return
+                    await asyncio.sleep(min(self.poll_interval, remaining))
+        except (KlingConnectionError, KlingAPIError) as exc:
+            transient = isinstance(exc, KlingConnectionError) or exc.retryable
+            yield self._event("error", str(exc), retryable=transient)
+        except KlingError as exc:
+            yield self._event("error", str(exc))
+
+    async def cleanup(self) -> None:
+        """Nothing to cancel remotely: the API has no cancel, the generation goes on and stays resumable."""
+        self.log.debug("Trigger for Kling generation %s stopped", self.generation_id)
