@@ -1,0 +1,1012 @@
+"""The aiohttp application and in-memory state behind :class:`KlingEmulator`.
+
+The emulator answers with the shapes documented for the Apilaplas Kling endpoints (see the package
+docstring) and adds a control API under ``/_emulator`` so tests and demos in another process can
+inspect requests, inject faults and force generations to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import json
+import logging
+import random
+import secrets
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+API_PATH = "/v2/generate/video/kling/generation"
+CONTROL_PREFIX = "/_emulator"
+VIDEO_PREFIX = "/_emulator/videos"
+BLOB_PREFIX = "/_emulator/blob"
+SAMPLE_PATH = Path(__file__).with_name("sample.mp4")
+
+KNOWN_MODELS: tuple[str, ...] = (
+    "kling-video/v1/standard/image-to-video",
+    "kling-video/v1/pro/image-to-video",
+    "kling-video/v1.6/standard/image-to-video",
+    "kling-video/v1.6/pro/image-to-video",
+)
+DURATIONS = ("5", "10")
+
+#: Status names per ``status_style``: (pending-queued, pending-running, done, failed).
+STATUS_STYLES: dict[str, tuple[str, str, str, str]] = {
+    "documented": ("queued", "generating", "completed", "error"),
+    "alternate": ("waiting", "processing", "succeeded", "failed"),
+}
+ID_STYLES = ("uuid", "short")
+ID_KEYS = ("id", "generation_id")
+USAGE_STYLES = ("tokens", "credits")
+
+#: Faults that replace the answer entirely; on a POST they happen before anything is created.
+PRE_FAULTS = frozenset({"429", "500", "502", "503", "504", "reset", "non_json"})
+#: Faults that mangle the real answer while it is sent, so the work behind it has been done.
+BODY_FAULTS = frozenset({"reset_mid", "truncated", "wrong_length"})
+FAULT_KINDS = PRE_FAULTS | BODY_FAULTS | {"slow"}
+
+ERROR_MARKER = "[error]"
+ERROR_2026_MARKER = "[error:2026]"
+FACE_ERROR: dict[str, Any] = {
+    "detail": [
+        {"loc": ["body", "image_url"], "msg": "Could not detect face in the image", "type": "value_error"}
+    ]
+}
+POLICY_ERROR_2026: dict[str, Any] = {
+    "name": "ContentPolicyViolation",
+    "message": "The prompt was rejected by the content policy",
+}
+
+_FAULT_MESSAGES = {
+    429: "Too many requests",
+    500: "Internal server error",
+    502: "Bad gateway",
+    503: "Service unavailable",
+    504: "Generation timeout",
+}
+TOKENS_PER_5S = 420_000
+USD_PER_5S = 0.42
+DEFAULT_SLOW_DELAY = 3.0
+CHUNK = 1024 * 1024
+SAMPLE_CHUNK = 64 * 1024
+MAX_BLOB = 1 << 40
+LISTEN_BACKLOG = 2048
+
+# Byte i of every blob is (i % 251) + 1: non-zero, position-dependent (so reordering or gaps are
+# detectable) and any window of up to CHUNK bytes is one slice of this buffer: constant memory.
+_BLOB_PERIOD = 251
+_BLOB_PATTERN = bytes(range(1, _BLOB_PERIOD + 1)) * (CHUNK // _BLOB_PERIOD + 2)
+
+
+def blob_bytes(offset: int, length: int) -> bytes:
+    """Return the bytes ``/_emulator/blob/{n}`` serves at ``offset`` (to verify downloads).
+
+    :param offset: first byte position.
+    :param length: number of bytes wanted.
+    """
+    parts = []
+    pos, end = offset, offset + length
+    while pos < end:
+        n = min(CHUNK, end - pos)
+        start = pos % _BLOB_PERIOD
+        parts.append(_BLOB_PATTERN[start : start + n])
+        pos += n
+    return b"".join(parts)
+
+
+@dataclass
+class RecordedRequest:
+    """One request the emulator received. The Authorization header is never stored.
+
+    Supports ``rec["method"]`` as well as ``rec.method``.
+
+    :param method: HTTP method.
+    :param path: URL path without the query string.
+    :param query: query parameters.
+    :param json: the parsed JSON body, or None (no body, or not JSON).
+    :param time: wall-clock arrival time (``time.time()``).
+    :param fault: the fault kind applied to this request, or None.
+    :param auth_ok: whether the bearer key matched; None on endpoints that need no key.
+    :param status: the status code answered, or None when the connection was dropped before headers.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    json: Any
+    time: float
+    fault: str | None
+    auth_ok: bool | None
+    status: int | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _RECORD_FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the record as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(RecordedRequest))
+
+
+@dataclass
+class Generation:
+    """State of one generation.
+
+    :param id: the generation id handed to the client.
+    :param model: requested model.
+    :param prompt: requested prompt.
+    :param created_at: ``time.monotonic()`` at creation.
+    :param outcome: ``"completed"``, ``"error"`` (detail shape) or ``"error_2026"`` (name/message shape).
+    :param duration: requested video duration in seconds (5 or 10).
+    :param video_token: opaque token in the video URL.
+    :param video_bytes: size of the served blob, or None to serve the sample MP4.
+    :param queued_until: monotonic time the status leaves "queued".
+    :param ready_at: monotonic time the generation finishes.
+    :param body: the request body as received.
+    """
+
+    id: str
+    model: str
+    prompt: str
+    created_at: float
+    outcome: str
+    duration: int
+    video_token: str
+    video_bytes: int | None
+    queued_until: float
+    ready_at: float
+    body: dict[str, Any]
+
+    def phase(self, now: float) -> int:
+        """Return 0 (queued), 1 (generating) or 2 (finished)."""
+        if now >= self.ready_at:
+            return 2
+        return 0 if now < self.queued_until else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the state as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _Fault:
+    kind: str
+    remaining: int | None
+    method: str | None = None
+    path_prefix: str | None = None
+    retry_after: float | None = None
+    delay: float | None = None
+    after_create: bool = False
+
+    def matches(self, method: str, path: str, api: bool) -> bool:
+        if self.method is not None and self.method != method:
+            return False
+        # Without a prefix a fault targets the API endpoint only, never downloads.
+        if self.path_prefix is None:
+            return api
+        return path.startswith(self.path_prefix)
+
+
+class _Body:
+    """A response body: either bytes in memory or a virtual blob of ``size`` pattern bytes."""
+
+    def __init__(self, data: bytes | None = None, blob_size: int | None = None) -> None:
+        self.data = data
+        self.size = len(data) if data is not None else int(blob_size or 0)
+
+    def chunks(self, start: int, stop: int) -> Iterator[bytes]:
+        if self.data is not None:
+            for pos in range(start, stop, SAMPLE_CHUNK):
+                yield self.data[pos : min(pos + SAMPLE_CHUNK, stop)]
+            return
+        for pos in range(start, stop, CHUNK):
+            n = min(CHUNK, stop - pos)
+            first = pos % _BLOB_PERIOD
+            yield _BLOB_PATTERN[first : first + n]
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _zod_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def validate_body(body: Any) -> str | None:
+    """Apply the service's light body validation; return an error message or None when valid.
+
+    :param body: the parsed JSON body.
+    """
+    if not isinstance(body, dict):
+        return f"Expected object, received {_zod_type(body)}"
+    model = body.get("model")
+    if model is None:
+        return "model: Required"
+    if model not in KNOWN_MODELS:
+        expected = " | ".join(f"'{m}'" for m in KNOWN_MODELS)
+        return f"Invalid enum value. Expected {expected}, received '{model}'"
+    for key in ("image_url", "prompt"):
+        value = body.get(key)
+        if value is None:
+            return f"{key}: Required"
+        if not isinstance(value, str):
+            return f"{key}: Expected string, received {_zod_type(value)}"
+    for key in ("tail_image_url", "static_mask_url", "negative_prompt"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"{key}: Expected string, received {_zod_type(value)}"
+    duration = body.get("duration")
+    if duration is not None and (
+        isinstance(duration, bool) or not isinstance(duration, (str, int)) or str(duration) not in DURATIONS
+    ):
+        return f"Invalid enum value. Expected '5' | '10', received '{duration}'"
+    cfg = body.get("cfg_scale")
+    if cfg is not None:
+        if isinstance(cfg, bool) or not isinstance(cfg, (int, float)):
+            return f"cfg_scale: Expected number, received {_zod_type(cfg)}"
+        if cfg < 0:
+            return "cfg_scale: Number must be greater than or equal to 0"
+        if cfg > 1:
+            return "cfg_scale: Number must be less than or equal to 1"
+    return None
+
+
+def _raise_nofile_limit() -> None:
+    """Lift the open-files soft limit to the hard limit so 1,000+ sockets fit in one process."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:  # e.g. macOS caps below RLIM_INFINITY
+        log.debug("Could not raise RLIMIT_NOFILE from %s to %s: %s", soft, target, exc)
+
+
+def _check_choice(name: str, value: str, choices: Iterable[str]) -> None:
+    allowed = tuple(choices)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+class KlingEmulator:
+    """A local emulator of the Apilaplas Kling image-to-video API.
+
+    :param api_key: the only bearer key accepted.
+    :param host: interface to bind.
+    :param port: TCP port; 0 picks a free one (see :attr:`base_url` after :meth:`start`).
+    :param generation_seconds: time from creation to the final status; "queued" for the first 10%.
+    :param status_style: ``"documented"`` (queued/generating/completed/error) or
+        ``"alternate"`` (waiting/processing/succeeded/failed).
+    :param id_style: ``"uuid"`` (``<uuid>:<model>``) or ``"short"`` (``gen_ab12cd34``).
+    :param id_key: key carrying the id in the POST answer: ``"id"`` or ``"generation_id"``.
+    :param usage_style: ``"tokens"`` (``tokens_used``) or ``"credits"`` (``credits_used``, ``usd_spent``).
+    :param video_bytes: when set, finished videos are a blob of this many bytes instead of the sample MP4.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "emulator-key",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        generation_seconds: float = 2.0,
+        status_style: str = "documented",
+        id_style: str = "uuid",
+        id_key: str = "id",
+        usage_style: str = "tokens",
+        video_bytes: int | None = None,
+    ) -> None:
+        _check_choice("status_style", status_style, STATUS_STYLES)
+        _check_choice("id_style", id_style, ID_STYLES)
+        _check_choice("id_key", id_key, ID_KEYS)
+        _check_choice("usage_style", usage_style, USAGE_STYLES)
+        if video_bytes is not None and not 0 <= video_bytes <= MAX_BLOB:
+            raise ValueError(f"video_bytes must be between 0 and {MAX_BLOB}")
+        self._api_key = api_key
+        self.host = host
+        self.port = port
+        self.generation_seconds = generation_seconds
+        self.status_style = status_style
+        self.id_style = id_style
+        self.id_key = id_key
+        self.usage_style = usage_style
+        self.video_bytes = video_bytes
+        self.base_url = ""
+        self._sample = SAMPLE_PATH.read_bytes()
+        # Handlers run on the server's loop thread while tests read state from theirs.
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._generations: dict[str, Generation] = {}
+        self._by_token: dict[str, Generation] = {}
+        self._faults: list[_Fault] = []
+        self._fault_counts: dict[str, int] = {}
+        self._rate = 0.0
+        self._rate_kinds: tuple[str, ...] = ()
+        self._rate_methods: tuple[str, ...] = ()
+        self._rng = random.Random(0)
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        # The key is deliberately left out.
+        return f"KlingEmulator(base_url={self.base_url!r}, status_style={self.status_style!r})"
+
+    # ------------------------------------------------------------------ Python control API
+
+    @property
+    def sample_size(self) -> int:
+        """Size in bytes of the sample MP4 served for finished generations."""
+        return len(self._sample)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A copy of every recorded request, oldest first."""
+        with self._lock:
+            return [dataclasses.replace(r) for r in self._requests]
+
+    @property
+    def generations(self) -> dict[str, Generation]:
+        """A copy of the generation states, keyed by id."""
+        with self._lock:
+            return {k: dataclasses.replace(g) for k, g in self._generations.items()}
+
+    @property
+    def fault_counts(self) -> dict[str, int]:
+        """How many times each fault kind has been applied."""
+        with self._lock:
+            return dict(self._fault_counts)
+
+    @property
+    def connection_count(self) -> int:
+        """Number of client connections currently open on the server."""
+        runner = self._runner
+        if runner is None or runner.server is None:
+            return 0
+        return len(runner.server.connections)
+
+    def count(self, method: str | None = None, path: str | None = None) -> int:
+        """Count recorded requests.
+
+        :param method: only this HTTP method.
+        :param path: only paths equal to or starting with this.
+        """
+        with self._lock:
+            return sum(
+                1
+                for r in self._requests
+                if (method is None or r.method == method.upper())
+                and (path is None or r.path.startswith(path))
+            )
+
+    def reset(self) -> None:
+        """Forget recorded requests, generations, pending and random faults and fault counts."""
+        with self._lock:
+            self._requests.clear()
+            self._generations.clear()
+            self._by_token.clear()
+            self._faults.clear()
+            self._fault_counts.clear()
+            self._rate = 0.0
+
+    def inject(
+        self,
+        kind: str,
+        *,
+        times: int | None = 1,
+        method: str | None = None,
+        path_prefix: str | None = None,
+        retry_after: float | None = None,
+        delay: float | None = None,
+        after_create: bool = False,
+    ) -> None:
+        """Queue a fault for the next matching request(s).
+
+        :param kind: one of ``429 500 502 503 504 reset reset_mid truncated non_json slow wrong_length``.
+        :param times: how many matching requests get it; None for all of them until :meth:`reset`.
+        :param method: only requests with this method.
+        :param path_prefix: only paths starting with this; None means the API endpoint only
+            (use ``"/_emulator/videos"`` to hit downloads).
+        :param retry_after: with ``429`` (or 5xx), the ``Retry-After`` header value in seconds.
+        :param delay: with ``slow``, seconds to wait before answering (default 3).
+        :param after_create: on a POST, create the generation and then fail (an ambiguous failure).
+        """
+        kind = str(kind)
+        _check_choice("kind", kind, sorted(FAULT_KINDS))
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 or None")
+        fault = _Fault(
+            kind=kind,
+            remaining=times,
+            method=method.upper() if method else None,
+            path_prefix=path_prefix,
+            retry_after=retry_after,
+            delay=delay,
+            after_create=after_create,
+        )
+        with self._lock:
+            self._faults.append(fault)
+
+    def set_fault_rate(
+        self,
+        rate: float,
+        kinds: Iterable[str] = ("500", "502", "503", "504"),
+        *,
+        seed: int | None = 0,
+        methods: Iterable[str] = ("GET",),
+    ) -> None:
+        """Give each matching API request a random fault with probability ``rate`` (0 disables).
+
+        :param rate: probability between 0 and 1.
+        :param kinds: fault kinds to choose from, uniformly.
+        :param seed: seed of the random generator, for reproducible runs.
+        :param methods: HTTP methods eligible for random faults.
+        """
+        kinds_t = tuple(str(k) for k in kinds)
+        for k in kinds_t:
+            _check_choice("kind", k, sorted(FAULT_KINDS))
+        if not 0 <= rate <= 1:
+            raise ValueError("rate must be between 0 and 1")
+        if rate and not kinds_t:
+            raise ValueError("kinds must not be empty")
+        with self._lock:
+            self._rate = rate
+            self._rate_kinds = kinds_t
+            self._rate_methods = tuple(m.upper() for m in methods)
+            self._rng = random.Random(seed)
+
+    def complete(self, generation_id: str) -> None:
+        """Finish a generation now (with its requested outcome).
+
+        :param generation_id: the id; raises KeyError when unknown.
+        """
+        now = time.monotonic()
+        with self._lock:
+            gen = self._generations[generation_id]
+            gen.ready_at = min(gen.ready_at, now)
+            gen.queued_until = min(gen.queued_until, now)
+
+    # ------------------------------------------------------------------ server lifecycle
+
+    def make_app(self) -> web.Application:
+        """Build the aiohttp application (to serve it inside an existing loop or a test client)."""
+        emulator = self
+
+        @web.middleware
+        async def service_errors(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            # Unknown routes and methods answer like the service does, in its error body.
+            try:
+                return await handler(request)
+            except web.HTTPException as exc:
+                if exc.status < 400 or request.path.startswith(CONTROL_PREFIX + "/"):
+                    raise
+                # Handlers never raise: this is routing (404/405) or an oversized body, not yet recorded.
+                rec = emulator._record(request, None, None, None)
+                return emulator._error(request, rec, exc.status, exc.reason)
+
+        app = web.Application(middlewares=[service_errors])
+        app.router.add_post(API_PATH, self._handle_create)
+        app.router.add_get(API_PATH, self._handle_poll)
+        app.router.add_get(VIDEO_PREFIX + "/{token}/output.mp4", self._handle_video)
+        app.router.add_get(BLOB_PREFIX + "/{nbytes}", self._handle_blob)
+        app.router.add_get(CONTROL_PREFIX + "/health", self._ctl_health)
+        app.router.add_get(CONTROL_PREFIX + "/requests", self._ctl_requests)
+        app.router.add_get(CONTROL_PREFIX + "/counts", self._ctl_counts)
+        app.router.add_post(CONTROL_PREFIX + "/reset", self._ctl_reset)
+        app.router.add_get(CONTROL_PREFIX + "/faults", self._ctl_faults_get)
+        app.router.add_post(CONTROL_PREFIX + "/faults", self._ctl_faults)
+        app.router.add_post(CONTROL_PREFIX + "/fault-rate", self._ctl_fault_rate)
+        app.router.add_get(CONTROL_PREFIX + "/generations", self._ctl_generations)
+        # Ids contain "/" (``<uuid>:kling-video/v1/...``), hence the greedy pattern.
+        app.router.add_post(CONTROL_PREFIX + "/generations/{gen_id:.+}/complete", self._ctl_complete)
+        return app
+
+    async def start_async(self) -> str:
+        """Serve on the running event loop; return :attr:`base_url`."""
+        if self._runner is not None:
+            raise RuntimeError("emulator already started")
+        _raise_nofile_limit()
+        runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, backlog=LISTEN_BACKLOG, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        port = runner.addresses[0][1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.base_url = f"http://{host}:{port}"
+        log.info("Kling emulator listening on %s", self.base_url)
+        return self.base_url
+
+    async def stop_async(self) -> None:
+        """Stop serving (counterpart of :meth:`start_async`)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def start(self) -> str:
+        """Serve from a daemon thread with its own event loop; return :attr:`base_url`."""
+        if self._thread is not None:
+            raise RuntimeError("emulator already started")
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start_async())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        thread = threading.Thread(target=run, name="kling-emulator", daemon=True)
+        thread.start()
+        ready.wait()
+        if failure:
+            thread.join()
+            raise failure[0]
+        self._loop, self._thread = loop, thread
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop the server started by :meth:`start` and join its thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.stop_async(), loop).result(timeout=30)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
+            self._loop = self._thread = None
+
+    def __enter__(self) -> KlingEmulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ request plumbing
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        return hmac.compare_digest(token.strip().encode(), self._api_key.encode())
+
+    def _take_fault(self, method: str, path: str, api: bool) -> _Fault | None:
+        with self._lock:
+            for i, fault in enumerate(self._faults):
+                if not fault.matches(method, path, api):
+                    continue
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        del self._faults[i]
+                self._fault_counts[fault.kind] = self._fault_counts.get(fault.kind, 0) + 1
+                return dataclasses.replace(fault)
+            if api and self._rate > 0 and method in self._rate_methods and self._rng.random() < self._rate:
+                kind = self._rng.choice(self._rate_kinds)
+                self._fault_counts[kind] = self._fault_counts.get(kind, 0) + 1
+                return _Fault(kind=kind, remaining=1)
+        return None
+
+    def _record(
+        self, request: web.Request, body: Any, fault: _Fault | None, auth_ok: bool | None
+    ) -> RecordedRequest:
+        rec = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            json=body,
+            time=time.time(),
+            fault=fault.kind if fault else None,
+            auth_ok=auth_ok,
+        )
+        with self._lock:
+            self._requests.append(rec)
+        if fault:
+            log.debug("Applying fault %s to %s %s", fault.kind, request.method, request.path)
+        return rec
+
+    def _error(
+        self,
+        request: web.Request,
+        rec: RecordedRequest,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.Response:
+        body = {
+            "message": message,
+            "path": request.path,
+            "requestId": str(uuid.uuid4()),
+            "statusCode": status,
+            "timestamp": _now_iso(),
+        }
+        rec.status = status
+        return web.json_response(body, status=status, headers=headers)
+
+    async def _fault_response(
+        self, request: web.Request, rec: RecordedRequest, fault: _Fault
+    ) -> web.StreamResponse:
+        """Answer with a fault that replaces the real answer."""
+        if fault.kind == "reset":
+            await _drop(request, rst=True)
+            return web.Response()
+        if fault.kind == "non_json":
+            rec.status = 200
+            return web.Response(status=200, text="<html>Bad gateway</html>", content_type="text/html")
+        status = int(fault.kind)
+        headers = {}
+        if fault.retry_after is not None:
+            ra = fault.retry_after
+            headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
+        return self._error(request, rec, status, _FAULT_MESSAGES[status], headers)
+
+    async def _answer(
+        self,
+        request: web.Request,
+        rec: RecordedRequest,
+        status: int,
+        body: _Body,
+        content_type: str,
+        fault: _Fault | None,
+        *,
+        ranged: bool = False,
+    ) -> web.StreamResponse:
+        """Send ``body`` as the answer, honouring Range (downloads) and applying a pending fault."""
+        if fault is not None and fault.kind in PRE_FAULTS:
+            return await self._fault_response(request, rec, fault)
+        kind = fault.kind if fault is not None else None
+        start, stop = 0, body.size
+        headers: dict[str, str] = {}
+        if ranged:
+            headers["Accept-Ranges"] = "bytes"
+            rng = _parse_range(request.headers.get("Range"), body.size)
+            if rng == "invalid":
+                rec.status = 416
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{body.size}"})
+            if isinstance(rng, tuple):
+                start, stop = rng
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{stop - 1}/{body.size}"
+        if kind is None and body.data is not None and start == 0 and stop == body.size:
+            rec.status = status
+            return web.Response(status=status, body=body.data, content_type=content_type, headers=headers)
+
+        length = stop - start
+        announced = sent = length
+        if kind == "wrong_length":
+            announced = sent = length - min(1000, length // 2)
+        elif kind in ("reset_mid", "truncated"):
+            sent = length // 2
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_type = content_type
+        resp.content_length = announced
+        await resp.prepare(request)
+        rec.status = status
+        if request.method == "HEAD":
+            return resp
+        for chunk in body.chunks(start, start + sent):
+            await resp.write(chunk)
+        if kind in ("reset_mid", "truncated"):
+            # reset_mid ends with a TCP RST, truncated with an orderly close: both short of Content-Length.
+            await _drop(request, rst=kind == "reset_mid", flush=True)
+        return resp
+
+    async def _pre_handle(
+        self, request: web.Request, body: Any, auth_ok: bool | None, api: bool
+    ) -> tuple[RecordedRequest, _Fault | None, web.StreamResponse | None]:
+        """Record the request and apply the fault parts that come before the real handling."""
+        fault = self._take_fault(request.method, request.path, api)
+        rec = self._record(request, body, fault, auth_ok)
+        if fault is None:
+            return rec, None, None
+        if fault.kind == "slow":
+            await asyncio.sleep(DEFAULT_SLOW_DELAY if fault.delay is None else fault.delay)
+            return rec, None, None
+        if fault.kind in PRE_FAULTS and not (fault.after_create and request.method == "POST"):
+            return rec, None, await self._fault_response(request, rec, fault)
+        return rec, fault, None
+
+    def _usage(self, duration: int) -> dict[str, Any]:
+        factor = duration // 5
+        if self.usage_style == "credits":
+            return {"credits_used": TOKENS_PER_5S * factor, "usd_spent": round(USD_PER_5S * factor, 2)}
+        return {"tokens_used": TOKENS_PER_5S * factor}
+
+    def _new_id(self, model: str) -> str:
+        while True:
+            gen_id = f"gen_{secrets.token_hex(4)}" if self.id_style == "short" else f"{uuid.uuid4()}:{model}"
+            if gen_id not in self._generations:
+                return gen_id
+
+    # ------------------------------------------------------------------ API handlers
+
+    async def _handle_create(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        body: Any = None
+        parsed = True
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = False
+        auth_ok = self._authorized(request)
+        rec, fault, early = await self._pre_handle(request, body, auth_ok, api=True)
+        if early is not None:
+            return early
+        if not auth_ok:
+            return await self._json(request, rec, *self._unauthorized(request), fault)
+        message = "Invalid JSON body" if not parsed else validate_body(body)
+        if message is not None:
+            return await self._json(request, rec, 400, self._error_body(request, 400, message), fault)
+        now = time.monotonic()
+        prompt = body["prompt"]
+        duration = int(body.get("duration") or 5)
+        if ERROR_2026_MARKER in prompt:
+            outcome = "error_2026"
+        elif ERROR_MARKER in prompt:
+            outcome = "error"
+        else:
+            outcome = "completed"
+        with self._lock:
+            gen = Generation(
+                id=self._new_id(body["model"]),
+                model=body["model"],
+                prompt=prompt,
+                created_at=now,
+                outcome=outcome,
+                duration=duration,
+                video_token=secrets.token_urlsafe(16),
+                video_bytes=self.video_bytes,
+                queued_until=now + 0.1 * self.generation_seconds,
+                ready_at=now + self.generation_seconds,
+                body=body,
+            )
+            self._generations[gen.id] = gen
+            self._by_token[gen.video_token] = gen
+        log.debug("Created generation %s (outcome %s)", gen.id, outcome)
+        payload = {
+            self.id_key: gen.id,
+            "status": STATUS_STYLES[self.status_style][0],
+            "meta": {"usage": self._usage(duration)},
+        }
+        return await self._json(request, rec, 201, payload, fault)
+
+    async def _handle_poll(self, request: web.Request) -> web.StreamResponse:
+        auth_ok = self._authorized(request)
+        rec, fault, early = await self._pre_handle(request, None, auth_ok, api=True)
+        if early is not None:
+            return early
+        if not auth_ok:
+            return await self._json(request, rec, *self._unauthorized(request), fault)
+        gen_id = request.query.get("generation_id")
+        if not gen_id:
+            body = self._error_body(request, 400, "generation_id: Required")
+            return await self._json(request, rec, 400, body, fault)
+        with self._lock:
+            gen = self._generations.get(gen_id)
+            gen = dataclasses.replace(gen) if gen is not None else None
+        if gen is None:
+            body = self._error_body(request, 404, "Generation not found")
+            return await self._json(request, rec, 404, body, fault)
+        phase = gen.phase(time.monotonic())
+        names = STATUS_STYLES[self.status_style]
+        video: dict[str, Any] | None = None
+        error: dict[str, Any] | None = None
+        status = names[phase]
+        if phase == 2 and gen.outcome != "completed":
+            status = names[3]
+            error = POLICY_ERROR_2026 if gen.outcome == "error_2026" else FACE_ERROR
+        elif phase == 2:
+            origin = f"{request.scheme}://{request.host}"
+            video = {
+                "url": f"{origin}{VIDEO_PREFIX}/{gen.video_token}/output.mp4",
+                "content_type": "video/mp4",
+                "file_name": "output.mp4",
+                "file_size": self.sample_size if gen.video_bytes is None else gen.video_bytes,
+                "duration": gen.duration,
+            }
+        payload = {
+            "id": gen.id,
+            "status": status,
+            "video": video,
+            "error": error,
+            "meta": {"usage": self._usage(gen.duration)},
+        }
+        return await self._json(request, rec, 200, payload, fault)
+
+    def _error_body(self, request: web.Request, status: int, message: str) -> dict[str, Any]:
+        return {
+            "message": message,
+            "path": request.path,
+            "requestId": str(uuid.uuid4()),
+            "statusCode": status,
+            "timestamp": _now_iso(),
+        }
+
+    def _unauthorized(self, request: web.Request) -> tuple[int, dict[str, Any]]:
+        has_header = "Authorization" in request.headers
+        message = "Invalid API key" if has_header else "Missing API key: use 'Authorization: Bearer <key>'"
+        return 401, self._error_body(request, 401, message)
+
+    async def _json(
+        self, request: web.Request, rec: RecordedRequest, status: int, payload: Any, fault: _Fault | None
+    ) -> web.StreamResponse:
+        data = json.dumps(payload).encode()
+        return await self._answer(request, rec, status, _Body(data), "application/json", fault)
+
+    async def _handle_video(self, request: web.Request) -> web.StreamResponse:
+        rec, fault, early = await self._pre_handle(request, None, None, api=False)
+        if early is not None:
+            return early
+        with self._lock:
+            gen = self._by_token.get(request.match_info["token"])
+            size = gen.video_bytes if gen is not None else None
+        if gen is None:
+            return self._error(request, rec, 404, "Not found")
+        body = _Body(self._sample) if size is None else _Body(blob_size=size)
+        return await self._answer(request, rec, 200, body, "video/mp4", fault, ranged=True)
+
+    async def _handle_blob(self, request: web.Request) -> web.StreamResponse:
+        rec, fault, early = await self._pre_handle(request, None, None, api=False)
+        if early is not None:
+            return early
+        try:
+            nbytes = int(request.match_info["nbytes"])
+        except ValueError:
+            nbytes = -1
+        if not 0 <= nbytes <= MAX_BLOB:
+            return self._error(request, rec, 400, f"nbytes must be an integer between 0 and {MAX_BLOB}")
+        body = _Body(blob_size=nbytes)
+        return await self._answer(request, rec, 200, body, "application/octet-stream", fault, ranged=True)
+
+    # ------------------------------------------------------------------ control handlers
+
+    async def _ctl_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def _ctl_requests(self, request: web.Request) -> web.Response:
+        return web.json_response([r.as_dict() for r in self.requests])
+
+    async def _ctl_counts(self, request: web.Request) -> web.Response:
+        counts: dict[str, int] = {"POST": 0, "GET": 0}
+        for r in self.requests:
+            if r.path == API_PATH:
+                counts[r.method] = counts.get(r.method, 0) + 1
+        return web.json_response(counts)
+
+    async def _ctl_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+    async def _ctl_faults_get(self, request: web.Request) -> web.Response:
+        with self._lock:
+            pending = [dataclasses.asdict(f) for f in self._faults]
+            rate = {"rate": self._rate, "kinds": list(self._rate_kinds), "methods": list(self._rate_methods)}
+        return web.json_response({"pending": pending, "counts": self.fault_counts, "random": rate})
+
+    async def _ctl_faults(self, request: web.Request) -> web.Response:
+        try:
+            params = await request.json()
+            if not isinstance(params, dict) or "kind" not in params:
+                raise ValueError("expected a JSON object with 'kind'")
+            params = dict(params)
+            self.inject(str(params.pop("kind")), **params)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def _ctl_fault_rate(self, request: web.Request) -> web.Response:
+        try:
+            params = await request.json()
+            if not isinstance(params, dict) or "rate" not in params:
+                raise ValueError("expected a JSON object with 'rate'")
+            params = dict(params)
+            self.set_fault_rate(float(params.pop("rate")), **params)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def _ctl_generations(self, request: web.Request) -> web.Response:
+        return web.json_response({k: g.as_dict() for k, g in self.generations.items()})
+
+    async def _ctl_complete(self, request: web.Request) -> web.Response:
+        gen_id = request.match_info["gen_id"]
+        try:
+            self.complete(gen_id)
+        except KeyError:
+            return web.json_response({"ok": False, "error": "unknown generation"}, status=404)
+        return web.json_response({"ok": True})
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """Parse a single ``bytes=`` range: (start, stop), "invalid" (416) or None (serve everything)."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, sep, last = header[6:].strip().partition("-")
+    if not sep:
+        return None
+    try:
+        if not first:  # suffix range: the last N bytes
+            n = int(last)
+            return (max(0, size - n), size) if n > 0 and size > 0 else "invalid"
+        start = int(first)
+        stop = int(last) + 1 if last else size
+    except ValueError:
+        return None
+    if start >= size or stop <= start:
+        return "invalid"
+    return start, min(stop, size)
+
+
+async def _drop(request: web.Request, *, rst: bool, flush: bool = False) -> None:
+    """Close the client connection without finishing the answer."""
+    transport = request.transport
+    if transport is None:
+        return
+    if flush:
+        # Let the bytes already written reach the client before the connection goes away.
+        deadline = time.monotonic() + 2.0
+        while transport.get_write_buffer_size() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)
+    if rst:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # SO_LINGER with a zero timeout turns close() into a TCP reset.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    else:
+        transport.close()
