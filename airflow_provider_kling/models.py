@@ -89,7 +89,8 @@ class DynamicMask(_Strict):
 class ImageToVideoRequest(_Strict):
     """The body of a Kling image-to-video generation, validated against the API page and Kling's limits.
 
-    :param model: the Kling model id; see :data:`MODEL_CAPABILITIES`.
+    :param model: the Kling model id (required, as the service requires it); see
+        :data:`MODEL_CAPABILITIES`.
     :param image_url: http(s) URL of the first frame (jpg/png, at least 300 px a side).
     :param prompt: the text that guides the motion.
     :param tail_image_url: http(s) URL of the last frame (v1 models and v1.6 pro only).
@@ -104,7 +105,7 @@ class ImageToVideoRequest(_Strict):
         per-model checks; never sent to the service.
     """
 
-    model: str = DEFAULT_MODEL
+    model: str
     image_url: str
     prompt: str = Field(min_length=1)
     tail_image_url: str | None = None
@@ -179,6 +180,13 @@ class ImageToVideoRequest(_Strict):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The field names accepted where an unknown field ``loc`` was found (request, mask or point)."""
+    depth = sum(1 for part in loc if isinstance(part, str))
+    model: type[BaseModel] = (ImageToVideoRequest, DynamicMask, TrajectoryPoint)[min(depth, 3) - 1]
+    return list(model.model_fields)
+
+
 def _format_error(error: Any) -> tuple[str, str]:
     field = ".".join(str(part) for part in error["loc"]) or "request"
     cause = (error.get("ctx") or {}).get("error")
@@ -186,9 +194,14 @@ def _format_error(error: Any) -> tuple[str, str]:
         return cause.field, str(cause)
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        message = "is not a field of the Kling request"
+        allowed = ", ".join(_allowed_fields(error["loc"]))
+        message = f"is not a field of the Kling request; allowed here: {allowed}"
     elif error["type"] not in ("value_error", "missing") and "input" in error:
-        message = f"{message} (got {error['input']!r})"
+        shown = repr(error["input"])
+        # A 78-point trajectory would otherwise fill the task log.
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        message = f"{message} (got {shown})"
     return field, message
 
 
