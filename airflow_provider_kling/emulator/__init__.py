@@ -25,7 +25,8 @@ Prompt markers choose how a generation ends (at the time it would otherwise comp
 - ``[error]`` in the prompt: status ``error`` with
   ``{"detail": [{"loc": ["body", "image_url"], "msg": "Could not detect face in the image", ...}]}``;
 - ``[error:2026]``: status ``error`` with
-  ``{"name": "ContentPolicyViolation", "message": "The prompt was rejected by the content policy"}``.
+  ``{"name": "ContentPolicyViolation", "message": "The prompt was rejected by the content policy"}``;
+- ``[seconds:N]``: this generation finishes after N seconds instead of ``--generation-seconds``.
 
 Control API (no auth), to drive an emulator running in another process::
 
@@ -38,14 +39,18 @@ Control API (no auth), to drive an emulator running in another process::
         -d '{"kind": "reset_mid", "path_prefix": "/_emulator/videos"}'
     curl -s -XPOST localhost:8642/_emulator/fault-rate -d '{"rate": 0.2, "kinds": ["502"], "seed": 1}'
     curl -s -XPOST "localhost:8642/_emulator/generations/$ID/complete"   # finish now
+    curl -s -i "localhost:8642/_emulator/redirect?to=file:///etc/passwd"  # 302 to any URL
 
-Fault kinds: ``429`` (``retry_after`` adds ``Retry-After``), ``500``, ``502``, ``503``, ``504``,
+Fault kinds: ``403`` (no credits / no access), ``429`` (``retry_after`` adds ``Retry-After``),
+``500``, ``502``, ``503``, ``504``,
 ``reset`` (connection dropped, no answer), ``reset_mid`` (headers and part of the body, then a TCP
 reset), ``truncated`` (Content-Length larger than the body sent, then close), ``non_json`` (200 with an
 HTML page), ``slow`` (wait ``delay`` seconds, then answer) and ``wrong_length`` (a download short by
 1000 bytes with a matching Content-Length: only comparing with ``file_size`` detects it). Without
 ``path_prefix`` a fault hits the API endpoint; on a POST the status faults happen before the generation
-exists unless ``after_create`` is true.
+exists unless ``after_create`` is true. ``set_fault_rate`` also takes mappings such as
+``{"kind": "429", "retry_after": 0.2, "method": "POST"}`` to mix faults per method, and
+``queue_ids("x/../../etc")`` hands odd ids to the next generations created.
 
 In Python tests use it directly::
 

@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import random
+import re
 import secrets
 import socket
 import struct
@@ -34,6 +35,7 @@ API_PATH = "/v2/generate/video/kling/generation"
 CONTROL_PREFIX = "/_emulator"
 VIDEO_PREFIX = "/_emulator/videos"
 BLOB_PREFIX = "/_emulator/blob"
+REDIRECT_PATH = "/_emulator/redirect"
 SAMPLE_PATH = Path(__file__).with_name("sample.mp4")
 
 KNOWN_MODELS: tuple[str, ...] = (
@@ -54,13 +56,15 @@ ID_KEYS = ("id", "generation_id")
 USAGE_STYLES = ("tokens", "credits")
 
 #: Faults that replace the answer entirely; on a POST they happen before anything is created.
-PRE_FAULTS = frozenset({"429", "500", "502", "503", "504", "reset", "non_json"})
+PRE_FAULTS = frozenset({"403", "429", "500", "502", "503", "504", "reset", "non_json"})
 #: Faults that mangle the real answer while it is sent, so the work behind it has been done.
 BODY_FAULTS = frozenset({"reset_mid", "truncated", "wrong_length"})
 FAULT_KINDS = PRE_FAULTS | BODY_FAULTS | {"slow"}
 
 ERROR_MARKER = "[error]"
 ERROR_2026_MARKER = "[error:2026]"
+#: ``[seconds:N]`` in a prompt: this generation takes N seconds instead of ``generation_seconds``.
+SECONDS_MARKER = re.compile(r"\[seconds:(\d+(?:\.\d+)?)\]")
 FACE_ERROR: dict[str, Any] = {
     "detail": [
         {"loc": ["body", "image_url"], "msg": "Could not detect face in the image", "type": "value_error"}
@@ -72,6 +76,7 @@ POLICY_ERROR_2026: dict[str, Any] = {
 }
 
 _FAULT_MESSAGES = {
+    403: "Insufficient credits or no access to this model",
     429: "Too many requests",
     500: "Internal server error",
     502: "Bad gateway",
@@ -122,6 +127,8 @@ class RecordedRequest:
     :param fault: the fault kind applied to this request, or None.
     :param auth_ok: whether the bearer key matched; None on endpoints that need no key.
     :param status: the status code answered, or None when the connection was dropped before headers.
+    :param client_port: the client's TCP source port (distinct ports = connections the client opened).
+    :param retry_after: the Retry-After the applied fault sent, or None.
     """
 
     method: str
@@ -132,6 +139,8 @@ class RecordedRequest:
     fault: str | None
     auth_ok: bool | None
     status: int | None = None
+    client_port: int | None = None
+    retry_after: float | None = None
 
     def __getitem__(self, key: str) -> Any:
         if key not in _RECORD_FIELDS:
@@ -357,7 +366,9 @@ class KlingEmulator:
         self._rate = 0.0
         self._rate_kinds: tuple[str, ...] = ()
         self._rate_methods: tuple[str, ...] = ()
+        self._rate_faults: tuple[_Fault, ...] = ()
         self._rng = random.Random(0)
+        self._next_ids: list[str] = []
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -422,6 +433,7 @@ class KlingEmulator:
             self._faults.clear()
             self._fault_counts.clear()
             self._rate = 0.0
+            self._next_ids.clear()
 
     def inject(
         self,
@@ -436,7 +448,7 @@ class KlingEmulator:
     ) -> None:
         """Queue a fault for the next matching request(s).
 
-        :param kind: one of ``429 500 502 503 504 reset reset_mid truncated non_json slow wrong_length``.
+        :param kind: one of ``403 429 500 502 503 504 reset reset_mid truncated non_json slow wrong_length``.
         :param times: how many matching requests get it; None for all of them until :meth:`reset`.
         :param method: only requests with this method.
         :param path_prefix: only paths starting with this; None means the API endpoint only
@@ -464,7 +476,7 @@ class KlingEmulator:
     def set_fault_rate(
         self,
         rate: float,
-        kinds: Iterable[str] = ("500", "502", "503", "504"),
+        kinds: Iterable[str | Mapping[str, Any]] = ("500", "502", "503", "504"),
         *,
         seed: int | None = 0,
         methods: Iterable[str] = ("GET",),
@@ -472,22 +484,48 @@ class KlingEmulator:
         """Give each matching API request a random fault with probability ``rate`` (0 disables).
 
         :param rate: probability between 0 and 1.
-        :param kinds: fault kinds to choose from, uniformly.
+        :param kinds: faults to choose from, uniformly: kind names, or mappings such as
+            ``{"kind": "429", "retry_after": 0.2, "method": "POST"}`` (``method`` limits that entry to
+            one HTTP method; ``retry_after`` and ``delay`` as in :meth:`inject`).
         :param seed: seed of the random generator, for reproducible runs.
         :param methods: HTTP methods eligible for random faults.
         """
-        kinds_t = tuple(str(k) for k in kinds)
-        for k in kinds_t:
-            _check_choice("kind", k, sorted(FAULT_KINDS))
+        faults = []
+        for k in kinds:
+            spec: dict[str, Any] = dict(k) if isinstance(k, Mapping) else {"kind": k}
+            kind = str(spec.pop("kind", ""))
+            _check_choice("kind", kind, sorted(FAULT_KINDS))
+            unknown = set(spec) - {"method", "retry_after", "delay"}
+            if unknown:
+                raise ValueError(f"unknown fault settings {sorted(unknown)}")
+            method = spec.get("method")
+            faults.append(
+                _Fault(
+                    kind=kind,
+                    remaining=1,
+                    method=str(method).upper() if method else None,
+                    retry_after=None if spec.get("retry_after") is None else float(spec["retry_after"]),
+                    delay=None if spec.get("delay") is None else float(spec["delay"]),
+                )
+            )
         if not 0 <= rate <= 1:
             raise ValueError("rate must be between 0 and 1")
-        if rate and not kinds_t:
+        if rate and not faults:
             raise ValueError("kinds must not be empty")
         with self._lock:
             self._rate = rate
-            self._rate_kinds = kinds_t
+            self._rate_kinds = tuple(f.kind for f in faults)
+            self._rate_faults = tuple(faults)
             self._rate_methods = tuple(m.upper() for m in methods)
             self._rng = random.Random(seed)
+
+    def queue_ids(self, *ids: str) -> None:
+        """Hand out these ids, in order, to the next generations created (to try clients on odd ids).
+
+        :param ids: the ids, used as given (even ``"x/../../etc"``).
+        """
+        with self._lock:
+            self._next_ids.extend(str(i) for i in ids)
 
     def complete(self, generation_id: str) -> None:
         """Finish a generation now (with its requested outcome).
@@ -525,6 +563,7 @@ class KlingEmulator:
         app.router.add_get(API_PATH, self._handle_poll)
         app.router.add_get(VIDEO_PREFIX + "/{token}/output.mp4", self._handle_video)
         app.router.add_get(BLOB_PREFIX + "/{nbytes}", self._handle_blob)
+        app.router.add_get(REDIRECT_PATH, self._handle_redirect)
         app.router.add_get(CONTROL_PREFIX + "/health", self._ctl_health)
         app.router.add_get(CONTROL_PREFIX + "/requests", self._ctl_requests)
         app.router.add_get(CONTROL_PREFIX + "/counts", self._ctl_counts)
@@ -634,10 +673,17 @@ class KlingEmulator:
                         del self._faults[i]
                 self._fault_counts[fault.kind] = self._fault_counts.get(fault.kind, 0) + 1
                 return dataclasses.replace(fault)
-            if api and self._rate > 0 and method in self._rate_methods and self._rng.random() < self._rate:
-                kind = self._rng.choice(self._rate_kinds)
-                self._fault_counts[kind] = self._fault_counts.get(kind, 0) + 1
-                return _Fault(kind=kind, remaining=1)
+            candidates = [f for f in self._rate_faults if f.method in (None, method)]
+            if (
+                api
+                and self._rate > 0
+                and method in self._rate_methods
+                and candidates
+                and self._rng.random() < self._rate
+            ):
+                chosen = self._rng.choice(candidates)
+                self._fault_counts[chosen.kind] = self._fault_counts.get(chosen.kind, 0) + 1
+                return dataclasses.replace(chosen)
         return None
 
     def _record(
@@ -651,6 +697,8 @@ class KlingEmulator:
             time=time.time(),
             fault=fault.kind if fault else None,
             auth_ok=auth_ok,
+            client_port=_client_port(request),
+            retry_after=fault.retry_after if fault else None,
         )
         with self._lock:
             self._requests.append(rec)
@@ -766,6 +814,8 @@ class KlingEmulator:
         return {"tokens_used": TOKENS_PER_5S * factor}
 
     def _new_id(self, model: str) -> str:
+        if self._next_ids:
+            return self._next_ids.pop(0)
         while True:
             gen_id = f"gen_{secrets.token_hex(4)}" if self.id_style == "short" else f"{uuid.uuid4()}:{model}"
             if gen_id not in self._generations:
@@ -793,6 +843,8 @@ class KlingEmulator:
         now = time.monotonic()
         prompt = body["prompt"]
         duration = int(body.get("duration") or 5)
+        seconds_marker = SECONDS_MARKER.search(prompt)
+        seconds = float(seconds_marker.group(1)) if seconds_marker else self.generation_seconds
         if ERROR_2026_MARKER in prompt:
             outcome = "error_2026"
         elif ERROR_MARKER in prompt:
@@ -809,8 +861,8 @@ class KlingEmulator:
                 duration=duration,
                 video_token=secrets.token_urlsafe(16),
                 video_bytes=self.video_bytes,
-                queued_until=now + 0.1 * self.generation_seconds,
-                ready_at=now + self.generation_seconds,
+                queued_until=now + 0.1 * seconds,
+                ready_at=now + seconds,
                 body=body,
             )
             self._generations[gen.id] = gen
@@ -897,6 +949,17 @@ class KlingEmulator:
             return self._error(request, rec, 404, "Not found")
         body = _Body(self._sample) if size is None else _Body(blob_size=size)
         return await self._answer(request, rec, 200, body, "video/mp4", fault, ranged=True)
+
+    async def _handle_redirect(self, request: web.Request) -> web.StreamResponse:
+        """``?to=URL``: answer 302 to any URL (file://, ftp://, ...) so clients can prove what they follow."""
+        rec, _fault, early = await self._pre_handle(request, None, None, api=False)
+        if early is not None:
+            return early
+        target = request.query.get("to")
+        if not target:
+            return self._error(request, rec, 400, "to: Required")
+        rec.status = 302
+        return web.Response(status=302, headers={"Location": target})
 
     async def _handle_blob(self, request: web.Request) -> web.StreamResponse:
         rec, fault, early = await self._pre_handle(request, None, None, api=False)
@@ -988,6 +1051,12 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     if start >= size or stop <= start:
         return "invalid"
     return start, min(stop, size)
+
+
+def _client_port(request: web.Request) -> int | None:
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return peer[1] if isinstance(peer, (tuple, list)) and len(peer) >= 2 else None
 
 
 async def _drop(request: web.Request, *, rst: bool, flush: bool = False) -> None:
