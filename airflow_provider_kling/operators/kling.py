@@ -46,12 +46,17 @@ def timeout_seconds(value: Any, field: str = "timeout") -> float:
     return float(seconds)
 
 
-def fail_fast(exc: Exception) -> Exception:
-    """Errors no retry can fix (bad input, refused key, the service's own verdict) skip Airflow retries."""
+def fail_fast(exc: Exception, generation_id: str | None = None) -> Exception:
+    """Errors no retry can fix (bad input, refused key, the service's own verdict) skip Airflow retries.
+
+    :param exc: the error raised.
+    :param generation_id: the generation concerned, when one exists: the message then names it.
+    """
     from airflow_provider_kling.exceptions import (
         KlingAuthError,
         KlingBadRequestError,
         KlingConfigError,
+        KlingError,
         KlingForbiddenError,
         KlingGenerationFailed,
     )
@@ -63,9 +68,14 @@ def fail_fast(exc: Exception) -> Exception:
         KlingBadRequestError,
         KlingGenerationFailed,
     )
+    message = str(exc)
+    named = generation_id is None or generation_id in message
     if isinstance(exc, final):
-        return AirflowFailException(str(exc))
-    return exc
+        return AirflowFailException(message if named else f"Kling generation {generation_id}: {message}")
+    if named or isinstance(exc, AirflowFailException):
+        return exc
+    # Transient: a plain KlingError keeps Airflow's retries and names the generation to look up.
+    return KlingError(f"Kling generation {generation_id}: {message}")
 
 
 def result_dict(generation: Generation, model: str | None, video_path: str | None = None) -> dict[str, Any]:
@@ -224,7 +234,7 @@ class KlingImageToVideoOperator(BaseOperator):
         try:
             generation = self.hook.wait_for_generation(generation_id, self.poll_interval, timeout)
         except Exception as exc:
-            raise fail_fast(exc) from exc
+            raise fail_fast(exc, generation_id) from exc
         return self._finish(context, generation)
 
     def _resume_or_submit(
@@ -276,9 +286,27 @@ class KlingImageToVideoOperator(BaseOperator):
         if generation.video_url:
             context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
         if self.download_to and generation.video_url:
-            video_path = download(self.hook, generation, self.download_to, self.overwrite)
+            try:
+                video_path = download(self.hook, generation, self.download_to, self.overwrite)
+            except Exception as exc:
+                raise fail_fast(exc, generation.id) from exc
         self.log.info("Kling generation %s completed: %s", generation.id, video_path or generation.video_url)
-        return result_dict(generation, self.model, video_path)
+        result = result_dict(generation, self.model, video_path)
+        annotate_outlets(context, self.outlets, result)
+        return result
+
+
+def annotate_outlets(context: Context, outlets: Any, result: dict[str, Any]) -> None:
+    """Put the video's path and generation id in the extra of each outlet Asset's event.
+
+    A DAG scheduled on the Asset then finds the file in ``triggering_asset_events``.
+    """
+    from airflow.providers.common.compat.sdk import Asset
+
+    extra = {k: result[k] for k in ("generation_id", "video_path", "file_size") if result.get(k) is not None}
+    for outlet in outlets or ():
+        if isinstance(outlet, Asset):
+            context["outlet_events"][outlet].extra.update(extra)
 
 
 def generation_from_event(event: Any, timeout: float) -> Generation:

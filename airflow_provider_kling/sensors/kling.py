@@ -98,7 +98,7 @@ class KlingGenerationSensor(BaseSensorOperator):
             generation = self._hook().get_generation(self.generation_id)
             raise_for_terminal(generation)
         except Exception as exc:
-            raise fail_fast(exc) from exc
+            raise fail_fast(exc, self.generation_id) from exc
         self.log.info("Kling generation %s is %s", self.generation_id, generation.raw_status)
         if generation.status is GenerationStatus.COMPLETED:
             return PokeReturnValue(is_done=True, xcom_value=self._finish(context, generation))

@@ -44,6 +44,9 @@ class KlingGenerationTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     :param end_time: the deadline as a UNIX epoch float.
     :param max_attempts: consecutive failed polls tolerated before an error event.
+    :param timeout: (connect, read) timeout in seconds for each poll (default: the hook's).
+    :param retry_min_wait: first backoff wait in seconds between failed polls (default: the hook's).
+    :param retry_max_wait: longest backoff wait in seconds (default: the hook's).
     """
 
     def __init__(
@@ -53,6 +56,9 @@ class KlingGenerationTrigger(BaseTrigger):
         poll_interval: float = 10.0,
         end_time: float | None = None,
         max_attempts: int = 8,
+        timeout: tuple[float, float] | list[float] | None = None,
+        retry_min_wait: float | None = None,
+        retry_max_wait: float | None = None,
     ) -> None:
         super().__init__()
         self.generation_id = generation_id
@@ -60,6 +66,9 @@ class KlingGenerationTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.end_time = float(end_time) if end_time is not None else time.time() + 1800.0
         self.max_attempts = int(max_attempts)
+        self.timeout = (float(timeout[0]), float(timeout[1])) if timeout is not None else None
+        self.retry_min_wait = float(retry_min_wait) if retry_min_wait is not None else None
+        self.retry_max_wait = float(retry_max_wait) if retry_max_wait is not None else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -70,6 +79,9 @@ class KlingGenerationTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "end_time": self.end_time,
                 "max_attempts": self.max_attempts,
+                "timeout": list(self.timeout) if self.timeout is not None else None,
+                "retry_min_wait": self.retry_min_wait,
+                "retry_max_wait": self.retry_max_wait,
             },
         )
 
@@ -86,7 +98,17 @@ class KlingGenerationTrigger(BaseTrigger):
         return TriggerEvent(event.model_dump(mode="json"))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = KlingHook(self.kling_conn_id, max_attempts=self.max_attempts)
+        # Only the settings given are passed, so the hook's defaults stay the single source.
+        settings: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("timeout", self.timeout),
+                ("retry_min_wait", self.retry_min_wait),
+                ("retry_max_wait", self.retry_max_wait),
+            )
+            if v is not None
+        }
+        hook = KlingHook(self.kling_conn_id, max_attempts=self.max_attempts, **settings)
         last_status: str | None = None
         started = time.monotonic()
         try:

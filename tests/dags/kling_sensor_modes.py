@@ -1,0 +1,56 @@
+"""KlingGenerationSensor in poke and deferrable mode, on good and errored generations.
+
+The tasks run one after another (each whatever the previous one's end), so each sensor starts
+right after its submit; ``[seconds:3]`` keeps the good generations pending for the sensors' first polls.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.providers.common.compat.sdk import DAG, chain
+
+from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
+from airflow_provider_kling.sensors.kling import KlingGenerationSensor
+from tests.dags.kling_common import record_failure
+
+IMAGE = "https://images.example.org/desert.jpg"
+
+with DAG(
+    dag_id="kling_sensor_modes",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=0),
+        "trigger_rule": "all_done",
+        "on_retry_callback": record_failure,
+        "on_failure_callback": record_failure,
+    },
+) as dag:
+    tasks: list[Any] = []
+    for name, prompt in (
+        ("poke", "sensor poke: dunes shift in the wind [seconds:3]"),
+        ("deferred", "sensor deferred: a caravan crosses the dunes [seconds:3]"),
+        ("poke_error", "sensor poke_error: [error]"),
+        ("deferred_error", "sensor deferred_error: [error:2026]"),
+    ):
+        submit = KlingImageToVideoOperator(
+            task_id=f"submit_{name}", image_url=IMAGE, prompt=prompt, wait_for_completion=False
+        )
+        sensor = KlingGenerationSensor(
+            task_id=f"wait_{name}",
+            generation_id="{{ ti.xcom_pull(task_ids='" + submit.task_id + "', key='generation_id') }}",
+            deferrable=name.startswith("deferred"),
+            mode="poke",
+            poke_interval=0.2,
+            poll_interval=0.2,
+            timeout=60,
+        )
+        tasks += [submit, sensor]
+    tasks.append(
+        KlingGenerationSensor(task_id="wait_invalid_id", generation_id="not an id!", poke_interval=0.2)
+    )
+    chain(*tasks)

@@ -1,0 +1,65 @@
+"""KlingGenerationSensor in poke and deferrable mode, through ``dag.test()`` against the emulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_example_dags import TEST_DAGS, load_dag_file, run_dag
+from tests.test_operator import failure_events
+
+# dag.test() from a bundle, task_state_store and airflow.sdk DAGs: Airflow 3 only.
+pytestmark = pytest.mark.airflow3
+
+
+@pytest.fixture
+def test_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("KLING_TEST_OUT", str(tmp_path))
+    return tmp_path
+
+
+def test_sensor_modes(emulator, airflow_db, test_out):
+    module = load_dag_file(TEST_DAGS / "kling_sensor_modes.py")
+    result = run_dag(module.dag)
+    events = failure_events(test_out)
+
+    for name in ("poke", "deferred"):
+        gen_id = result.xcom(f"submit_{name}", key="generation_id")
+        assert result.state_of(f"wait_{name}") == "success"
+        out = result.xcom(f"wait_{name}")
+        assert out["generation_id"] == gen_id
+        assert out["status"] == "completed"
+        assert out["video_url"].startswith(emulator.base_url)
+        assert result.xcom(f"wait_{name}", key="kling_video_url") == out["video_url"]
+        # Every poll of this generation was for the sensor (submit does not wait).
+        polls = [r for r in emulator.requests if r.method == "GET" and r.query.get("generation_id") == gen_id]
+        assert len(polls) >= 2, name  # pending at first, then completed
+
+    # Poke mode polled from the worker; deferrable mode handed the wait to its trigger.
+    assert "deferred" not in result.events[("wait_poke", -1)]
+    assert result.events[("wait_deferred", -1)] == ["running", "deferred", "running", "success"]
+    classpath, kwargs = result.triggers[("wait_deferred", -1)]
+    assert classpath == "airflow_provider_kling.triggers.kling.KlingGenerationTrigger"
+    assert kwargs["generation_id"] == result.xcom("submit_deferred", key="generation_id")
+    assert kwargs["poll_interval"] == 0.2
+
+    # A generation the service ended in error fails the sensor at once, in both modes, despite retries=2.
+    for name, message in (
+        ("poke_error", "Could not detect face in the image"),
+        ("deferred_error", "rejected by the content policy"),
+    ):
+        ti = result.ti(f"wait_{name}")
+        assert (ti.state, ti.try_number, ti.max_tries) == ("failed", 1, 2), name
+        (event,) = events[f"wait_{name}"]
+        assert event["exception"] == "AirflowFailException"
+        assert result.xcom(f"submit_{name}", key="generation_id") in event["message"]
+        assert message in event["message"]
+
+    # A malformed id is refused before any request.
+    ti = result.ti("wait_invalid_id")
+    assert (ti.state, ti.try_number) == ("failed", 1)
+    (event,) = events["wait_invalid_id"]
+    assert event["exception"] == "AirflowFailException"
+    assert "generation_id" in event["message"]
+    assert not [r for r in emulator.requests if r.query.get("generation_id") == "not an id!"]

@@ -1,0 +1,266 @@
+"""KlingGenerationTrigger run on an event loop against the emulator, as the triggerer runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import json
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_kling.hooks import kling as hook_module
+from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.triggers.kling import KlingGenerationTrigger, KlingTriggerEvent
+from tests.conftest import API_KEY, set_connection
+
+CLASSPATH = "airflow_provider_kling.triggers.kling.KlingGenerationTrigger"
+#: Fast backoff, so transient-fault tests take milliseconds per retry.
+FAST = {"poll_interval": 0.05, "retry_min_wait": 0.01, "retry_max_wait": 0.05}
+
+
+def submit(prompt: str) -> str:
+    """Start a generation on the emulator through the hook, as the operator does."""
+    return KlingHook().submit_generation(
+        {
+            "model": "kling-video/v1/standard/image-to-video",
+            "image_url": "https://images.example.org/lake.jpg",
+            "prompt": prompt,
+        }
+    )
+
+
+async def all_events(trigger: KlingGenerationTrigger) -> list[dict[str, Any]]:
+    """Every event the trigger yields until its generator ends (the triggerer takes the first)."""
+    return [event.payload async for event in trigger.run()]
+
+
+def polls(emulator: Any, generation_id: str) -> int:
+    return sum(
+        1 for r in emulator.requests if r.method == "GET" and r.query.get("generation_id") == generation_id
+    )
+
+
+@pytest.fixture
+def loop_errors() -> list[dict[str, Any]]:
+    """What the running loop's exception handler received (aiohttp reports unclosed sessions there)."""
+    return []
+
+
+def watch_loop(errors: list[dict[str, Any]]) -> None:
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
+
+
+def assert_no_unclosed(errors: list[dict[str, Any]]) -> None:
+    gc.collect()
+    assert not [e for e in errors if "Unclosed" in str(e.get("message"))], errors
+
+
+@pytest.mark.airflow3  # Airflow 3's serde, as dag.test and the triggerer use it
+def test_serialize_round_trips_every_argument_and_holds_no_secret():
+    from airflow.sdk._shared.module_loading import import_string
+    from airflow.sdk.serde import deserialize, serialize
+
+    deadline = time.time() + 90
+    trigger = KlingGenerationTrigger(
+        generation_id="2b9c1c5e-7f0a-4b8e-9d57-0c1f3f1a9e11:kling-video/v1/standard/image-to-video",
+        kling_conn_id="kling_other",
+        poll_interval=3,
+        end_time=deadline,
+        max_attempts=4,
+        timeout=(2, 30),
+        retry_min_wait=0.5,
+        retry_max_wait=20,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == CLASSPATH
+    # Every constructor argument is serialized, as the kind the triggerer can store.
+    params = set(inspect.signature(KlingGenerationTrigger.__init__).parameters) - {"self"}
+    assert set(kwargs) == params
+    assert kwargs["end_time"] == deadline
+    assert isinstance(kwargs["end_time"], float)
+    # Through JSON and Airflow's serde (what dag.test and the triggerer do), and back.
+    for stored in (json.loads(json.dumps(kwargs)), deserialize(serialize(kwargs))):
+        clone = import_string(classpath)(**stored)
+        assert clone.serialize() == (classpath, kwargs)
+    # Only the connection id travels: the key is looked up again where the trigger runs.
+    assert "kling_other" in json.dumps(kwargs)
+    assert not {"password", "api_key", "key", "headers"} & set(kwargs)
+
+
+def test_default_deadline_is_an_epoch_float():
+    before = time.time()
+    _, kwargs = KlingGenerationTrigger(generation_id="gen_1").serialize()
+    assert isinstance(kwargs["end_time"], float)
+    assert before + 1800 <= kwargs["end_time"] <= time.time() + 1800
+
+
+async def test_one_success_event(emulator, loop_errors):
+    watch_loop(loop_errors)
+    gen_id = submit("trigger success: swans glide across the lake")
+    events = await all_events(KlingGenerationTrigger(gen_id, poll_interval=0.1, end_time=time.time() + 30))
+
+    (payload,) = events
+    event = KlingTriggerEvent.model_validate(payload)
+    assert (event.status, event.generation_id) == ("success", gen_id)
+    assert event.generation is not None
+    assert event.generation.video_url is not None
+    assert event.generation.video_url.startswith(emulator.base_url)
+    assert event.generation.file_size == emulator.sample_size
+    assert polls(emulator, gen_id) >= 2  # pending at first, then completed
+    assert API_KEY not in json.dumps(payload)
+    assert_no_unclosed(loop_errors)
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ("[error]", "image_url: Could not detect face in the image"),
+        ("[error:2026]", "ContentPolicyViolation: The prompt was rejected by the content policy"),
+    ],
+)
+async def test_one_error_event_with_the_services_message(emulator, marker, message):
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from airflow_provider_kling.operators.kling import generation_from_event
+
+    gen_id = submit(f"trigger error: {marker}")
+    events = await all_events(KlingGenerationTrigger(gen_id, poll_interval=0.1, end_time=time.time() + 30))
+
+    (payload,) = events
+    assert payload["status"] == "error"
+    assert payload["message"] == message
+    assert payload["retryable"] is False
+    # The task resumes into a failure that skips retries, naming the generation and the reason.
+    with pytest.raises(AirflowFailException, match=message) as failure:
+        generation_from_event(payload, 30)
+    assert gen_id in str(failure.value)
+
+
+async def test_one_timeout_event_at_the_deadline(emulator):
+    from airflow_provider_kling.exceptions import KlingGenerationTimeout
+    from airflow_provider_kling.operators.kling import generation_from_event
+
+    gen_id = submit("trigger timeout: the tide rises [seconds:600]")
+    events = await all_events(KlingGenerationTrigger(gen_id, poll_interval=0.1, end_time=time.time() + 0.5))
+
+    (payload,) = events
+    assert payload["status"] == "timeout"
+    assert payload["retryable"] is True
+    assert payload["generation"]["status"] == "pending"
+    # A few polls, then it stopped: the deadline ends the wait.
+    assert 2 <= polls(emulator, gen_id) <= 10
+    with pytest.raises(KlingGenerationTimeout, match=gen_id):
+        generation_from_event(payload, 0.5)
+
+
+async def test_transient_errors_are_retried_inside(emulator, loop_errors):
+    watch_loop(loop_errors)
+    gen_id = submit("trigger transient: rain on the water")
+    emulator.inject("503", method="GET", times=2)
+    emulator.inject("reset", method="GET", times=1)
+    emulator.inject("429", method="GET", times=1, retry_after=0)
+    trigger = KlingGenerationTrigger(gen_id, end_time=time.time() + 30, max_attempts=5, **FAST)
+
+    (payload,) = await all_events(trigger)
+    assert payload["status"] == "success"
+    assert emulator.fault_counts == {"503": 2, "reset": 1, "429": 1}
+    assert_no_unclosed(loop_errors)
+
+
+async def test_transient_errors_past_the_bound_end_in_one_retryable_error(emulator, loop_errors):
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from airflow_provider_kling.exceptions import KlingError
+    from airflow_provider_kling.operators.kling import generation_from_event
+
+    watch_loop(loop_errors)
+    gen_id = submit("trigger outage: fog over the lake")
+    emulator.inject("502", method="GET", times=None)
+    trigger = KlingGenerationTrigger(gen_id, end_time=time.time() + 30, max_attempts=3, **FAST)
+
+    (payload,) = await all_events(trigger)
+    assert payload["status"] == "error"
+    assert payload["retryable"] is True
+    assert "502" in payload["message"]
+    assert polls(emulator, gen_id) == 3  # bounded: max_attempts polls, then the event
+    # The task fails normally (Airflow's retries apply), naming the generation.
+    with pytest.raises(KlingError, match=gen_id) as failure:
+        generation_from_event(payload, 30)
+    assert not isinstance(failure.value, AirflowFailException)
+    assert_no_unclosed(loop_errors)
+
+
+async def test_refused_key_ends_in_one_final_error(emulator):
+    gen_id = submit("trigger refused: a boat at the dock")
+    set_connection("kling_rotated", host=emulator.base_url, password="rotated-away-key")
+    trigger = KlingGenerationTrigger(gen_id, "kling_rotated", end_time=time.time() + 30, **FAST)
+
+    (payload,) = await all_events(trigger)
+    assert payload["status"] == "error"
+    assert payload["retryable"] is False
+    assert "401" in payload["message"]
+    assert polls(emulator, gen_id) == 1  # no retry of a refused key
+    assert "rotated-away-key" not in json.dumps(payload)
+
+
+async def test_triggers_on_one_loop_share_one_session_closed_by_the_last(emulator, loop_errors):
+    watch_loop(loop_errors)
+    loop = asyncio.get_running_loop()
+    ids = [submit(f"trigger shared {i}: reeds sway [seconds:1]") for i in range(3)]
+    ids.append(submit("trigger shared 3: reeds sway [seconds:2]"))
+    tasks = [
+        asyncio.create_task(
+            all_events(KlingGenerationTrigger(g, poll_interval=0.1, end_time=time.time() + 30))
+        )
+        for g in ids
+    ]
+    while not all(polls(emulator, g) for g in ids):
+        await asyncio.sleep(0.02)
+
+    # All four hold the loop's one session for this connection.
+    session, holders = hook_module._ASYNC_SESSIONS[loop]["kling_default"]
+    assert holders == 4
+    assert not session.closed
+
+    done, _ = await asyncio.wait(tasks[:3])
+    assert all(t.result()[0]["status"] == "success" for t in done)
+    # The last trigger still polls through the same, still open session.
+    assert hook_module._ASYNC_SESSIONS[loop]["kling_default"][0] is session
+    assert not session.closed
+
+    (payload,) = await tasks[3]
+    assert payload["status"] == "success"
+    # The last one out closed it.
+    assert session.closed
+    assert "kling_default" not in hook_module._ASYNC_SESSIONS.get(loop, {})
+    assert_no_unclosed(loop_errors)
+
+
+async def test_cancel_and_cleanup_touch_nothing_remote(emulator, loop_errors):
+    watch_loop(loop_errors)
+    loop = asyncio.get_running_loop()
+    gen_id = submit("trigger cancelled: ducks take off [seconds:600]")
+    trigger = KlingGenerationTrigger(gen_id, poll_interval=0.1, end_time=time.time() + 600)
+    task = asyncio.create_task(all_events(trigger))
+    while polls(emulator, gen_id) < 2:
+        await asyncio.sleep(0.02)
+    session = hook_module._ASYNC_SESSIONS[loop]["kling_default"][0]
+    before = len(emulator.requests)
+
+    # What the triggerer does when the task is cleared, times out or the triggerer stops.
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await trigger.cleanup()
+
+    # No request was sent to cancel or change the generation: it goes on, and stays resumable.
+    assert len(emulator.requests) == before
+    assert [r.method for r in emulator.requests].count("POST") == 1
+    emulator.complete(gen_id)
+    assert KlingHook().get_generation(gen_id).video_url is not None
+    # The shared session was closed on the way out.
+    assert session.closed
+    assert_no_unclosed(loop_errors)
