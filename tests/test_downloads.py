@@ -190,7 +190,9 @@ def test_operator_overwrites_only_when_asked(
         "new_folders": "success",
     }
     failure = result["failures"]["keep_existing"]
-    assert "existing.mp4 already exists; pass overwrite=True to replace it" in failure["message"]
+    # Refused before the paid POST: only the two other tasks submitted a generation.
+    assert "existing.mp4 already exists; set overwrite=True to replace it" in failure["message"]
+    assert emu.count("POST") == 2
     assert (out / "existing.mp4").read_bytes() == b"keep me"
     assert _sha(out / "replaced.mp4") == EXPECTED_SHA
     (new_file,) = (out / "new" / "nested" / "folders").iterdir()

@@ -212,3 +212,28 @@ def assert_video_links(result: Any, tis: list[tuple[str, int]], base_url: str) -
             link = task.get_extra_links(ti, "Kling video")
             assert link == result.xcom(task_id, map_index=map_index)["video_url"]
             assert link.startswith(base_url)
+
+
+def test_no_second_payment_after_an_ambiguous_post_or_a_taken_file(emulator, airflow_db, test_out):
+    emulator.inject("500", method="POST", after_create=True)
+    (test_out / "taken.mp4").write_bytes(b"an earlier video")
+    module = load_dag_file(TEST_DAGS / "kling_paid_once.py")
+    result = run_dag(module.dag)
+    events = failure_events(test_out)
+
+    for task_id in ("ambiguous_post", "existing_file"):
+        ti = result.ti(task_id)
+        assert (ti.state, ti.try_number, ti.max_tries) == ("failed", 1, 2), task_id
+        (event,) = events[task_id]
+        assert event["exception"] == "AirflowFailException", event
+    # One generation was created and paid for; the task did not send a second POST.
+    (_post,) = posts(emulator, "ambiguous_post:")
+    assert len(emulator.generations) == 1
+    assert "may have created a paid generation" in events["ambiguous_post"][0]["message"]
+    assert "answered 500" in events["ambiguous_post"][0]["message"]
+    # The taken file was noticed before the POST, and kept.
+    assert not posts(emulator, "existing_file:")
+    message = events["existing_file"][0]["message"]
+    assert "download_to" in message
+    assert "overwrite=True" in message
+    assert (test_out / "taken.mp4").read_bytes() == b"an earlier video"

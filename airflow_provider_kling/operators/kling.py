@@ -78,6 +78,20 @@ def fail_fast(exc: Exception, generation_id: str | None = None) -> Exception:
     return KlingError(f"Kling generation {generation_id}: {message}")
 
 
+def submit_may_have_paid(exc: Exception) -> bool:
+    """True when a failed POST may still have created a generation (no answer, or a 5xx but 503).
+
+    Airflow must not retry those: the retry would submit, and pay for, a second generation.
+    """
+    from airflow_provider_kling.exceptions import KlingAPIError, KlingConnectionError
+
+    if isinstance(exc, KlingConnectionError):
+        return not exc.nothing_sent
+    if isinstance(exc, KlingAPIError):
+        return (exc.status_code >= 500 and exc.status_code != 503) or 200 <= exc.status_code < 300
+    return False
+
+
 def result_dict(generation: Generation, model: str | None, video_path: str | None = None) -> dict[str, Any]:
     """The small JSON-safe dict returned as XCom: what downstream tasks need."""
     return {
@@ -241,7 +255,7 @@ class KlingImageToVideoOperator(BaseOperator):
         self, context: Context, request: ImageToVideoRequest
     ) -> tuple[str, Generation | None]:
         """Reconnect to this task's earlier generation when it is pending or done, else submit anew."""
-        from airflow_provider_kling.exceptions import KlingNotFoundError
+        from airflow_provider_kling.exceptions import KlingError, KlingNotFoundError
         from airflow_provider_kling.models import GenerationStatus
 
         global _warned_no_state_store
@@ -272,10 +286,39 @@ class KlingImageToVideoOperator(BaseOperator):
                 self.log.warning(
                     "Earlier Kling generation %s ended in error (%s); submitting anew", stored, prior.error
                 )
-        generation_id = hook.submit_generation(request)
+        self._check_destination_free()
+        try:
+            generation_id = hook.submit_generation(request)
+        except KlingError as exc:
+            if submit_may_have_paid(exc):
+                raise AirflowFailException(
+                    f"The Kling POST failed in a way that may have created a paid generation ({exc}). "
+                    "It is not sent again, so no retry pays twice: check the service's dashboard before "
+                    "running this task again."
+                ) from exc
+            raise
         if store is not None:
             store.set(GENERATION_ID_STATE_KEY, generation_id)
         return generation_id, None
+
+    def _check_destination_free(self) -> None:
+        """Refuse, before paying, a download_to that names an existing file (unless overwrite=True)."""
+        if not self.download_to or self.overwrite:
+            return
+        from airflow_provider_kling.exceptions import KlingValidationError
+        from airflow_provider_kling.hooks.kling import resolve_destination
+
+        probe = "kling-destination-probe.mp4"
+        target = resolve_destination(self.download_to, probe)
+        if target.name != probe and target.exists():
+            raise KlingValidationError(
+                [
+                    (
+                        "download_to",
+                        f"{target} already exists; set overwrite=True to replace it, or name another file",
+                    )
+                ]
+            )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: validate its event, then finish or fail."""
