@@ -24,5 +24,46 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
+# example_dags/example_kling_basic.py end to end in .demo/ against the bundled emulator, or against the
+# real service when KLING_API_KEY is set (KLING_IMAGE_URL picks the image). Ends with the MP4's path.
+demo: $(STAMP)
+	@BIN="$(abspath $(BIN))" bash scripts/demo.sh
+
+# Only the tests that start a real Airflow deployment (api-server, scheduler, dag-processor, triggerer,
+# LocalExecutor, SQLite) with the emulator; `make test` runs them too. Logs land in test-artifacts/.
+.PHONY: e2e
+e2e: $(STAMP)
+	$(BIN)/pytest -q -m e2e
+
+# The same suite on the oldest Airflow the provider supports (pyproject's floor), in its own venv.
+# Tests marked airflow3 are deselected there by tests/conftest.py; airflow2 ones run only there.
+VENV_AF2 ?= .venv-af2
+BIN_AF2 := $(VENV_AF2)/bin
+AIRFLOW2_VERSION ?= 2.11.0
+# What Airflow's constraints hold for 2.11: 2.11.0's own metadata lets universal-pathlib 0.3 in, which
+# breaks its ObjectStoragePath (2.11.2 caps it itself).
+AIRFLOW2_PINS ?= "universal-pathlib<0.3"
+STAMP_AF2 := $(VENV_AF2)/.installed-$(AIRFLOW2_VERSION)
+
+.PHONY: test-airflow2
+
+$(STAMP_AF2): pyproject.toml
+	rm -f $(VENV_AF2)/.installed-*
+	$(PYTHON) -m venv $(VENV_AF2)
+	$(BIN_AF2)/pip install --quiet --upgrade pip uv
+	$(BIN_AF2)/uv pip install --quiet --python $(BIN_AF2)/python -e ".[test]" \
+		"apache-airflow==$(AIRFLOW2_VERSION)" $(AIRFLOW2_PINS)
+	touch $@
+
+test-airflow2: $(STAMP_AF2)
+	$(BIN_AF2)/python -c "import airflow; print('Airflow', airflow.__version__)"
+	$(BIN_AF2)/pytest -q -m "not e2e"
+
+# Benchmarks against baselines measured in the same run (PERFORMANCE.md); not part of `make test`.
+# The bench extra brings the HTTP and dbt Cloud providers whose operators serve as baselines.
+bench: $(STAMP)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test,bench]"
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_AF2) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,9 @@ The environment is set before anything imports Airflow, so no test touches ~/air
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -28,7 +30,10 @@ os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
             "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
             "kwargs": {"path": str(path)},
         }
-        for name, path in (("kling_examples", _ROOT / "example_dags"), ("kling_tests", _ROOT / "tests" / "dags"))
+        for name, path in (
+            ("kling_examples", _ROOT / "example_dags"),
+            ("kling_tests", _ROOT / "tests" / "dags"),
+        )
     ]
 )
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.db"
@@ -44,6 +49,49 @@ GENERATION_SECONDS = 0.6
 def set_connection(conn_id: str, **fields: object) -> None:
     """Define an Airflow connection through its AIRFLOW_CONN_ environment variable."""
     os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({"conn_type": "kling", **fields})
+
+
+#: The installed Airflow's major version, read without importing Airflow.
+AIRFLOW_MAJOR = int(importlib.metadata.version("apache-airflow").split(".")[0])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip) the tests written for the other Airflow major: markers airflow3 / airflow2."""
+    other = "airflow2" if AIRFLOW_MAJOR >= 3 else "airflow3"
+    deselected = [item for item in items if item.get_closest_marker(other)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker(other)]
+
+
+class _StdlibToStructlog(logging.Handler):
+    """Hands stdlib log records to structlog while a test captures structlog events.
+
+    Airflow 3 logs ``self.log`` through structlog, Airflow 2 through stdlib logging: with this handler on
+    the root logger under Airflow 2, ``structlog.testing.capture_logs()`` sees the same messages there.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import structlog
+        from structlog.testing import LogCapture
+
+        if any(isinstance(p, LogCapture) for p in structlog.get_config()["processors"]):
+            structlog.get_logger(record.name).log(record.levelno, record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def _airflow2_logs_reach_structlog() -> Iterator[None]:
+    if AIRFLOW_MAJOR >= 3:
+        yield
+        return
+    import airflow  # noqa: F401  (configures logging first, which would drop a handler added earlier)
+
+    handler = _StdlibToStructlog()
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
 
 
 @pytest.fixture(scope="session")

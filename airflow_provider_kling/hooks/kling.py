@@ -19,7 +19,7 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
@@ -144,6 +144,11 @@ def check_generation_id(generation_id: Any) -> str:
                 )
             ]
         )
+    if generation_id.strip() in ("None", "null"):
+        # What a template renders when its value is missing, e.g. an XCom that was never pushed.
+        raise KlingValidationError(
+            [("generation_id", f"must be an id as returned by the service, got the text {generation_id!r}")]
+        )
     return generation_id.strip()
 
 
@@ -222,6 +227,15 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, KlingConnectionError) or (isinstance(exc, KlingAPIError) and exc.retryable)
 
 
+def _backoff(first: float, longest: float) -> wait_exponential_jitter:
+    """Exponential backoff with jitter starting at ``first`` seconds, capped at ``longest``."""
+    try:
+        # Newer tenacity names the first wait ``multiplier`` and warns on ``initial`` at every call.
+        return wait_exponential_jitter(multiplier=first, max=longest)
+    except TypeError:  # older tenacity
+        return wait_exponential_jitter(initial=first, max=longest)
+
+
 def _connection_error(exc: BaseException, what: str, *, nothing_sent: bool) -> KlingConnectionError:
     return KlingConnectionError(f"{what}: {type(exc).__name__}: {exc}", nothing_sent=nothing_sent)
 
@@ -236,6 +250,17 @@ def _id_from_submit(body: dict[str, Any]) -> str:
             path=GENERATION_PATH,
         )
     return str(generation_id)
+
+
+# Connection lookups in flight per (event loop, connection id); see KlingHook.aendpoint.
+_ENDPOINT_LOOKUPS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, asyncio.Task[_Endpoint]]
+] = weakref.WeakKeyDictionary()
+
+
+def _forget(lookups: dict[str, Any], key: str, done: Any) -> None:
+    if lookups.get(key) is done:
+        del lookups[key]
 
 
 # One aiohttp ClientSession per (event loop, connection id), shared by every trigger on that loop.
@@ -313,20 +338,35 @@ class KlingHook(BaseHook):
         return self._endpoint
 
     async def aendpoint(self) -> _Endpoint:
-        """As :attr:`endpoint`, reading the connection without blocking the event loop."""
-        if self._endpoint is None:
-            aget = getattr(self, "aget_connection", None)
-            if aget is not None:
-                conn = await aget(self.kling_conn_id)
-            else:  # Airflow 2: no async connection lookup
-                from asgiref.sync import sync_to_async
+        """As :attr:`endpoint`, reading the connection without blocking the event loop.
 
-                conn = await sync_to_async(self.get_connection)(self.kling_conn_id)
-            endpoint = endpoint_from_connection(conn)
-            await _amask(endpoint.api_key)
-            self._remember(endpoint)
+        Hooks on one event loop that ask for the same connection while a lookup is in flight share
+        that lookup: a triggerer starting a thousand triggers reads the connection once, not a
+        thousand times in one loop iteration. A lookup that starts later reads it afresh.
+        """
+        if self._endpoint is None:
+            loop = asyncio.get_running_loop()
+            lookups = _ENDPOINT_LOOKUPS.setdefault(loop, {})
+            lookup = lookups.get(self.kling_conn_id)
+            if lookup is None:
+                lookup = lookups[self.kling_conn_id] = loop.create_task(self._alookup_endpoint())
+                lookup.add_done_callback(partial(_forget, lookups, self.kling_conn_id))
+            # shield: one waiter being cancelled must not cancel the lookup the others wait on.
+            self._remember(await asyncio.shield(lookup))
         assert self._endpoint is not None
         return self._endpoint
+
+    async def _alookup_endpoint(self) -> _Endpoint:
+        aget = getattr(self, "aget_connection", None)
+        if aget is not None:
+            conn = await aget(self.kling_conn_id)
+        else:  # Airflow 2: no async connection lookup
+            from asgiref.sync import sync_to_async
+
+            conn = await sync_to_async(self.get_connection)(self.kling_conn_id)
+        endpoint = endpoint_from_connection(conn)
+        await _amask(endpoint.api_key)
+        return endpoint
 
     @cached_property
     def session(self) -> requests.Session:
@@ -342,7 +382,7 @@ class KlingHook(BaseHook):
     # ----------------------------------------------------------------------------- retry rules
     def _retry_kwargs(self, method: str, attempts: int | None = None) -> dict[str, Any]:
         """The tenacity settings for one call; the same for the sync and async paths."""
-        backoff = wait_exponential_jitter(initial=self.retry_min_wait, max=self.retry_max_wait)
+        backoff = _backoff(self.retry_min_wait, self.retry_max_wait)
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -503,7 +543,7 @@ class KlingHook(BaseHook):
         retry = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, KlingConnectionError)),
             stop=stop_after_attempt(max(1, attempts)),
-            wait=wait_exponential_jitter(initial=self.retry_min_wait, max=self.retry_max_wait),
+            wait=_backoff(self.retry_min_wait, self.retry_max_wait),
             reraise=True,
             before_sleep=lambda s: self.log.warning(
                 "Download of %s failed (attempt %s): %s; retrying",
@@ -605,24 +645,40 @@ class KlingHook(BaseHook):
 
         endpoint = await self.aendpoint()
         url = endpoint.base_url + GENERATION_PATH
+
+        async def once(session: aiohttp.ClientSession) -> dict[str, Any]:
+            try:
+                async with session.request(method, url, params=params, headers=endpoint.headers) as resp:
+                    body = await resp.read()
+                    status, headers = resp.status, resp.headers
+            except aiohttp.ClientConnectorError as exc:
+                raise _connection_error(
+                    exc, f"could not reach {endpoint.base_url}", nothing_sent=True
+                ) from None
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise _connection_error(
+                    exc, f"no answer from {endpoint.base_url}", nothing_sent=False
+                ) from None
+            return _read_response(method, GENERATION_PATH, status, body, headers)
+
         async with self.async_session() as session:
+            # Fast path: a trigger polls thousands of times and nearly every poll succeeds; a tenacity
+            # loop per poll leaves ~40 objects in reference cycles, and the garbage collector's full
+            # passes over a triggerer's heap then stall every trigger on the loop.
+            try:
+                return await once(session)
+            except Exception as exc:
+                retryable = _created_nothing(exc) if method == "POST" else _transient(exc)
+                if not retryable or (attempts or self.max_attempts) <= 1:
+                    raise
+                first_failure: Exception | None = exc
+            # The same retry rules as ever: tenacity replays the failure above as its attempt 1.
             async for attempt in AsyncRetrying(**self._retry_kwargs(method, attempts)):
                 with attempt:
-                    try:
-                        async with session.request(
-                            method, url, params=params, headers=endpoint.headers
-                        ) as resp:
-                            body = await resp.read()
-                            status, headers = resp.status, resp.headers
-                    except aiohttp.ClientConnectorError as exc:
-                        raise _connection_error(
-                            exc, f"could not reach {endpoint.base_url}", nothing_sent=True
-                        ) from None
-                    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                        raise _connection_error(
-                            exc, f"no answer from {endpoint.base_url}", nothing_sent=False
-                        ) from None
-                    return _read_response(method, GENERATION_PATH, status, body, headers)
+                    if first_failure is not None:
+                        failure, first_failure = first_failure, None
+                        raise failure
+                    return await once(session)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def aget_generation(self, generation_id: str, *, attempts: int | None = None) -> Generation:
@@ -748,9 +804,14 @@ def _temporary_sibling(target: Any) -> Any:
     return target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
 
 
+def _is_local(path: Any) -> bool:
+    # On Airflow 2 (universal-pathlib 0.2) an ObjectStoragePath is a pathlib.Path too; its fs tells.
+    return isinstance(path, Path) and not hasattr(path, "fs")
+
+
 @contextlib.contextmanager
 def _open_for_write(path: Any) -> Iterator[Any]:
-    if isinstance(path, Path):
+    if _is_local(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as out:
             yield out
@@ -762,7 +823,7 @@ def _open_for_write(path: Any) -> Iterator[Any]:
 
 
 def _move_into_place(tmp: Any, target: Any) -> None:
-    if isinstance(tmp, Path):
+    if _is_local(tmp):
         os.replace(tmp, target)
     else:
         tmp.rename(target)

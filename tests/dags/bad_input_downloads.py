@@ -6,7 +6,7 @@ Run by tests/test_downloads.py with ``run_conf={"out": <folder>}`` against an em
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
 from tests.dags.bad_input_operator import record_failure
