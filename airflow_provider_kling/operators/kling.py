@@ -227,6 +227,8 @@ class KlingImageToVideoOperator(BaseOperator):
         except Exception as exc:
             raise fail_fast(exc) from exc
         context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=generation_id)
+        # Airflow resolves the extra link at every defer too: give it an empty link until the video exists.
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
 
         if prior is not None and prior.status is GenerationStatus.COMPLETED:
             return self._finish(context, prior)

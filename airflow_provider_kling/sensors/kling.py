@@ -72,6 +72,8 @@ class KlingGenerationSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         self._check_arguments()
+        # Airflow resolves the extra link at every defer or reschedule: empty until the video exists.
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
         if not self.deferrable:
             return super().execute(context)
         # One poll first: a generation already done needs no trigger.
