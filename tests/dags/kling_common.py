@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from typing import Any
 
 
@@ -34,3 +35,14 @@ def record_resume(task_id: str, generation_id: str, status: str | None) -> None:
     line = {"task_id": task_id, "generation_id": generation_id, "status": status}
     with open(os.path.join(out_dir(), "resumed.jsonl"), "a", encoding="utf-8") as out:
         out.write(json.dumps(line) + "\n")
+
+
+def recorded_retries(**overrides: Any) -> dict[str, Any]:
+    """default_args for test DAGs: two immediate retries, each failure and retry recorded."""
+    return {
+        "retries": 2,
+        "retry_delay": timedelta(seconds=0),
+        "on_retry_callback": record_failure,
+        "on_failure_callback": record_failure,
+        **overrides,
+    }

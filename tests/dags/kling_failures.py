@@ -6,13 +6,11 @@ The test queues emulator faults in the same order: the first POST gets 403, the 
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.providers.common.compat.sdk import DAG, chain
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
-from tests.dags.kling_common import record_failure
+from tests.dags.kling_common import recorded_retries
 
 IMAGE = "https://images.example.org/meadow.jpg"
 
@@ -20,14 +18,7 @@ with DAG(
     dag_id="kling_failures",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(seconds=0),
-        "trigger_rule": "all_done",
-        "on_retry_callback": record_failure,
-        "on_failure_callback": record_failure,
-        "poll_interval": 0.2,
-    },
+    default_args=recorded_retries(trigger_rule="all_done", poll_interval=0.2),
 ) as dag:
     chain(
         # 403 on the POST: no credits. Fails at once, no retry.

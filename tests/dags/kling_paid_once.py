@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 
 import pendulum
 from airflow.providers.common.compat.sdk import DAG, chain
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
-from tests.dags.kling_common import out_dir, record_failure
+from tests.dags.kling_common import out_dir, recorded_retries
 
 IMAGE = "https://images.example.org/harbour.jpg"
 
@@ -17,14 +16,7 @@ with DAG(
     dag_id="kling_paid_once",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(seconds=0),
-        "trigger_rule": "all_done",
-        "on_retry_callback": record_failure,
-        "on_failure_callback": record_failure,
-        "poll_interval": 0.2,
-    },
+    default_args=recorded_retries(trigger_rule="all_done", poll_interval=0.2),
 ) as dag:
     chain(
         # The test answers this POST with a 500 after the generation was created: the outcome is

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +17,7 @@ from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.models import GenerationStatus
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
-from tests.dags.kling_common import out_dir, record_failure, record_resume
+from tests.dags.kling_common import out_dir, record_resume, recorded_retries
 
 
 class LoseWorkerOnceOperator(KlingImageToVideoOperator):
@@ -55,13 +54,7 @@ with DAG(
     dag_id="kling_resume",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(seconds=0),
-        "on_retry_callback": record_failure,
-        "on_failure_callback": record_failure,
-        "poll_interval": 0.2,
-    },
+    default_args=recorded_retries(poll_interval=0.2),
 ) as dag:
     LoseWorkerOnceOperator(
         task_id="resume_pending",

@@ -6,7 +6,6 @@ right after its submit; ``[seconds:3]`` keeps the good generations pending for t
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pendulum
@@ -14,7 +13,7 @@ from airflow.providers.common.compat.sdk import DAG, chain
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
 from airflow_provider_kling.sensors.kling import KlingGenerationSensor
-from tests.dags.kling_common import record_failure
+from tests.dags.kling_common import recorded_retries
 
 IMAGE = "https://images.example.org/desert.jpg"
 
@@ -22,13 +21,7 @@ with DAG(
     dag_id="kling_sensor_modes",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(seconds=0),
-        "trigger_rule": "all_done",
-        "on_retry_callback": record_failure,
-        "on_failure_callback": record_failure,
-    },
+    default_args=recorded_retries(trigger_rule="all_done"),
 ) as dag:
     tasks: list[Any] = []
     for name, prompt in (
