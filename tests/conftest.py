@@ -6,9 +6,11 @@ The environment is set before anything imports Airflow, so no test touches ~/air
 from __future__ import annotations
 
 import importlib.metadata
+import atexit
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 _HOME = Path(tempfile.mkdtemp(prefix="kling-airflow-home-"))
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 _ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +65,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if not item.get_closest_marker(other)]
+    # The e2e tests share one real Airflow deployment (tests/deployment.py): run them last and
+    # together (stable sort), so its processes never load the machine while the other tests run.
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
 
 
 class _StdlibToStructlog(logging.Handler):
