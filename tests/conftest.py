@@ -5,8 +5,8 @@ The environment is set before anything imports Airflow, so no test touches ~/air
 
 from __future__ import annotations
 
-import importlib.metadata
 import atexit
+import importlib.metadata
 import json
 import logging
 import os
