@@ -223,6 +223,19 @@ def _created_nothing(exc: BaseException) -> bool:
     return isinstance(exc, KlingRateLimitError) or (isinstance(exc, KlingAPIError) and exc.status_code == 503)
 
 
+def post_may_have_created(exc: BaseException) -> bool:
+    """True when a failed POST may still have created (and charged for) a generation.
+
+    That is a request that got no readable answer, or a 5xx other than 503: the service may have
+    accepted it. Sending it again, by the hook or by an Airflow retry, could pay twice.
+    """
+    if isinstance(exc, KlingConnectionError):
+        return not exc.nothing_sent
+    if isinstance(exc, KlingAPIError) and not _created_nothing(exc):
+        return exc.status_code >= 500 or 200 <= exc.status_code < 300
+    return False
+
+
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, KlingConnectionError) or (isinstance(exc, KlingAPIError) and exc.retryable)
 
@@ -842,6 +855,7 @@ __all__ = [
     "check_generation_id",
     "check_poll_settings",
     "endpoint_from_connection",
+    "post_may_have_created",
     "raise_for_terminal",
     "resolve_destination",
     "safe_file_name",

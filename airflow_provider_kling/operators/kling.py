@@ -78,20 +78,6 @@ def fail_fast(exc: Exception, generation_id: str | None = None) -> Exception:
     return KlingError(f"Kling generation {generation_id}: {message}")
 
 
-def submit_may_have_paid(exc: Exception) -> bool:
-    """True when a failed POST may still have created a generation (no answer, or a 5xx but 503).
-
-    Airflow must not retry those: the retry would submit, and pay for, a second generation.
-    """
-    from airflow_provider_kling.exceptions import KlingAPIError, KlingConnectionError
-
-    if isinstance(exc, KlingConnectionError):
-        return not exc.nothing_sent
-    if isinstance(exc, KlingAPIError):
-        return (exc.status_code >= 500 and exc.status_code != 503) or 200 <= exc.status_code < 300
-    return False
-
-
 def result_dict(generation: Generation, model: str | None, video_path: str | None = None) -> dict[str, Any]:
     """The small JSON-safe dict returned as XCom: what downstream tasks need."""
     return {
@@ -258,6 +244,7 @@ class KlingImageToVideoOperator(BaseOperator):
     ) -> tuple[str, Generation | None]:
         """Reconnect to this task's earlier generation when it is pending or done, else submit anew."""
         from airflow_provider_kling.exceptions import KlingError, KlingNotFoundError
+        from airflow_provider_kling.hooks.kling import post_may_have_created
         from airflow_provider_kling.models import GenerationStatus
 
         global _warned_no_state_store
@@ -292,7 +279,7 @@ class KlingImageToVideoOperator(BaseOperator):
         try:
             generation_id = hook.submit_generation(request)
         except KlingError as exc:
-            if submit_may_have_paid(exc):
+            if post_may_have_created(exc):
                 raise AirflowFailException(
                     f"The Kling POST failed in a way that may have created a paid generation ({exc}). "
                     "It is not sent again, so no retry pays twice: check the service's dashboard before "
