@@ -24,8 +24,6 @@ from pydantic import (
 
 from airflow_provider_kling.exceptions import KlingValidationError
 
-DEFAULT_MODEL = "kling-video/v1/standard/image-to-video"
-
 
 @dataclass(frozen=True)
 class ModelCapabilities:

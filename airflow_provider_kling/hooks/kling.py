@@ -336,17 +336,13 @@ class KlingHook(BaseHook):
         }
 
     # ----------------------------------------------------------------------------- connection
-    def _remember(self, endpoint: _Endpoint) -> _Endpoint:
-        self._endpoint = endpoint
-        return endpoint
-
     @property
     def endpoint(self) -> _Endpoint:
         """Base URL and key from the connection, read once per hook."""
         if self._endpoint is None:
             endpoint = endpoint_from_connection(self.get_connection(self.kling_conn_id))
             _mask(endpoint.api_key)
-            self._remember(endpoint)
+            self._endpoint = endpoint
         assert self._endpoint is not None
         return self._endpoint
 
@@ -365,7 +361,7 @@ class KlingHook(BaseHook):
                 lookup = lookups[self.kling_conn_id] = loop.create_task(self._alookup_endpoint())
                 lookup.add_done_callback(partial(_forget, lookups, self.kling_conn_id))
             # shield: one waiter being cancelled must not cancel the lookup the others wait on.
-            self._remember(await asyncio.shield(lookup))
+            self._endpoint = await asyncio.shield(lookup)
         assert self._endpoint is not None
         return self._endpoint
 
@@ -551,7 +547,7 @@ class KlingHook(BaseHook):
         :return: the path (or URL) written.
         """
         target = resolve_destination(destination, file_name or _name_from_url(url))
-        if _exists(target) and not overwrite:
+        if target.exists() and not overwrite:
             raise KlingDownloadError(f"{target} already exists; pass overwrite=True to replace it")
         retry = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, KlingConnectionError)),
@@ -807,10 +803,6 @@ def resolve_destination(destination: Any, file_name: str) -> Any:
     if text.endswith(("/", os.sep)) or path.is_dir():
         path = path / file_name
     return path
-
-
-def _exists(target: Any) -> bool:
-    return bool(target.exists())
 
 
 def _temporary_sibling(target: Any) -> Any:
