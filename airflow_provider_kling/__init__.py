@@ -14,7 +14,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-kling",
         "name": "Kling",
-        "description": "Turn still images into video clips with Kling through the Apilaplas API.",
+        "description": "Turn images and text into video clips with Kling through the Apilaplas API.",
         "versions": [__version__],
         "integrations": [
             {
@@ -42,14 +42,21 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_kling.hooks.kling.KlingHook",
                 "hook-name": "Kling",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login", "extra"],
+                    "hidden-fields": ["schema", "port", "login"],
                     "relabeling": {"host": "API base URL", "password": "API Key"},
                     "placeholders": {
                         "host": "https://api.apilaplas.com (default; http only for 127.0.0.1/localhost)",
                         "password": "Apilaplas API key",
                     },
                 },
-                "conn-fields": {},
+                "conn-fields": {
+                    "endpoint": {
+                        "label": "Endpoint",
+                        "description": "legacy: /v2/generate/video/kling/generation (default); "
+                        "unified: /v2/video/generations",
+                        "schema": {"type": ["string", "null"], "enum": ["legacy", "unified", None]},
+                    }
+                },
             }
         ],
     }

@@ -35,6 +35,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from airflow_provider_kling.catalog import DEFAULT_ENDPOINT, ENDPOINT_PATHS
 from airflow_provider_kling.exceptions import (
     KlingAPIError,
     KlingAuthError,
@@ -53,8 +54,9 @@ from airflow_provider_kling.exceptions import (
 from airflow_provider_kling.models import (
     Generation,
     GenerationStatus,
-    ImageToVideoRequest,
+    KlingRequest,
     build_request,
+    resolve_file_inputs,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +65,8 @@ if TYPE_CHECKING:
     import aiohttp
 
 DEFAULT_BASE_URL = "https://api.apilaplas.com"
-GENERATION_PATH = "/v2/generate/video/kling/generation"
+#: The seed's (legacy) generation path; the connection's ``endpoint`` extra may pick the unified one.
+GENERATION_PATH = ENDPOINT_PATHS["legacy"]
 #: Longest Retry-After the hook will sleep for; a longer one is capped to this.
 MAX_RETRY_AFTER = 300.0
 _CHUNK = 1024 * 1024
@@ -75,13 +78,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class _Endpoint:
-    """Where to call and with what key; the key is kept out of repr."""
+    """Where to call and with what key; the key is kept out of repr.
+
+    :param api: which of the service's endpoints new generations go to: ``legacy`` or ``unified``.
+    """
 
     base_url: str
     api_key: str
+    api: str = DEFAULT_ENDPOINT
+    conn_id: str = "?"
 
     def __repr__(self) -> str:
-        return f"_Endpoint(base_url={self.base_url!r}, api_key=***)"
+        return f"_Endpoint(base_url={self.base_url!r}, api={self.api!r}, api_key=***)"
+
+    def path(self, api: str | None = None) -> str:
+        """The generation path of ``api`` (default: the connection's endpoint)."""
+        return ENDPOINT_PATHS[api or self.api]
 
     @property
     def headers(self) -> dict[str, str]:
@@ -129,7 +141,30 @@ def endpoint_from_connection(conn: Any) -> _Endpoint:
     if conn.port and not parts.port:
         netloc = f"{netloc}:{conn.port}"
     base = f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
-    return _Endpoint(base_url=base, api_key=key)
+    return _Endpoint(base_url=base, api_key=key, api=endpoint_choice(conn), conn_id=conn_id)
+
+
+def endpoint_choice(conn: Any) -> str:
+    """The connection's ``endpoint`` extra: ``legacy`` (the default) or ``unified``."""
+    conn_id = getattr(conn, "conn_id", None) or "?"
+    try:
+        extra = conn.extra_dejson or {}
+    except Exception:  # a malformed extra: Airflow itself already logs it
+        extra = {}
+    choice = str(extra.get("endpoint") or DEFAULT_ENDPOINT).strip().lower()
+    if choice not in ENDPOINT_PATHS:
+        raise KlingConfigError(
+            f"Connection {conn_id!r}: endpoint {choice!r} is not one of {', '.join(ENDPOINT_PATHS)} "
+            f"(legacy: {ENDPOINT_PATHS['legacy']}, unified: {ENDPOINT_PATHS['unified']})"
+        )
+    return choice
+
+
+def check_api(api: Any) -> str | None:
+    """Return ``api`` when it names one of the service's endpoints (or is None), else raise."""
+    if api is None or api in ENDPOINT_PATHS:
+        return api
+    raise KlingValidationError([("api", f"must be one of {', '.join(ENDPOINT_PATHS)} or None, got {api!r}")])
 
 
 def check_generation_id(generation_id: Any) -> str:
@@ -428,9 +463,11 @@ class KlingHook(BaseHook):
         params: dict[str, str] | None = None,
         json: dict[str, Any] | None = None,
         attempts: int | None = None,
+        api: str | None = None,
     ) -> dict[str, Any]:
         endpoint = self.endpoint
-        url = endpoint.base_url + GENERATION_PATH
+        path = endpoint.path(api)
+        url = endpoint.base_url + path
         for attempt in Retrying(**self._retry_kwargs(method, attempts)):
             with attempt:
                 try:
@@ -447,35 +484,50 @@ class KlingHook(BaseHook):
                     raise _connection_error(
                         exc, f"no answer from {endpoint.base_url}", nothing_sent=False
                     ) from None
-                return _read_response(method, GENERATION_PATH, resp.status_code, body, resp.headers)
+                return _read_response(method, path, resp.status_code, body, resp.headers)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def submit_generation(self, request: ImageToVideoRequest | dict[str, Any]) -> str:
-        """Validate ``request`` and start a paid generation; return its id.
+    def submit(self, request: KlingRequest | dict[str, Any]) -> Generation:
+        """Validate ``request`` and start a paid generation on the connection's endpoint.
 
         Retried only when the service surely created nothing (refused connection, 429, 503), never
         after a timeout or a dropped answer, so one call never pays twice.
 
-        :param request: an :class:`ImageToVideoRequest` or a dict of its fields.
+        :param request: a :class:`~airflow_provider_kling.models.KlingRequest` or a dict of its fields.
+        :return: the submit answer: the id, the first status and the usage billed at submit.
         """
-        validated = build_request(request)
-        payload = validated.to_payload()
+        validated = resolve_file_inputs(build_request(request), self.log)
+        payload = validated.payload(self.endpoint.api)
         body = self._call("POST", json=payload)
-        generation_id = _id_from_submit(body)
-        self.log.info("Kling generation %s submitted (model %s)", generation_id, validated.model)
-        return generation_id
+        generation = Generation.from_api(body, _id_from_submit(body))
+        # Ids of the form "<uuid>:<model>" already name the model: say it once.
+        model = "" if validated.model in generation.id else f"model {validated.model}, "
+        self.log.info(
+            "Kling generation %s submitted (%s%s endpoint)", generation.id, model, self.endpoint.api
+        )
+        return generation
 
-    def get_generation(self, generation_id: str) -> Generation:
+    def submit_generation(self, request: KlingRequest | dict[str, Any]) -> str:
+        """As :meth:`submit`, returning only the generation id."""
+        return self.submit(request).id
+
+    def get_generation(self, generation_id: str, *, api: str | None = None) -> Generation:
         """Poll a generation once (retrying transient failures).
 
         :param generation_id: the id :meth:`submit_generation` returned.
+        :param api: the endpoint it was created on (default: the connection's).
         """
         generation_id = check_generation_id(generation_id)
-        body = self._call("GET", params={"generation_id": generation_id})
+        body = self._call("GET", params={"generation_id": generation_id}, api=check_api(api))
         return Generation.from_api(body, generation_id)
 
     def wait_for_generation(
-        self, generation_id: str, poll_interval: float = 10.0, timeout: float = 600.0
+        self,
+        generation_id: str,
+        poll_interval: float = 10.0,
+        timeout: float = 600.0,
+        *,
+        api: str | None = None,
     ) -> Generation:
         """Poll until the generation completes; log each status change with the elapsed time.
 
@@ -489,7 +541,7 @@ class KlingHook(BaseHook):
         deadline = start + timeout
         last: str | None = None
         while True:
-            generation = self.get_generation(generation_id)
+            generation = self.get_generation(generation_id, api=api)
             elapsed = time.monotonic() - start
             if generation.raw_status != last:
                 self.log.info(
@@ -648,12 +700,18 @@ class KlingHook(BaseHook):
                 await entry[0].close()
 
     async def _acall(
-        self, method: str, *, params: dict[str, str] | None = None, attempts: int | None = None
+        self,
+        method: str,
+        *,
+        params: dict[str, str] | None = None,
+        attempts: int | None = None,
+        api: str | None = None,
     ) -> dict[str, Any]:
         import aiohttp
 
         endpoint = await self.aendpoint()
-        url = endpoint.base_url + GENERATION_PATH
+        path = endpoint.path(api)
+        url = endpoint.base_url + path
 
         async def once(session: aiohttp.ClientSession) -> dict[str, Any]:
             try:
@@ -668,7 +726,7 @@ class KlingHook(BaseHook):
                 raise _connection_error(
                     exc, f"no answer from {endpoint.base_url}", nothing_sent=False
                 ) from None
-            return _read_response(method, GENERATION_PATH, status, body, headers)
+            return _read_response(method, path, status, body, headers)
 
         async with self.async_session() as session:
             # Fast path: a trigger polls thousands of times and nearly every poll succeeds; a tenacity
@@ -690,14 +748,19 @@ class KlingHook(BaseHook):
                     return await once(session)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def aget_generation(self, generation_id: str, *, attempts: int | None = None) -> Generation:
+    async def aget_generation(
+        self, generation_id: str, *, attempts: int | None = None, api: str | None = None
+    ) -> Generation:
         """Poll a generation once without blocking the event loop (for triggers).
 
         :param generation_id: the generation to read.
         :param attempts: attempts for transient failures (default: the hook's ``max_attempts``).
+        :param api: the endpoint it was created on (default: the connection's).
         """
         generation_id = check_generation_id(generation_id)
-        body = await self._acall("GET", params={"generation_id": generation_id}, attempts=attempts)
+        body = await self._acall(
+            "GET", params={"generation_id": generation_id}, attempts=attempts, api=check_api(api)
+        )
         return Generation.from_api(body, generation_id)
 
 

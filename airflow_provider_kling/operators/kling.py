@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.hooks.kling import KlingHook
-    from airflow_provider_kling.models import Generation, ImageToVideoRequest
+    from airflow_provider_kling.models import Generation, KlingRequest
 
 DEFAULT_MODEL = "kling-video/v1/standard/image-to-video"
 #: task_state_store key holding the generation id across retries of one task instance.
@@ -183,7 +183,7 @@ class KlingImageToVideoOperator(BaseOperator):
 
         return KlingHook(self.kling_conn_id)
 
-    def build_request(self) -> ImageToVideoRequest:
+    def build_request(self) -> KlingRequest:
         """Validate the rendered arguments; raises KlingValidationError naming each bad field."""
         from airflow_provider_kling.models import build_request
 
@@ -240,7 +240,7 @@ class KlingImageToVideoOperator(BaseOperator):
         return self._finish(context, generation)
 
     def _resume_or_submit(
-        self, context: Context, request: ImageToVideoRequest
+        self, context: Context, request: KlingRequest
     ) -> tuple[str, Generation | None]:
         """Reconnect to this task's earlier generation when it is pending or done, else submit anew."""
         from airflow_provider_kling.exceptions import KlingError, KlingNotFoundError
