@@ -82,7 +82,9 @@ def test_auth_errors_use_service_error_body(emu: KlingEmulator) -> None:
         ({"duration": 7}, "Invalid enum value. Expected '5' | '10', received '7'"),
         ({"cfg_scale": 1.5}, "cfg_scale: Number must be less than or equal to 1"),
         ({"prompt": None}, "prompt: Required"),
-        ({"model": "kling-video/v9/image-to-video"}, "Invalid enum value."),
+        # The catalog decides: a retired model and a field the model does not take are refused.
+        ({"model": "kling-video/v1.5/standard/text-to-video"}, "Model kling-video/v1.5/standard/text-"),
+        ({"static_mask": "https://example.com/m.png"}, "Body validation error"),
     ],
 )
 def test_body_validation(emu: KlingEmulator, overrides: dict[str, Any], message: str) -> None:

@@ -1,8 +1,20 @@
-"""A local emulator of the Apilaplas Kling image-to-video API, for offline DAG development and tests.
+"""A local emulator of the Apilaplas/AIML Kling video API, for offline DAG development and tests.
 
-It answers ``POST`` and ``GET /v2/generate/video/kling/generation`` with the service's documented
-shapes (bearer auth, the service's 400/401/404 error body, ``queued`` -> ``generating`` ->
-``completed``/``error``), serves a small playable MP4 as the finished video and records every request.
+It answers ``POST`` and ``GET ?generation_id=ID`` on both the legacy endpoint
+``/v2/generate/video/kling/generation`` and the unified one ``/v2/video/generations`` (same protocol,
+auth, faults and recording; a generation can be polled on either) with the service's documented shapes
+(bearer auth, the service's 400/401/404 error body, ``queued`` -> ``generating`` ->
+``completed``/``error``), serves a small playable MP4 as the finished video and records every request
+(``RecordedRequest.path`` and ``.endpoint`` tell which endpoint was called).
+
+Bodies are checked against :mod:`airflow_provider_kling.catalog`: every catalog model and alias is
+accepted; a retired one gets 400 ``Model ... is no longer supported``; a field the model does not take
+gets 400 ``Body validation error: Unrecognized key(s) in object: 'field'``; a missing required field
+``<field>: Required``; prompt/image_url must be strings and ``duration`` valid. On the legacy endpoint
+the seed's models (catalog ``seed_names``) take the seed's names (``static_mask_url``,
+``dynamic_masks[].mask_url``, duration ``"5"``/``"10"``); elsewhere the current ones (``static_mask``,
+``mask``, an integer duration in the model's choices or range). A model id the catalog does not know is
+accepted with any fields, as a newer service would.
 
 Developing DAGs offline
 -----------------------
@@ -16,11 +28,21 @@ Point the provider's connection at it, then run DAGs as usual (``airflow dags te
         "host": "http://127.0.0.1:8642", "password": "emulator-key"}'
 
 The accepted key is ``emulator-key`` unless ``--api-key`` or ``KLING_EMULATOR_API_KEY`` says otherwise.
-Other flags: ``--status-style documented|alternate``, ``--id-style uuid|short``,
-``--id-key id|generation_id``, ``--usage-style tokens|credits``, ``--video-bytes N`` (serve an N-byte
-blob instead of the sample MP4) and ``--host``.
+Other flags: ``--status-style documented|alternate``, ``--answer-style 2025|2026``,
+``--id-style uuid|short|opaque|numeric``, ``--id-key id|generation_id``, ``--usage-style tokens|credits``,
+``--video-bytes N`` (serve an N-byte blob instead of the sample MP4) and ``--host``. ``--help`` lists
+every fault kind, prompt marker and control route.
 
-Prompt markers choose how a generation ends (at the time it would otherwise complete):
+Answer styles: ``2025`` (default) answers ``<uuid>:<model>`` ids, ``{"tokens_used": N}`` usage and a
+full ``video`` object (url, content_type, file_name, file_size, duration). ``2026`` answers 21-character
+opaque ids (``QC4qjlUKt8ZedNi7r09LM``), ``{"credits_used": N, "usd_spent": N / 2_000_000}`` on submit
+and poll, and ``video`` as ``{"url": ".../output.mp4?cacheKey=...&ksTime=..."}`` only. Omni models
+(id containing ``omni``) answer ``video`` as a list of such objects in either style. ``id_style
+"numeric"`` gives Kling task ids such as ``789339022468063304``.
+
+Prompt markers choose how a generation ends (at the time it would otherwise complete); they are read
+from ``prompt``, or from the first ``multi_prompt`` entry (a string or ``{"prompt": ...}``) when there
+is no prompt:
 
 - ``[error]`` in the prompt: status ``error`` with
   ``{"detail": [{"loc": ["body", "image_url"], "msg": "Could not detect face in the image", ...}]}``;
@@ -28,29 +50,52 @@ Prompt markers choose how a generation ends (at the time it would otherwise comp
   ``{"name": "ContentPolicyViolation", "message": "The prompt was rejected by the content policy"}``;
 - ``[seconds:N]``: this generation finishes after N seconds instead of ``--generation-seconds``.
 
+The video's length for usage is ``duration`` when it is a number (or a digit string), else 5.
+
 Control API (no auth), to drive an emulator running in another process::
 
-    curl -s localhost:8642/_emulator/counts                   # {"POST": 1, "GET": 4}
+    curl -s localhost:8642/_emulator/health                   # {"ok": true}
+    curl -s localhost:8642/_emulator/counts                   # {"POST": 1, "GET": 4}, both endpoints
     curl -s localhost:8642/_emulator/requests                 # every recorded request (never the key)
-    curl -s -XPOST localhost:8642/_emulator/reset             # forget requests, generations, faults
+    curl -s localhost:8642/_emulator/generations              # every generation's state
+    curl -s -XPOST localhost:8642/_emulator/reset             # forget requests, generations, faults, scripts
+    curl -s localhost:8642/_emulator/faults                   # pending faults, counts, random settings
     curl -s -XPOST localhost:8642/_emulator/faults -d '{"kind": "429", "retry_after": 2}'
+    curl -s -XPOST localhost:8642/_emulator/faults \\
+        -d '{"kind": "503", "retry_after": "Wed, 21 Oct 2026 07:28:00 GMT"}'
     curl -s -XPOST localhost:8642/_emulator/faults -d '{"kind": "503", "times": 3, "method": "GET"}'
     curl -s -XPOST localhost:8642/_emulator/faults \\
         -d '{"kind": "reset_mid", "path_prefix": "/_emulator/videos"}'
+    curl -s -XPOST localhost:8642/_emulator/faults -d '{"kind": "huge", "size": 1000000}'
     curl -s -XPOST localhost:8642/_emulator/fault-rate -d '{"rate": 0.2, "kinds": ["502"], "seed": 1}'
+    curl -s -XPOST localhost:8642/_emulator/script \\
+        -d '{"method": "GET", "body": {"id": "x", "status": "completed", "video": {"url": "http://x/"}}}'
+    curl -s localhost:8642/_emulator/script                   # pending scripted answers
     curl -s -XPOST "localhost:8642/_emulator/generations/$ID/complete"   # finish now
     curl -s -i "localhost:8642/_emulator/redirect?to=file:///etc/passwd"  # 302 to any URL
+    curl -s -i "localhost:8642/_emulator/redirect?to=http://x/&hops=5"    # a chain of 5 redirects
 
-Fault kinds: ``403`` (no credits / no access), ``429`` (``retry_after`` adds ``Retry-After``),
-``500``, ``502``, ``503``, ``504``,
+Fault kinds (``inject(kind, ...)`` or ``POST /_emulator/faults``; ``FAULT_HELP`` has one line each):
+``403`` (no credits / no access), ``429`` (``retry_after`` adds ``Retry-After``: seconds, or a string
+sent verbatim such as an HTTP-date; the same for the 5xx kinds), ``500``, ``502``, ``503``, ``504``,
 ``reset`` (connection dropped, no answer), ``reset_mid`` (headers and part of the body, then a TCP
 reset), ``truncated`` (Content-Length larger than the body sent, then close), ``non_json`` (200 with an
-HTML page), ``slow`` (wait ``delay`` seconds, then answer) and ``wrong_length`` (a download short by
-1000 bytes with a matching Content-Length: only comparing with ``file_size`` detects it). Without
-``path_prefix`` a fault hits the API endpoint; on a POST the status faults happen before the generation
-exists unless ``after_create`` is true. ``set_fault_rate`` also takes mappings such as
+HTML page), ``slow`` (wait ``delay`` seconds, then answer), ``wrong_length`` (a download short by
+1000 bytes with a matching Content-Length: only comparing with ``file_size`` detects it), ``gzip``
+(the answer gzip-compressed with ``Content-Encoding: gzip`` when the client's Accept-Encoding allows
+it; Content-Length is the compressed size), ``dribble`` (the body a few bytes at a time, taking
+``delay`` seconds in all) and ``huge`` (a 200 JSON answer of ``size`` bytes, default 80 MiB, streamed).
+Without ``path_prefix`` a fault hits the API endpoints; on a POST the status faults happen before the
+generation exists unless ``after_create`` is true. ``set_fault_rate`` also takes mappings such as
 ``{"kind": "429", "retry_after": 0.2, "method": "POST"}`` to mix faults per method, and
 ``queue_ids("x/../../etc")`` hands odd ids to the next generations created.
+
+Scripted answers make the next matching answers anything at all (a hostile service): nothing else
+happens for them (no auth, validation, generation or fault)::
+
+    emu.script(method="GET", body={"id": "x", "status": 2, "video": {"url": {"a": 1}}})
+    emu.script(method="POST", status=201, body={"id": "task~7f3a@eu", "status": "queued"})
+    emu.script(method="GET", path_prefix="/_emulator/videos", body_bytes=b"junk", times=2)
 
 In Python tests use it directly::
 
@@ -64,9 +109,13 @@ In Python tests use it directly::
 from __future__ import annotations
 
 from airflow_provider_kling.emulator.app import (
+    ANSWER_STYLES,
     API_PATH,
+    API_PATHS,
+    FAULT_HELP,
     FAULT_KINDS,
     KNOWN_MODELS,
+    UNIFIED_PATH,
     Generation,
     KlingEmulator,
     RecordedRequest,
@@ -75,9 +124,13 @@ from airflow_provider_kling.emulator.app import (
 )
 
 __all__ = [
+    "ANSWER_STYLES",
     "API_PATH",
+    "API_PATHS",
+    "FAULT_HELP",
     "FAULT_KINDS",
     "KNOWN_MODELS",
+    "UNIFIED_PATH",
     "Generation",
     "KlingEmulator",
     "RecordedRequest",

@@ -9,15 +9,85 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 
-from airflow_provider_kling.emulator.app import ID_KEYS, ID_STYLES, STATUS_STYLES, USAGE_STYLES, KlingEmulator
+from airflow_provider_kling.emulator.app import (
+    ANSWER_STYLES,
+    API_PATH,
+    FAULT_HELP,
+    ID_KEYS,
+    ID_STYLES,
+    STATUS_STYLES,
+    UNIFIED_PATH,
+    USAGE_STYLES,
+    KlingEmulator,
+)
+
+_EPILOG = """\
+endpoints (same protocol, auth, faults and recording on both):
+  legacy:  POST {legacy}, GET {legacy}?generation_id=ID
+  unified: POST {unified}, GET {unified}?generation_id=ID
+  Bodies are checked against airflow_provider_kling.catalog: an unknown field for a known model
+  ("Body validation error: Unrecognized key(s) ..."), a missing required field ("<field>: Required"),
+  a retired model ("Model ... is no longer supported"), prompt/image_url types and duration (legacy
+  endpoint + seed models: "5"/"10" and static_mask_url, dynamic_masks[].mask_url; otherwise an integer
+  in the model's range and static_mask, mask). A model id the catalog does not know passes as it is.
+  A generation can be polled on either endpoint.
+
+prompt markers (in prompt, or in the first multi_prompt entry when there is no prompt):
+  [error]         the generation ends with status error and {{"detail": [{{"loc": ["body",
+                  "image_url"], "msg": "Could not detect face in the image", ...}}]}}
+  [error:2026]    status error with {{"name": "ContentPolicyViolation", "message": ...}}
+  [seconds:N]     this generation takes N seconds instead of --generation-seconds
+
+fault kinds (POST /_emulator/faults {{"kind": K, "times": 1, "method": "GET", "path_prefix": P,
+  "retry_after": 2, "delay": 0.5, "size": N, "after_create": false}}; without path_prefix a fault hits
+  the API endpoints only, use "/_emulator/videos" for downloads):
+{faults}
+
+control API (no auth):
+  GET  /_emulator/health                       {{"ok": true}}
+  GET  /_emulator/counts                       API requests per method: {{"POST": 1, "GET": 4}}
+  GET  /_emulator/requests                     every recorded request (never the key), with its
+                                               path, endpoint, fault, status and scripted flag
+  GET  /_emulator/generations                  every generation's state
+  POST /_emulator/generations/ID/complete      finish generation ID now (percent-encode the id)
+  POST /_emulator/reset                        forget requests, generations, faults and scripts
+  GET  /_emulator/faults                       pending faults, counts, random-fault settings
+  POST /_emulator/faults                       queue a fault (see above)
+  POST /_emulator/fault-rate                   {{"rate": 0.2, "kinds": ["502", {{"kind": "429",
+                                               "retry_after": 1, "method": "POST"}}], "seed": 1,
+                                               "methods": ["GET"]}}: random faults on API requests
+  GET  /_emulator/script                       pending scripted answers
+  POST /_emulator/script                       {{"method": "GET", "path_prefix": P, "times": 1,
+                                               "status": 200, "headers": {{...}}, "body": <JSON>}}
+                                               (or "body_text" / "body_base64" for raw bytes): the
+                                               next matching answers are exactly this, nothing else
+                                               happens (no auth, no generation, no fault)
+  GET  /_emulator/videos/TOKEN/output.mp4      a finished video (Range supported)
+  GET  /_emulator/blob/N                       N pattern bytes (see blob_bytes)
+  GET  /_emulator/redirect?to=URL[&hops=N][&status=302]
+                                               redirect to any URL; hops>1 chains N redirects
+"""
+
+
+def _epilog() -> str:
+    faults = "\n".join(
+        textwrap.fill(
+            text, 100, initial_indent=f"  {kind:<14}", subsequent_indent=" " * 16, break_on_hyphens=False
+        )
+        for kind, text in sorted(FAULT_HELP.items())
+    )
+    return _EPILOG.format(legacy=API_PATH, unified=UNIFIED_PATH, faults=faults)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the CLI argument parser."""
     parser = argparse.ArgumentParser(
         prog="python -m airflow_provider_kling.emulator",
-        description="Serve a local emulator of the Apilaplas Kling image-to-video API.",
+        description="Serve a local emulator of the Apilaplas/AIML Kling video API.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8642)
@@ -26,11 +96,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("KLING_EMULATOR_API_KEY", "emulator-key"),
         help="accepted bearer key (default: $KLING_EMULATOR_API_KEY or 'emulator-key')",
     )
-    parser.add_argument("--generation-seconds", type=float, default=20.0)
-    parser.add_argument("--status-style", choices=sorted(STATUS_STYLES), default="documented")
-    parser.add_argument("--id-style", choices=ID_STYLES, default="uuid")
-    parser.add_argument("--id-key", choices=ID_KEYS, default="id")
-    parser.add_argument("--usage-style", choices=USAGE_STYLES, default="tokens")
+    parser.add_argument(
+        "--generation-seconds", type=float, default=20.0, help="time to finish; queued for the first 10%%"
+    )
+    parser.add_argument(
+        "--status-style",
+        choices=sorted(STATUS_STYLES),
+        default="documented",
+        help="documented: queued/generating/completed/error; alternate: waiting/processing/succeeded/failed",
+    )
+    parser.add_argument(
+        "--answer-style",
+        choices=ANSWER_STYLES,
+        default="2025",
+        help="2025: uuid ids, tokens_used, full video object; 2026: 21-character ids, "
+        "credits_used + usd_spent, video with only a signed url (omni models: a list in both)",
+    )
+    parser.add_argument(
+        "--id-style",
+        choices=ID_STYLES,
+        default=None,
+        help="uuid '<uuid>:<model>', short 'gen_ab12cd34', opaque 21 characters, numeric Kling task id "
+        "(default: uuid, opaque with --answer-style 2026)",
+    )
+    parser.add_argument("--id-key", choices=ID_KEYS, default="id", help="key of the id in the POST answer")
+    parser.add_argument(
+        "--usage-style",
+        choices=USAGE_STYLES,
+        default="tokens",
+        help="2025 usage: tokens_used, or credits_used + usd_spent",
+    )
     parser.add_argument("--video-bytes", type=int, default=None, help="serve an N-byte blob as the video")
     parser.add_argument("--log-level", default="WARNING")
     return parser
@@ -67,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         id_key=args.id_key,
         usage_style=args.usage_style,
         video_bytes=args.video_bytes,
+        answer_style=args.answer_style,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(emulator))

@@ -8,19 +8,23 @@ inspect requests, inject faults and force generations to finish.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import hmac
 import json
 import logging
+import math
 import random
 import re
 import secrets
 import socket
+import string
 import struct
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,21 +33,24 @@ from typing import Any
 
 from aiohttp import web
 
+from airflow_provider_kling import catalog
+
 log = logging.getLogger(__name__)
 
-API_PATH = "/v2/generate/video/kling/generation"
+#: The legacy (seed) endpoint and the unified one; same protocol on both.
+API_PATH = catalog.ENDPOINT_PATHS["legacy"]
+UNIFIED_PATH = catalog.ENDPOINT_PATHS["unified"]
+#: API path -> endpoint name ("legacy" or "unified").
+API_PATHS: dict[str, str] = {path: name for name, path in catalog.ENDPOINT_PATHS.items()}
 CONTROL_PREFIX = "/_emulator"
 VIDEO_PREFIX = "/_emulator/videos"
 BLOB_PREFIX = "/_emulator/blob"
 REDIRECT_PATH = "/_emulator/redirect"
 SAMPLE_PATH = Path(__file__).with_name("sample.mp4")
 
-KNOWN_MODELS: tuple[str, ...] = (
-    "kling-video/v1/standard/image-to-video",
-    "kling-video/v1/pro/image-to-video",
-    "kling-video/v1.6/standard/image-to-video",
-    "kling-video/v1.6/pro/image-to-video",
-)
+#: Models the catalog offers today (retired ones answer 400; ids the catalog does not know pass).
+KNOWN_MODELS: tuple[str, ...] = tuple(catalog.current_models())
+#: Seed durations (legacy endpoint, models with ``seed_names``).
 DURATIONS = ("5", "10")
 
 #: Status names per ``status_style``: (pending-queued, pending-running, done, failed).
@@ -51,15 +58,38 @@ STATUS_STYLES: dict[str, tuple[str, str, str, str]] = {
     "documented": ("queued", "generating", "completed", "error"),
     "alternate": ("waiting", "processing", "succeeded", "failed"),
 }
-ID_STYLES = ("uuid", "short")
+#: uuid ``<uuid>:<model>``, short ``gen_ab12cd34``, opaque 21 characters, numeric Kling task id.
+ID_STYLES = ("uuid", "short", "opaque", "numeric")
 ID_KEYS = ("id", "generation_id")
 USAGE_STYLES = ("tokens", "credits")
+#: "2025": the seed-era shapes; "2026": opaque ids, credits + usd usage, video with only a signed url.
+ANSWER_STYLES = ("2025", "2026")
 
 #: Faults that replace the answer entirely; on a POST they happen before anything is created.
-PRE_FAULTS = frozenset({"403", "429", "500", "502", "503", "504", "reset", "non_json"})
+PRE_FAULTS = frozenset({"403", "429", "500", "502", "503", "504", "reset", "non_json", "huge"})
 #: Faults that mangle the real answer while it is sent, so the work behind it has been done.
-BODY_FAULTS = frozenset({"reset_mid", "truncated", "wrong_length"})
+BODY_FAULTS = frozenset({"reset_mid", "truncated", "wrong_length", "gzip", "dribble"})
 FAULT_KINDS = PRE_FAULTS | BODY_FAULTS | {"slow"}
+
+#: One line per fault kind (the CLI's --help and the package docs are checked against it).
+FAULT_HELP: dict[str, str] = {
+    "403": "403 'Insufficient credits or no access' in the service's error body",
+    "429": "429 'Too many requests'; retry_after adds Retry-After (seconds, or a string sent verbatim)",
+    "500": "500 'Internal server error' (retry_after as for 429)",
+    "502": "502 'Bad gateway' (retry_after as for 429)",
+    "503": "503 'Service unavailable' (retry_after as for 429)",
+    "504": "504 'Generation timeout' (retry_after as for 429)",
+    "reset": "the connection is dropped (TCP reset) before any answer",
+    "reset_mid": "headers and half the body, then a TCP reset",
+    "truncated": "Content-Length larger than the body sent, then an orderly close",
+    "wrong_length": "a body short by 1000 bytes with a matching Content-Length (only file_size tells)",
+    "non_json": "200 with an HTML page instead of JSON",
+    "slow": "wait delay seconds (default 3), then answer normally",
+    "gzip": "the answer sent with Content-Encoding: gzip when Accept-Encoding allows it "
+    "(Content-Length is the compressed size; Range is ignored)",
+    "dribble": "the answer sent a few bytes at a time, spread over delay seconds (default 3)",
+    "huge": "200 with a JSON body of size bytes (default 80 MiB), streamed",
+}
 
 ERROR_MARKER = "[error]"
 ERROR_2026_MARKER = "[error:2026]"
@@ -85,7 +115,13 @@ _FAULT_MESSAGES = {
 }
 TOKENS_PER_5S = 420_000
 USD_PER_5S = 0.42
+#: 2026 usage: credits billed at submit; 2,000,000 credits = 1 USD.
+CREDITS_PER_5S_2026 = 840_000
+CREDITS_PER_USD = 2_000_000
 DEFAULT_SLOW_DELAY = 3.0
+DEFAULT_HUGE_SIZE = 80 * 1024 * 1024
+DRIBBLE_PIECE = 8
+OPAQUE_ALPHABET = string.ascii_letters + string.digits
 CHUNK = 1024 * 1024
 SAMPLE_CHUNK = 64 * 1024
 MAX_BLOB = 1 << 40
@@ -128,7 +164,9 @@ class RecordedRequest:
     :param auth_ok: whether the bearer key matched; None on endpoints that need no key.
     :param status: the status code answered, or None when the connection was dropped before headers.
     :param client_port: the client's TCP source port (distinct ports = connections the client opened).
-    :param retry_after: the Retry-After the applied fault sent, or None.
+    :param retry_after: the Retry-After the applied fault sent (seconds or a verbatim string), or None.
+    :param endpoint: ``"legacy"`` or ``"unified"`` for API requests, None for other paths.
+    :param scripted: whether a scripted answer (:meth:`KlingEmulator.script`) replaced the real one.
     """
 
     method: str
@@ -140,7 +178,9 @@ class RecordedRequest:
     auth_ok: bool | None
     status: int | None = None
     client_port: int | None = None
-    retry_after: float | None = None
+    retry_after: float | str | None = None
+    endpoint: str | None = None
+    scripted: bool = False
 
     def __getitem__(self, key: str) -> Any:
         if key not in _RECORD_FIELDS:
@@ -161,15 +201,17 @@ class Generation:
 
     :param id: the generation id handed to the client.
     :param model: requested model.
-    :param prompt: requested prompt.
+    :param prompt: requested prompt (or the first of ``multi_prompt``; "" when there is none).
     :param created_at: ``time.monotonic()`` at creation.
     :param outcome: ``"completed"``, ``"error"`` (detail shape) or ``"error_2026"`` (name/message shape).
-    :param duration: requested video duration in seconds (5 or 10).
+    :param duration: requested video duration in seconds (5 when not given as a number).
     :param video_token: opaque token in the video URL.
     :param video_bytes: size of the served blob, or None to serve the sample MP4.
     :param queued_until: monotonic time the status leaves "queued".
     :param ready_at: monotonic time the generation finishes.
     :param body: the request body as received.
+    :param endpoint: the endpoint it was created on, ``"legacy"`` or ``"unified"``.
+    :param cache_key: the signature-like query of its 2026-style video URL.
     """
 
     id: str
@@ -183,6 +225,8 @@ class Generation:
     queued_until: float
     ready_at: float
     body: dict[str, Any]
+    endpoint: str = "legacy"
+    cache_key: str = ""
 
     def phase(self, now: float) -> int:
         """Return 0 (queued), 1 (generating) or 2 (finished)."""
@@ -201,17 +245,37 @@ class _Fault:
     remaining: int | None
     method: str | None = None
     path_prefix: str | None = None
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     delay: float | None = None
     after_create: bool = False
+    size: int | None = None
 
     def matches(self, method: str, path: str, api: bool) -> bool:
         if self.method is not None and self.method != method:
             return False
-        # Without a prefix a fault targets the API endpoint only, never downloads.
+        # Without a prefix a fault targets the API endpoints only, never downloads.
         if self.path_prefix is None:
             return api
         return path.startswith(self.path_prefix)
+
+
+@dataclass
+class _Script(_Fault):
+    """A scripted answer; ``kind`` is always "script"."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "path_prefix": self.path_prefix,
+            "times": self.remaining,
+            "status": self.status,
+            "headers": self.headers,
+            "body_text": self.body.decode("utf-8", "replace"),
+        }
 
 
 class _Body:
@@ -250,43 +314,156 @@ def _zod_type(value: Any) -> str:
     return "object"
 
 
-def validate_body(body: Any) -> str | None:
+def _string_error(name: str, value: Any) -> str | None:
+    if isinstance(value, str):
+        return None
+    return f"{name}: Expected string, received {_zod_type(value)}"
+
+
+def _number_error(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{name}: Expected number, received {_zod_type(value)}"
+    if "ge" in spec and value < spec["ge"]:
+        return f"{name}: Number must be greater than or equal to {spec['ge']:g}"
+    if "le" in spec and value > spec["le"]:
+        return f"{name}: Number must be less than or equal to {spec['le']:g}"
+    return None
+
+
+def _duration_error(value: Any, spec: Mapping[str, Any], seed: bool) -> str | None:
+    if seed:
+        # The seed's schema: a string "5" or "10" (an integer has always been accepted too).
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) not in DURATIONS:
+            return f"Invalid enum value. Expected '5' | '10', received '{value}'"
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"duration: Expected number, received {_zod_type(value)}"
+    if "range" in spec:  # a range wins over the field's default choices
+        low, high = spec["range"]
+        return _number_error("duration", value, {"ge": low, "le": high})
+    choices = tuple(spec.get("choices", ()))
+    if choices and value not in choices:
+        expected = " | ".join(str(c) for c in choices)
+        return f"Invalid enum value. Expected {expected}, received '{value}'"
+    return None
+
+
+def _masks_error(value: Any, mask_key: str) -> str | None:
+    if not isinstance(value, list):
+        return f"dynamic_masks: Expected array, received {_zod_type(value)}"
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            return f"dynamic_masks.{i}: Expected object, received {_zod_type(item)}"
+        unknown = [k for k in item if k not in (mask_key, "trajectories")]
+        if unknown:
+            keys = ", ".join(f"'{k}'" for k in unknown)
+            return f"Body validation error: dynamic_masks.{i}: Unrecognized key(s) in object: {keys}"
+        if item.get(mask_key) is None:
+            return f"dynamic_masks.{i}.{mask_key}: Required"
+        message = _string_error(f"dynamic_masks.{i}.{mask_key}", item[mask_key])
+        if message:
+            return message
+    return None
+
+
+def _field_error(wire: str, value: Any, spec: Mapping[str, Any], seed: bool) -> str | None:
+    kind = spec.get("type")
+    if kind in ("text", "image", "audio", "video"):
+        return _string_error(wire, value)
+    if kind == "image_or_pair":
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return None
+        return _string_error(wire, value)
+    if kind == "number":
+        return _number_error(wire, value, spec)
+    if kind == "bool" and not isinstance(value, bool):
+        return f"{wire}: Expected boolean, received {_zod_type(value)}"
+    if kind == "duration":
+        return _duration_error(value, spec, seed)
+    if kind == "dynamic_masks":
+        return _masks_error(value, catalog.MASK_SEED_NAME if seed else "mask")
+    return None
+
+
+def validate_body(body: Any, endpoint: str = "legacy") -> str | None:
     """Apply the service's light body validation; return an error message or None when valid.
 
+    Models come from :mod:`airflow_provider_kling.catalog`: a retired model, a field the model does
+    not take and a missing required field are refused, with cheap type checks and the duration check.
+    A model id the catalog does not know passes with any fields (the service may know it).
+
     :param body: the parsed JSON body.
+    :param endpoint: ``"legacy"`` (seed field names for models with ``seed_names``) or ``"unified"``.
     """
     if not isinstance(body, dict):
         return f"Expected object, received {_zod_type(body)}"
     model = body.get("model")
     if model is None:
         return "model: Required"
-    if model not in KNOWN_MODELS:
-        expected = " | ".join(f"'{m}'" for m in KNOWN_MODELS)
-        return f"Invalid enum value. Expected {expected}, received '{model}'"
-    for key in ("image_url", "prompt"):
-        value = body.get(key)
-        if value is None:
-            return f"{key}: Required"
-        if not isinstance(value, str):
-            return f"{key}: Expected string, received {_zod_type(value)}"
-    for key in ("tail_image_url", "static_mask_url", "negative_prompt"):
-        value = body.get(key)
-        if value is not None and not isinstance(value, str):
-            return f"{key}: Expected string, received {_zod_type(value)}"
-    duration = body.get("duration")
-    if duration is not None and (
-        isinstance(duration, bool) or not isinstance(duration, (str, int)) or str(duration) not in DURATIONS
-    ):
-        return f"Invalid enum value. Expected '5' | '10', received '{duration}'"
-    cfg = body.get("cfg_scale")
-    if cfg is not None:
-        if isinstance(cfg, bool) or not isinstance(cfg, (int, float)):
-            return f"cfg_scale: Expected number, received {_zod_type(cfg)}"
-        if cfg < 0:
-            return "cfg_scale: Number must be greater than or equal to 0"
-        if cfg > 1:
-            return "cfg_scale: Number must be less than or equal to 1"
+    if not isinstance(model, str):
+        return f"model: Expected string, received {_zod_type(model)}"
+    entry = catalog.model_entry(model)
+    if entry is None:
+        return None
+    if entry.get("retired"):
+        return f"Model {model} is no longer supported"
+    seed = endpoint == "legacy" and bool(entry.get("seed_names"))
+    # Name on the wire -> catalog field name.
+    wire_names: dict[str, str] = {}
+    for name in catalog.model_fields(model):
+        wire = catalog.FIELDS[name].get("seed_name", name) if seed else name
+        wire_names[wire] = name
+    unknown = [k for k in body if k != "model" and k not in wire_names]
+    if unknown:
+        keys = ", ".join(f"'{k}'" for k in unknown)
+        return f"Body validation error: Unrecognized key(s) in object: {keys}"
+    catalog_to_wire = {name: wire for wire, name in wire_names.items()}
+    for name in entry.get("required", ()):
+        wire = catalog_to_wire.get(name, name)
+        if body.get(wire) is None:
+            return f"{wire}: Required"
+    if "prompt_or_multi_prompt" in entry.get("rules", ()):
+        if body.get("prompt") is None and body.get("multi_prompt") is None:
+            return "prompt: Required"
+    for wire, name in wire_names.items():
+        value = body.get(wire)
+        if value is not None:
+            message = _field_error(wire, value, catalog.field_spec(model, name), seed)
+            if message:
+                return message
     return None
+
+
+def _marker_text(body: Mapping[str, Any]) -> str:
+    """The text the outcome markers are read from: the prompt, else the first multi_prompt entry."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    shots = body.get("multi_prompt")
+    if isinstance(shots, list) and shots:
+        first = shots[0]
+        if isinstance(first, dict):
+            first = first.get("prompt")
+        if isinstance(first, str):
+            return first
+    return ""
+
+
+def _requested_duration(value: Any) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return 5
+
+
+def _accepts_gzip(header: str | None) -> bool:
+    for part in (header or "").split(","):
+        token, _, params = part.strip().partition(";")
+        if token.strip().lower() in ("gzip", "*"):
+            q = params.strip().replace(" ", "")
+            return q not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
 
 
 def _raise_nofile_limit() -> None:
@@ -305,6 +482,17 @@ def _raise_nofile_limit() -> None:
         log.debug("Could not raise RLIMIT_NOFILE from %s to %s: %s", soft, target, exc)
 
 
+def _retry_after(value: Any) -> float | str | None:
+    """A Retry-After setting: seconds as a float, or a string to send verbatim."""
+    if value is None or isinstance(value, str):
+        return value
+    return float(value)
+
+
+#: ``script(body=...)`` left out: an empty body.
+_NO_BODY: Any = object()
+
+
 def _check_choice(name: str, value: str, choices: Iterable[str]) -> None:
     allowed = tuple(choices)
     if value not in allowed:
@@ -312,7 +500,7 @@ def _check_choice(name: str, value: str, choices: Iterable[str]) -> None:
 
 
 class KlingEmulator:
-    """A local emulator of the Apilaplas Kling image-to-video API.
+    """A local emulator of the Apilaplas Kling video API (legacy and unified endpoints).
 
     :param api_key: the only bearer key accepted.
     :param host: interface to bind.
@@ -320,10 +508,16 @@ class KlingEmulator:
     :param generation_seconds: time from creation to the final status; "queued" for the first 10%.
     :param status_style: ``"documented"`` (queued/generating/completed/error) or
         ``"alternate"`` (waiting/processing/succeeded/failed).
-    :param id_style: ``"uuid"`` (``<uuid>:<model>``) or ``"short"`` (``gen_ab12cd34``).
+    :param id_style: ``"uuid"`` (``<uuid>:<model>``), ``"short"`` (``gen_ab12cd34``), ``"opaque"``
+        (21 characters, ``QC4qjlUKt8ZedNi7r09LM``) or ``"numeric"`` (``789339022468063304``);
+        default ``"uuid"``, or ``"opaque"`` with ``answer_style="2026"``.
     :param id_key: key carrying the id in the POST answer: ``"id"`` or ``"generation_id"``.
-    :param usage_style: ``"tokens"`` (``tokens_used``) or ``"credits"`` (``credits_used``, ``usd_spent``).
+    :param usage_style: ``"tokens"`` (``tokens_used``) or ``"credits"`` (``credits_used``, ``usd_spent``);
+        ignored with ``answer_style="2026"``.
     :param video_bytes: when set, finished videos are a blob of this many bytes instead of the sample MP4.
+    :param answer_style: ``"2025"`` (the seed-era shapes) or ``"2026"`` (usage ``{credits_used,
+        usd_spent}`` with 2,000,000 credits per USD on submit and poll; ``video`` only ``{url}`` with a
+        signed-looking query). Omni models answer ``video`` as a list in either style.
     """
 
     def __init__(
@@ -334,11 +528,15 @@ class KlingEmulator:
         port: int = 0,
         generation_seconds: float = 2.0,
         status_style: str = "documented",
-        id_style: str = "uuid",
+        id_style: str | None = None,
         id_key: str = "id",
         usage_style: str = "tokens",
         video_bytes: int | None = None,
+        answer_style: str = "2025",
     ) -> None:
+        _check_choice("answer_style", answer_style, ANSWER_STYLES)
+        if id_style is None:
+            id_style = "opaque" if answer_style == "2026" else "uuid"
         _check_choice("status_style", status_style, STATUS_STYLES)
         _check_choice("id_style", id_style, ID_STYLES)
         _check_choice("id_key", id_key, ID_KEYS)
@@ -354,6 +552,7 @@ class KlingEmulator:
         self.id_key = id_key
         self.usage_style = usage_style
         self.video_bytes = video_bytes
+        self.answer_style = answer_style
         self.base_url = ""
         self._sample = SAMPLE_PATH.read_bytes()
         # Handlers run on the server's loop thread while tests read state from theirs.
@@ -362,6 +561,7 @@ class KlingEmulator:
         self._generations: dict[str, Generation] = {}
         self._by_token: dict[str, Generation] = {}
         self._faults: list[_Fault] = []
+        self._scripts: list[_Script] = []
         self._fault_counts: dict[str, int] = {}
         self._rate = 0.0
         self._rate_kinds: tuple[str, ...] = ()
@@ -375,7 +575,10 @@ class KlingEmulator:
 
     def __repr__(self) -> str:
         # The key is deliberately left out.
-        return f"KlingEmulator(base_url={self.base_url!r}, status_style={self.status_style!r})"
+        return (
+            f"KlingEmulator(base_url={self.base_url!r}, status_style={self.status_style!r}, "
+            f"answer_style={self.answer_style!r})"
+        )
 
     # ------------------------------------------------------------------ Python control API
 
@@ -425,12 +628,13 @@ class KlingEmulator:
             )
 
     def reset(self) -> None:
-        """Forget recorded requests, generations, pending and random faults and fault counts."""
+        """Forget recorded requests, generations, pending scripts, pending and random faults, counts."""
         with self._lock:
             self._requests.clear()
             self._generations.clear()
             self._by_token.clear()
             self._faults.clear()
+            self._scripts.clear()
             self._fault_counts.clear()
             self._rate = 0.0
             self._next_ids.clear()
@@ -442,36 +646,95 @@ class KlingEmulator:
         times: int | None = 1,
         method: str | None = None,
         path_prefix: str | None = None,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         delay: float | None = None,
         after_create: bool = False,
+        size: int | None = None,
     ) -> None:
         """Queue a fault for the next matching request(s).
 
-        :param kind: one of ``403 429 500 502 503 504 reset reset_mid truncated non_json slow wrong_length``.
+        :param kind: one of :data:`FAULT_KINDS` (described in :data:`FAULT_HELP`).
         :param times: how many matching requests get it; None for all of them until :meth:`reset`.
         :param method: only requests with this method.
-        :param path_prefix: only paths starting with this; None means the API endpoint only
+        :param path_prefix: only paths starting with this; None means the API endpoints only
             (use ``"/_emulator/videos"`` to hit downloads).
-        :param retry_after: with ``429`` (or 5xx), the ``Retry-After`` header value in seconds.
-        :param delay: with ``slow``, seconds to wait before answering (default 3).
+        :param retry_after: with ``429`` (or 5xx), the ``Retry-After`` header: seconds, or a string
+            sent verbatim (an HTTP-date, or garbage).
+        :param delay: with ``slow``, seconds to wait before answering; with ``dribble``, seconds the
+            body takes (default 3 for both).
         :param after_create: on a POST, create the generation and then fail (an ambiguous failure).
+        :param size: with ``huge``, the body's size in bytes (default 80 MiB).
         """
         kind = str(kind)
         _check_choice("kind", kind, sorted(FAULT_KINDS))
         if times is not None and times < 1:
             raise ValueError("times must be >= 1 or None")
+        if size is not None and not 0 <= int(size) <= MAX_BLOB:
+            raise ValueError(f"size must be between 0 and {MAX_BLOB}")
         fault = _Fault(
             kind=kind,
             remaining=times,
             method=method.upper() if method else None,
             path_prefix=path_prefix,
-            retry_after=retry_after,
-            delay=delay,
+            retry_after=_retry_after(retry_after),
+            delay=None if delay is None else float(delay),
             after_create=after_create,
+            size=None if size is None else int(size),
         )
         with self._lock:
             self._faults.append(fault)
+
+    def script(
+        self,
+        *,
+        method: str | None = None,
+        path_prefix: str | None = None,
+        times: int | None = 1,
+        status: int = 200,
+        body: Any = _NO_BODY,
+        headers: Mapping[str, str] | None = None,
+        body_bytes: bytes | None = None,
+    ) -> None:
+        """Make the next matching answer(s) anything: a scripted answer replaces the real one.
+
+        Nothing else happens for a scripted request: no auth check, no validation, no generation
+        created, no fault taken (it is recorded with ``scripted=True``). Scripts are used in order.
+
+        :param method: only requests with this method (``"GET"``, ``"POST"``); None for any.
+        :param path_prefix: only paths starting with this; None means the API endpoints only.
+        :param times: how many matching requests get it; None for all of them until :meth:`reset`.
+        :param status: the HTTP status.
+        :param body: any JSON value, sent as JSON (``application/json``); raw ``bytes`` are sent as
+            they are; left out, the body is empty.
+        :param headers: extra headers, e.g. ``{"Content-Type": "text/plain", "Location": "..."}``.
+        :param body_bytes: raw bytes to send instead of ``body``.
+        """
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 or None")
+        if not 100 <= int(status) <= 599:
+            raise ValueError("status must be between 100 and 599")
+        all_headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        if body_bytes is not None:
+            data = bytes(body_bytes)
+        elif isinstance(body, (bytes, bytearray)):
+            data = bytes(body)
+        elif body is _NO_BODY:
+            data = b""
+        else:
+            data = json.dumps(body).encode()
+            if not any(k.lower() == "content-type" for k in all_headers):
+                all_headers["Content-Type"] = "application/json"
+        scripted = _Script(
+            kind="script",
+            remaining=times,
+            method=method.upper() if method else None,
+            path_prefix=path_prefix,
+            status=int(status),
+            body=data,
+            headers=all_headers,
+        )
+        with self._lock:
+            self._scripts.append(scripted)
 
     def set_fault_rate(
         self,
@@ -486,7 +749,7 @@ class KlingEmulator:
         :param rate: probability between 0 and 1.
         :param kinds: faults to choose from, uniformly: kind names, or mappings such as
             ``{"kind": "429", "retry_after": 0.2, "method": "POST"}`` (``method`` limits that entry to
-            one HTTP method; ``retry_after`` and ``delay`` as in :meth:`inject`).
+            one HTTP method; ``retry_after``, ``delay`` and ``size`` as in :meth:`inject`).
         :param seed: seed of the random generator, for reproducible runs.
         :param methods: HTTP methods eligible for random faults.
         """
@@ -495,7 +758,7 @@ class KlingEmulator:
             spec: dict[str, Any] = dict(k) if isinstance(k, Mapping) else {"kind": k}
             kind = str(spec.pop("kind", ""))
             _check_choice("kind", kind, sorted(FAULT_KINDS))
-            unknown = set(spec) - {"method", "retry_after", "delay"}
+            unknown = set(spec) - {"method", "retry_after", "delay", "size"}
             if unknown:
                 raise ValueError(f"unknown fault settings {sorted(unknown)}")
             method = spec.get("method")
@@ -504,8 +767,9 @@ class KlingEmulator:
                     kind=kind,
                     remaining=1,
                     method=str(method).upper() if method else None,
-                    retry_after=None if spec.get("retry_after") is None else float(spec["retry_after"]),
+                    retry_after=_retry_after(spec.get("retry_after")),
                     delay=None if spec.get("delay") is None else float(spec["delay"]),
+                    size=None if spec.get("size") is None else int(spec["size"]),
                 )
             )
         if not 0 <= rate <= 1:
@@ -559,8 +823,9 @@ class KlingEmulator:
                 return emulator._error(request, rec, exc.status, exc.reason)
 
         app = web.Application(middlewares=[service_errors])
-        app.router.add_post(API_PATH, self._handle_create)
-        app.router.add_get(API_PATH, self._handle_poll)
+        for path in API_PATHS:
+            app.router.add_post(path, self._handle_create)
+            app.router.add_get(path, self._handle_poll)
         app.router.add_get(VIDEO_PREFIX + "/{token}/output.mp4", self._handle_video)
         app.router.add_get(BLOB_PREFIX + "/{nbytes}", self._handle_blob)
         app.router.add_get(REDIRECT_PATH, self._handle_redirect)
@@ -571,6 +836,8 @@ class KlingEmulator:
         app.router.add_get(CONTROL_PREFIX + "/faults", self._ctl_faults_get)
         app.router.add_post(CONTROL_PREFIX + "/faults", self._ctl_faults)
         app.router.add_post(CONTROL_PREFIX + "/fault-rate", self._ctl_fault_rate)
+        app.router.add_get(CONTROL_PREFIX + "/script", self._ctl_script_get)
+        app.router.add_post(CONTROL_PREFIX + "/script", self._ctl_script)
         app.router.add_get(CONTROL_PREFIX + "/generations", self._ctl_generations)
         # Ids contain "/" (``<uuid>:kling-video/v1/...``), hence the greedy pattern.
         app.router.add_post(CONTROL_PREFIX + "/generations/{gen_id:.+}/complete", self._ctl_complete)
@@ -662,6 +929,17 @@ class KlingEmulator:
             return False
         return hmac.compare_digest(token.strip().encode(), self._api_key.encode())
 
+    def _take_script(self, method: str, path: str, api: bool) -> _Script | None:
+        with self._lock:
+            for i, scripted in enumerate(self._scripts):
+                if scripted.matches(method, path, api):
+                    if scripted.remaining is not None:
+                        scripted.remaining -= 1
+                        if scripted.remaining <= 0:
+                            del self._scripts[i]
+                    return scripted
+        return None
+
     def _take_fault(self, method: str, path: str, api: bool) -> _Fault | None:
         with self._lock:
             for i, fault in enumerate(self._faults):
@@ -699,6 +977,7 @@ class KlingEmulator:
             auth_ok=auth_ok,
             client_port=_client_port(request),
             retry_after=fault.retry_after if fault else None,
+            endpoint=API_PATHS.get(request.path),
         )
         with self._lock:
             self._requests.append(rec)
@@ -734,12 +1013,48 @@ class KlingEmulator:
         if fault.kind == "non_json":
             rec.status = 200
             return web.Response(status=200, text="<html>Bad gateway</html>", content_type="text/html")
+        if fault.kind == "huge":
+            return await self._huge_response(
+                request, rec, DEFAULT_HUGE_SIZE if fault.size is None else fault.size
+            )
         status = int(fault.kind)
         headers = {}
-        if fault.retry_after is not None:
-            ra = fault.retry_after
+        ra = fault.retry_after
+        if isinstance(ra, str):
+            headers["Retry-After"] = ra
+        elif ra is not None:
             headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
         return self._error(request, rec, status, _FAULT_MESSAGES[status], headers)
+
+    async def _huge_response(
+        self, request: web.Request, rec: RecordedRequest, size: int
+    ) -> web.StreamResponse:
+        """A 200 JSON answer of ``size`` bytes (valid JSON when size allows), streamed in chunks."""
+        head, tail = b'{"id": "huge", "status": "queued", "padding": "', b'"}'
+        if size < len(head) + len(tail):
+            head, tail = b"", b""
+        resp = web.StreamResponse(status=200)
+        resp.content_type = "application/json"
+        resp.content_length = size
+        await resp.prepare(request)
+        rec.status = 200
+        if request.method == "HEAD":
+            return resp
+        padding = b"a" * CHUNK
+        with contextlib.suppress(ConnectionError):
+            await resp.write(head)
+            left = size - len(head) - len(tail)
+            while left > 0:
+                n = min(left, CHUNK)
+                await resp.write(padding[:n])
+                left -= n
+            await resp.write(tail)
+        return resp
+
+    def _script_response(self, rec: RecordedRequest, scripted: _Script) -> web.Response:
+        rec.status = scripted.status
+        rec.scripted = True
+        return web.Response(status=scripted.status, body=scripted.body, headers=scripted.headers)
 
     async def _answer(
         self,
@@ -768,6 +1083,18 @@ class KlingEmulator:
                 start, stop = rng
                 status = 206
                 headers["Content-Range"] = f"bytes {start}-{stop - 1}/{body.size}"
+        if kind == "gzip":
+            if _accepts_gzip(request.headers.get("Accept-Encoding")):
+                compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip container
+                parts = [compressor.compress(chunk) for chunk in body.chunks(0, body.size)]
+                parts.append(compressor.flush())
+                headers.pop("Content-Range", None)
+                headers["Content-Encoding"] = "gzip"
+                rec.status = 200 if ranged else status
+                return web.Response(
+                    status=rec.status, body=b"".join(parts), content_type=content_type, headers=headers
+                )
+            kind = None
         if kind is None and body.data is not None and start == 0 and stop == body.size:
             rec.status = status
             return web.Response(status=status, body=body.data, content_type=content_type, headers=headers)
@@ -785,6 +1112,9 @@ class KlingEmulator:
         rec.status = status
         if request.method == "HEAD":
             return resp
+        if kind == "dribble":
+            await _dribble(resp, body.chunks(start, start + sent), sent, fault)
+            return resp
         for chunk in body.chunks(start, start + sent):
             await resp.write(chunk)
         if kind in ("reset_mid", "truncated"):
@@ -795,7 +1125,11 @@ class KlingEmulator:
     async def _pre_handle(
         self, request: web.Request, body: Any, auth_ok: bool | None, api: bool
     ) -> tuple[RecordedRequest, _Fault | None, web.StreamResponse | None]:
-        """Record the request and apply the fault parts that come before the real handling."""
+        """Record the request and apply the script or fault parts that come before the real handling."""
+        scripted = self._take_script(request.method, request.path, api)
+        if scripted is not None:
+            rec = self._record(request, body, None, auth_ok)
+            return rec, None, self._script_response(rec, scripted)
         fault = self._take_fault(request.method, request.path, api)
         rec = self._record(request, body, fault, auth_ok)
         if fault is None:
@@ -808,16 +1142,26 @@ class KlingEmulator:
         return rec, fault, None
 
     def _usage(self, duration: int) -> dict[str, Any]:
-        factor = duration // 5
+        if self.answer_style == "2026":
+            credits = CREDITS_PER_5S_2026 * duration // 5
+            return {"credits_used": credits, "usd_spent": credits / CREDITS_PER_USD}
+        tokens = TOKENS_PER_5S * duration // 5
         if self.usage_style == "credits":
-            return {"credits_used": TOKENS_PER_5S * factor, "usd_spent": round(USD_PER_5S * factor, 2)}
-        return {"tokens_used": TOKENS_PER_5S * factor}
+            return {"credits_used": tokens, "usd_spent": round(USD_PER_5S * duration / 5, 2)}
+        return {"tokens_used": tokens}
 
     def _new_id(self, model: str) -> str:
         if self._next_ids:
             return self._next_ids.pop(0)
         while True:
-            gen_id = f"gen_{secrets.token_hex(4)}" if self.id_style == "short" else f"{uuid.uuid4()}:{model}"
+            if self.id_style == "short":
+                gen_id = f"gen_{secrets.token_hex(4)}"
+            elif self.id_style == "opaque":
+                gen_id = "".join(secrets.choice(OPAQUE_ALPHABET) for _ in range(21))
+            elif self.id_style == "numeric":
+                gen_id = str(10**17 + secrets.randbelow(9 * 10**17))
+            else:
+                gen_id = f"{uuid.uuid4()}:{model}"
             if gen_id not in self._generations:
                 return gen_id
 
@@ -837,12 +1181,13 @@ class KlingEmulator:
             return early
         if not auth_ok:
             return await self._json(request, rec, *self._unauthorized(request), fault)
-        message = "Invalid JSON body" if not parsed else validate_body(body)
+        endpoint = API_PATHS[request.path]
+        message = "Invalid JSON body" if not parsed else validate_body(body, endpoint)
         if message is not None:
             return await self._json(request, rec, 400, self._error_body(request, 400, message), fault)
         now = time.monotonic()
-        prompt = body["prompt"]
-        duration = int(body.get("duration") or 5)
+        prompt = _marker_text(body)
+        duration = _requested_duration(body.get("duration"))
         seconds_marker = SECONDS_MARKER.search(prompt)
         seconds = float(seconds_marker.group(1)) if seconds_marker else self.generation_seconds
         if ERROR_2026_MARKER in prompt:
@@ -864,10 +1209,12 @@ class KlingEmulator:
                 queued_until=now + 0.1 * seconds,
                 ready_at=now + seconds,
                 body=body,
+                endpoint=endpoint,
+                cache_key=secrets.token_urlsafe(12),
             )
             self._generations[gen.id] = gen
             self._by_token[gen.video_token] = gen
-        log.debug("Created generation %s (outcome %s)", gen.id, outcome)
+        log.debug("Created generation %s on the %s endpoint (outcome %s)", gen.id, endpoint, outcome)
         payload = {
             self.id_key: gen.id,
             "status": STATUS_STYLES[self.status_style][0],
@@ -894,21 +1241,14 @@ class KlingEmulator:
             return await self._json(request, rec, 404, body, fault)
         phase = gen.phase(time.monotonic())
         names = STATUS_STYLES[self.status_style]
-        video: dict[str, Any] | None = None
+        video: dict[str, Any] | list[dict[str, Any]] | None = None
         error: dict[str, Any] | None = None
         status = names[phase]
         if phase == 2 and gen.outcome != "completed":
             status = names[3]
             error = POLICY_ERROR_2026 if gen.outcome == "error_2026" else FACE_ERROR
         elif phase == 2:
-            origin = f"{request.scheme}://{request.host}"
-            video = {
-                "url": f"{origin}{VIDEO_PREFIX}/{gen.video_token}/output.mp4",
-                "content_type": "video/mp4",
-                "file_name": "output.mp4",
-                "file_size": self.sample_size if gen.video_bytes is None else gen.video_bytes,
-                "duration": gen.duration,
-            }
+            video = self._video(request, gen)
         payload = {
             "id": gen.id,
             "status": status,
@@ -917,6 +1257,24 @@ class KlingEmulator:
             "meta": {"usage": self._usage(gen.duration)},
         }
         return await self._json(request, rec, 200, payload, fault)
+
+    def _video(self, request: web.Request, gen: Generation) -> dict[str, Any] | list[dict[str, Any]]:
+        """The finished ``video`` field; a list for omni models."""
+        url = f"{request.scheme}://{request.host}{VIDEO_PREFIX}/{gen.video_token}/output.mp4"
+        video: dict[str, Any]
+        if self.answer_style == "2026":
+            ks_time = f"_{int(gen.created_at * 1000):x}"
+            video = {"url": f"{url}?cacheKey={gen.cache_key}&ksTime={ks_time}"}
+        else:
+            video = {
+                "url": url,
+                "content_type": "video/mp4",
+                "file_name": "output.mp4",
+                "file_size": self.sample_size if gen.video_bytes is None else gen.video_bytes,
+                "duration": gen.duration,
+            }
+        canonical = catalog.MODEL_ALIASES.get(gen.model, gen.model)
+        return [video] if "omni" in canonical else video
 
     def _error_body(self, request: web.Request, status: int, message: str) -> dict[str, Any]:
         return {
@@ -951,15 +1309,29 @@ class KlingEmulator:
         return await self._answer(request, rec, 200, body, "video/mp4", fault, ranged=True)
 
     async def _handle_redirect(self, request: web.Request) -> web.StreamResponse:
-        """``?to=URL``: answer 302 to any URL (file://, ftp://, ...) so clients can prove what they follow."""
+        """``?to=URL[&hops=N][&status=30x]``: redirect to any URL (file://, ftp://, another redirect...).
+
+        With ``hops`` > 1 it first redirects to itself N-1 times (a chain of N redirects; a large N
+        stands for a loop).
+        """
         rec, _fault, early = await self._pre_handle(request, None, None, api=False)
         if early is not None:
             return early
         target = request.query.get("to")
         if not target:
             return self._error(request, rec, 400, "to: Required")
-        rec.status = 302
-        return web.Response(status=302, headers={"Location": target})
+        try:
+            hops = int(request.query.get("hops", "1"))
+            status = int(request.query.get("status", "302"))
+        except ValueError:
+            return self._error(request, rec, 400, "hops and status must be integers")
+        if status not in (301, 302, 303, 307, 308) or hops < 1:
+            return self._error(request, rec, 400, "status must be 301, 302, 303, 307 or 308; hops >= 1")
+        if hops > 1:
+            query = {"to": target, "hops": str(hops - 1), "status": str(status)}
+            target = str(request.url.with_query(query))
+        rec.status = status
+        return web.Response(status=status, headers={"Location": target})
 
     async def _handle_blob(self, request: web.Request) -> web.StreamResponse:
         rec, fault, early = await self._pre_handle(request, None, None, api=False)
@@ -985,7 +1357,7 @@ class KlingEmulator:
     async def _ctl_counts(self, request: web.Request) -> web.Response:
         counts: dict[str, int] = {"POST": 0, "GET": 0}
         for r in self.requests:
-            if r.path == API_PATH:
+            if r.path in API_PATHS:
                 counts[r.method] = counts.get(r.method, 0) + 1
         return web.json_response(counts)
 
@@ -1017,6 +1389,40 @@ class KlingEmulator:
                 raise ValueError("expected a JSON object with 'rate'")
             params = dict(params)
             self.set_fault_rate(float(params.pop("rate")), **params)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def _ctl_script_get(self, request: web.Request) -> web.Response:
+        with self._lock:
+            pending = [scripted.as_dict() for scripted in self._scripts]
+        return web.json_response({"pending": pending})
+
+    async def _ctl_script(self, request: web.Request) -> web.Response:
+        # JSON: method, path_prefix, times, status, headers, and body (JSON) | body_text | body_base64.
+        try:
+            params = await request.json()
+            if not isinstance(params, dict):
+                raise ValueError("expected a JSON object")
+            params = dict(params)
+            unknown = set(params) - {
+                "method",
+                "path_prefix",
+                "times",
+                "status",
+                "headers",
+                "body",
+                "body_text",
+                "body_base64",
+            }
+            if unknown:
+                raise ValueError(f"unknown script settings {sorted(unknown)}")
+            raw: bytes | None = None
+            if "body_base64" in params:
+                raw = base64.b64decode(str(params.pop("body_base64")), validate=True)
+            elif "body_text" in params:
+                raw = str(params.pop("body_text")).encode()
+            self.script(body_bytes=raw, **params)
         except (ValueError, TypeError) as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         return web.json_response({"ok": True})
@@ -1057,6 +1463,21 @@ def _client_port(request: web.Request) -> int | None:
     transport = request.transport
     peer = transport.get_extra_info("peername") if transport is not None else None
     return peer[1] if isinstance(peer, (tuple, list)) and len(peer) >= 2 else None
+
+
+async def _dribble(
+    resp: web.StreamResponse, chunks: Iterable[bytes], length: int, fault: _Fault | None
+) -> None:
+    """Write ``length`` bytes a few at a time, spread over the fault's delay."""
+    total = DEFAULT_SLOW_DELAY if fault is None or fault.delay is None else fault.delay
+    steps = max(1, round(total / 0.02))
+    piece = max(DRIBBLE_PIECE, math.ceil(length / steps))
+    pause = total / max(1, math.ceil(length / piece))
+    with contextlib.suppress(ConnectionError):
+        for chunk in chunks:
+            for pos in range(0, len(chunk), piece):
+                await resp.write(chunk[pos : pos + piece])
+                await asyncio.sleep(pause)
 
 
 async def _drop(request: web.Request, *, rst: bool, flush: bool = False) -> None:
