@@ -74,6 +74,8 @@ Control API (no auth), to drive an emulator running in another process::
     curl -s -XPOST "localhost:8642/_emulator/generations/$ID/complete"   # finish now
     curl -s -i "localhost:8642/_emulator/redirect?to=file:///etc/passwd"  # 302 to any URL
     curl -s -i "localhost:8642/_emulator/redirect?to=http://x/&hops=5"    # a chain of 5 redirects
+    curl -s -o v.mp4 "localhost:8642/_emulator/videos/$TOKEN/output.mp4"  # a finished video (Range ok)
+    curl -s -o b.bin localhost:8642/_emulator/blob/1000000    # N pattern bytes, see blob_bytes()
 
 Fault kinds (``inject(kind, ...)`` or ``POST /_emulator/faults``; ``FAULT_HELP`` has one line each):
 ``403`` (no credits / no access), ``429`` (``retry_after`` adds ``Retry-After``: seconds, or a string
