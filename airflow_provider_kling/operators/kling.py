@@ -1,7 +1,7 @@
-"""Operator that turns a still image into a video clip with Kling.
+"""Operators that generate video clips with Kling: image-to-video, text-to-video, and any other model.
 
-Imported at every DAG parse: only Airflow's own bases load here; the hook, its HTTP clients and the
-request model load when a task runs.
+Imported at every DAG parse: only Airflow's own bases load here; the hook, its HTTP clients, the
+model catalog and the request validators load when a task runs.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
 
@@ -22,10 +23,27 @@ if TYPE_CHECKING:
     from airflow_provider_kling.models import Generation, KlingRequest
 
 DEFAULT_MODEL = "kling-video/v1/standard/image-to-video"
-#: task_state_store key holding the generation id across retries of one task instance.
+DEFAULT_TEXT_MODEL = "kling-video/v1.6/standard/text-to-video"
+#: task_state_store key holding the generation id (and the request's hash) across retries of one task.
 GENERATION_ID_STATE_KEY = "kling_generation_id"
 #: XCom key of the generation id, pushed right after the POST, before any waiting.
 GENERATION_ID_XCOM_KEY = "generation_id"
+#: The keys of the dict every Kling task returns as XCom (operators and sensor alike).
+RESULT_KEYS = (
+    "generation_id",
+    "status",
+    "raw_status",
+    "model",
+    "endpoint",
+    "video_url",
+    "video_urls",
+    "video_path",
+    "file_name",
+    "file_size",
+    "usage",
+)
+#: Credits per US dollar as observed in the service's answers (not a promise of the service).
+CREDITS_PER_USD = 2_000_000
 
 _warned_no_state_store = False
 
@@ -78,38 +96,70 @@ def fail_fast(exc: Exception, generation_id: str | None = None) -> Exception:
     return KlingError(f"Kling generation {generation_id}: {message}")
 
 
-def result_dict(generation: Generation, model: str | None, video_path: str | None = None) -> dict[str, Any]:
-    """The small JSON-safe dict returned as XCom: what downstream tasks need."""
+def result_dict(
+    generation: Generation,
+    model: str | None,
+    video_path: str | None = None,
+    *,
+    endpoint: str | None = None,
+    usage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The small JSON-safe dict every Kling task returns as XCom (keys: :data:`RESULT_KEYS`)."""
     return {
         "generation_id": generation.id,
         "status": generation.status.value,
         "raw_status": generation.raw_status,
+        "model": model or model_from_id(generation.id),
+        "endpoint": endpoint,
         "video_url": generation.video_url,
+        "video_urls": list(generation.video_urls),
         "video_path": video_path,
         "file_name": generation.file_name,
         "file_size": generation.file_size,
-        "model": model,
-        "usage": generation.usage,
+        "usage": {**(usage or {}), **generation.usage},
     }
 
 
-class KlingImageToVideoOperator(BaseOperator):
-    """Generate a video clip from a still image with Kling, optionally wait for it and download it.
+def model_from_id(generation_id: str) -> str | None:
+    """The model named by an id of the form ``<uuid>:<model>``, else None."""
+    _, sep, model = generation_id.partition(":")
+    return model if sep and "/" in model else None
 
-    Every generation argument is templated and validated after rendering, before the paid POST.
-    On Airflow 3.3+ the generation id is kept in ``task_state_store``: a retry of the same task
-    reconnects to a pending or completed generation instead of paying for a new one.
 
-    :param image_url: http(s) URL of the first frame (jpg/png).
-    :param prompt: the text that guides the motion.
-    :param tail_image_url: http(s) URL of the last frame (v1 models, v1.6 pro).
-    :param static_mask_url: motion-brush static area (v1 models).
-    :param dynamic_masks: motion-brush masks: ``[{"mask_url": ..., "trajectories": [{"x": .., "y": ..}]}]``.
-    :param duration: "5" or "10" seconds.
-    :param negative_prompt: what to keep out of the video.
-    :param cfg_scale: 0 to 1, how closely to follow the prompt.
-    :param model: the Kling model id.
-    :param check_capabilities: False to send a model the provider does not know yet.
+def video_file_name(generation_id: str) -> str:
+    """``<id>.mp4``, without the model path that ``<uuid>:<model>`` ids carry."""
+    from airflow_provider_kling.hooks.kling import safe_file_name
+
+    head = generation_id.partition(":")[0] if model_from_id(generation_id) else generation_id
+    return f"{safe_file_name(head)}.mp4"
+
+
+def describe_usage(usage: dict[str, Any]) -> str:
+    """What a generation cost, as the service reported it (credits shown in USD at the observed rate)."""
+    parts = []
+    if isinstance(usage.get("usd_spent"), (int, float)):
+        parts.append(f"${usage['usd_spent']:.2f}")
+    if isinstance(usage.get("credits_used"), (int, float)):
+        credits = usage["credits_used"]
+        estimate = "" if parts else f" (about ${credits / CREDITS_PER_USD:.2f} at the observed rate)"
+        parts.append(f"{credits:,} credits{estimate}")
+    if isinstance(usage.get("tokens_used"), (int, float)):
+        parts.append(f"{usage['tokens_used']:,} tokens")
+    return ", ".join(parts) or "no usage reported"
+
+
+class KlingBaseVideoOperator(BaseOperator):
+    """What every Kling operator shares: validate, submit once, wait (deferrable), download, report.
+
+    Every argument is templated and validated against the model catalog after rendering, before
+    the paid POST. On Airflow 3.3+ the generation id and the request's hash are kept in
+    ``task_state_store``: a retry of the same request reconnects to its pending or completed
+    generation instead of paying for a new one; a changed request (a cleared task whose prompt was
+    edited) is a new generation.
+
+    :param model: the Kling model id (see the README's model table).
+    :param parameters: any other field of the chosen model, e.g. ``{"generate_audio": False}``.
+    :param check_capabilities: False to send a model or fields the catalog does not know yet, unchecked.
     :param kling_conn_id: the ``kling`` connection.
     :param wait_for_completion: wait for the video (default); False returns right after the POST.
     :param deferrable: free the worker while waiting (default: ``[operators] default_deferrable``).
@@ -120,34 +170,21 @@ class KlingImageToVideoOperator(BaseOperator):
     :param overwrite: replace an existing file at ``download_to``.
     """
 
-    template_fields: Sequence[str] = (
-        "image_url",
-        "prompt",
-        "tail_image_url",
-        "static_mask_url",
-        "dynamic_masks",
-        "duration",
-        "negative_prompt",
-        "cfg_scale",
-        "model",
-        "download_to",
-    )
-    template_fields_renderers = {"dynamic_masks": "json", "prompt": "md"}
+    #: The kind of model this operator submits (None: any kind).
+    kind: ClassVar[str | None] = None
+    #: The named arguments that are request fields, in the order they are documented.
+    request_field_names: ClassVar[tuple[str, ...]] = ()
+
+    template_fields: Sequence[str] = ("model", "parameters", "download_to")
+    template_fields_renderers = {"parameters": "json"}
     operator_extra_links = (KlingVideoLink(),)
     ui_color = "#f2e8ff"
 
     def __init__(
         self,
         *,
-        image_url: str,
-        prompt: str,
-        tail_image_url: str | None = None,
-        static_mask_url: str | None = None,
-        dynamic_masks: list[dict[str, Any]] | None = None,
-        duration: str | int = "5",
-        negative_prompt: str | None = None,
-        cfg_scale: float | None = None,
-        model: str = DEFAULT_MODEL,
+        model: str,
+        parameters: dict[str, Any] | None = None,
         check_capabilities: bool = True,
         kling_conn_id: str = "kling_default",
         wait_for_completion: bool = True,
@@ -159,15 +196,8 @@ class KlingImageToVideoOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.image_url = image_url
-        self.prompt = prompt
-        self.tail_image_url = tail_image_url
-        self.static_mask_url = static_mask_url
-        self.dynamic_masks = dynamic_masks
-        self.duration = duration
-        self.negative_prompt = negative_prompt
-        self.cfg_scale = cfg_scale
         self.model = model
+        self.parameters = parameters
         self.check_capabilities = check_capabilities
         self.kling_conn_id = kling_conn_id
         self.wait_for_completion = wait_for_completion
@@ -177,72 +207,106 @@ class KlingImageToVideoOperator(BaseOperator):
         self.download_to = download_to
         self.overwrite = overwrite
 
-    @property
+    @cached_property
     def hook(self) -> KlingHook:
+        """One hook (one HTTP session, one connection read) for the whole task."""
         from airflow_provider_kling.hooks.kling import KlingHook
 
         return KlingHook(self.kling_conn_id)
 
+    def request_fields(self) -> dict[str, Any]:
+        """The request's fields: ``parameters`` with the named arguments on top (None means not set)."""
+        from airflow_provider_kling.exceptions import KlingValidationError
+
+        params = self.parameters or {}
+        if not isinstance(params, dict):
+            raise KlingValidationError(
+                [("parameters", f"must be a mapping of field names to values, got {type(params).__name__}")]
+            )
+        named = {name: getattr(self, name) for name in self.request_field_names}
+        both = sorted(k for k, v in named.items() if v is not None and k in params)
+        if both:
+            raise KlingValidationError(
+                [(f"parameters.{k}", f"is also given as the argument {k}=; give it once") for k in both]
+            )
+        return {**params, **{k: v for k, v in named.items() if v is not None}, "model": self.model}
+
     def build_request(self) -> KlingRequest:
-        """Validate the rendered arguments; raises KlingValidationError naming each bad field."""
-        from airflow_provider_kling.models import build_request
+        """Validate the rendered arguments and read file inputs (KlingValidationError names each field)."""
+        from airflow_provider_kling.models import build_request, resolve_file_inputs
 
-        fields = {
-            "model": self.model,
-            "image_url": self.image_url,
-            "prompt": self.prompt,
-            "tail_image_url": self.tail_image_url,
-            "static_mask_url": self.static_mask_url,
-            "dynamic_masks": self.dynamic_masks,
-            "duration": self.duration,
-            "negative_prompt": self.negative_prompt,
-            "cfg_scale": self.cfg_scale,
-            "check_capabilities": self.check_capabilities,
-        }
-        return build_request({k: v for k, v in fields.items() if v is not None})
+        request = build_request(
+            self.request_fields(),
+            check_capabilities=self.check_capabilities,
+            kind=self.kind,
+            log=self.log,
+        )
+        return resolve_file_inputs(request, self.log)
 
+    # ------------------------------------------------------------------------------ execute
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_kling.hooks.kling import check_poll_settings
         from airflow_provider_kling.models import GenerationStatus
 
+        # First, so the extra link resolves (empty) whatever happens next; the video replaces it.
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
         try:
             request = self.build_request()
             timeout = timeout_seconds(self.timeout)
             check_poll_settings(self.poll_interval, timeout)
+            api = self.hook.endpoint.api
+            self._submitted: Generation | None = None
             generation_id, prior = self._resume_or_submit(context, request)
         except Exception as exc:
             raise fail_fast(exc) from exc
-        context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=generation_id)
-        # Airflow resolves the extra link at every defer too: give it an empty link until the video exists.
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
+        first = prior or self._submitted
+        usage = dict(first.usage) if first is not None else {}
+        sidecar = {"model": request.model, "request": request.fingerprint()}
 
         if prior is not None and prior.status is GenerationStatus.COMPLETED:
-            return self._finish(context, prior)
+            return self._finish(context, prior, api=api, usage=usage, sidecar=sidecar)
         if not self.wait_for_completion:
-            return {"generation_id": generation_id, "status": "pending", "model": request.model}
+            from airflow_provider_kling.models import Generation
+
+            pending = first or Generation(id=generation_id, status=GenerationStatus.PENDING)
+            return result_dict(pending, request.model, endpoint=api, usage=usage)
         if self.deferrable:
             from airflow_provider_kling.triggers.kling import KlingGenerationTrigger
 
+            end_time = time.time() + timeout
+            self.log.info(
+                "Deferring: Kling generation %s is polled every %s s by the triggerer until %s. A "
+                "triggerer with airflow-provider-kling installed must be running, or this task waits "
+                "until that deadline.",
+                generation_id,
+                self.poll_interval,
+                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(end_time)),
+            )
             self.defer(
                 trigger=KlingGenerationTrigger(
                     generation_id=generation_id,
                     kling_conn_id=self.kling_conn_id,
                     poll_interval=self.poll_interval,
-                    end_time=time.time() + timeout,
+                    end_time=end_time,
+                    api=api,
                 ),
                 method_name="execute_complete",
+                kwargs={"api": api, "usage": usage, "sidecar": sidecar},
+                # Slightly past the trigger's own deadline: the trigger reports the timeout itself.
                 timeout=timedelta(seconds=timeout + 60),
             )
         try:
-            generation = self.hook.wait_for_generation(generation_id, self.poll_interval, timeout)
+            generation = self.hook.wait_for_generation(generation_id, self.poll_interval, timeout, api=api)
         except Exception as exc:
             raise fail_fast(exc, generation_id) from exc
-        return self._finish(context, generation)
+        return self._finish(context, generation, api=api, usage=usage, sidecar=sidecar)
 
-    def _resume_or_submit(
-        self, context: Context, request: KlingRequest
-    ) -> tuple[str, Generation | None]:
-        """Reconnect to this task's earlier generation when it is pending or done, else submit anew."""
+    def _resume_or_submit(self, context: Context, request: KlingRequest) -> tuple[str, Generation | None]:
+        """Reconnect to this task's earlier generation of the same request, else submit anew.
+
+        :return: the generation id, and the earlier generation when reconnecting (the submit answer
+            of a new one is kept in ``self._submitted``).
+        """
         from airflow_provider_kling.exceptions import KlingError, KlingNotFoundError
         from airflow_provider_kling.hooks.kling import post_may_have_created
         from airflow_provider_kling.models import GenerationStatus
@@ -250,6 +314,7 @@ class KlingImageToVideoOperator(BaseOperator):
         global _warned_no_state_store
         store = context.get("task_state_store")
         hook = self.hook
+        fingerprint = request.fingerprint()
         if store is None:
             if not _warned_no_state_store:
                 self.log.warning(
@@ -258,26 +323,38 @@ class KlingImageToVideoOperator(BaseOperator):
                 )
                 _warned_no_state_store = True
         elif stored := store.get(GENERATION_ID_STATE_KEY):
-            try:
-                prior = hook.get_generation(str(stored))
-            except KlingNotFoundError:
-                self.log.warning(
-                    "Earlier Kling generation %s is unknown to the service; submitting anew", stored
+            stored_id, stored_hash, stored_api = _read_state(stored)
+            if stored_hash not in (None, fingerprint):
+                self.log.info(
+                    "The request changed since Kling generation %s was submitted (e.g. an edited "
+                    "prompt): submitting a new generation",
+                    stored_id,
                 )
             else:
-                if prior.status is not GenerationStatus.FAILED:
-                    self.log.info(
-                        "Reconnecting to Kling generation %s (%s) from an earlier try, not submitting again",
-                        stored,
-                        prior.raw_status,
+                try:
+                    prior = hook.get_generation(stored_id, api=stored_api)
+                except KlingNotFoundError:
+                    self.log.warning(
+                        "Earlier Kling generation %s is unknown to the service; submitting anew", stored_id
                     )
-                    return str(stored), prior
-                self.log.warning(
-                    "Earlier Kling generation %s ended in error (%s); submitting anew", stored, prior.error
-                )
+                else:
+                    if prior.status is not GenerationStatus.FAILED:
+                        self.log.info(
+                            "Reconnecting to Kling generation %s (%s) from an earlier try, not submitting "
+                            "again",
+                            stored_id,
+                            prior.raw_status,
+                        )
+                        context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=stored_id)
+                        return stored_id, prior
+                    self.log.warning(
+                        "Earlier Kling generation %s ended in error (%s); submitting anew",
+                        stored_id,
+                        prior.error,
+                    )
         self._check_destination_free()
         try:
-            generation_id = hook.submit_generation(request)
+            submitted = hook.submit(request)
         except KlingError as exc:
             if post_may_have_created(exc):
                 raise AirflowFailException(
@@ -286,9 +363,23 @@ class KlingImageToVideoOperator(BaseOperator):
                     "running this task again."
                 ) from exc
             raise
-        if store is not None:
-            store.set(GENERATION_ID_STATE_KEY, generation_id)
-        return generation_id, None
+        # Between the paid POST and a durable record of its id, any failure must not be retried:
+        # the retry would not find the id and would pay again.
+        try:
+            if store is not None:
+                store.set(
+                    GENERATION_ID_STATE_KEY,
+                    {"id": submitted.id, "request": fingerprint, "api": hook.endpoint.api},
+                )
+            context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=submitted.id)
+        except Exception as exc:
+            raise AirflowFailException(
+                f"Kling generation {submitted.id} was submitted (and paid for) but its id could not be "
+                f"recorded ({type(exc).__name__}: {exc}). The task is not retried, so it does not pay "
+                f"twice: wait for it with KlingGenerationSensor(generation_id={submitted.id!r})."
+            ) from exc
+        self._submitted = submitted
+        return submitted.id, None
 
     def _check_destination_free(self) -> None:
         """Refuse, before paying, a download_to that names an existing file (unless overwrite=True)."""
@@ -309,23 +400,203 @@ class KlingImageToVideoOperator(BaseOperator):
                 ]
             )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after the trigger: validate its event, then finish or fail."""
-        return self._finish(context, generation_from_event(event, timeout_seconds(self.timeout)))
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """As Airflow's, with a clear message when the deferral timed out (no triggerer ran the poll)."""
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except Exception as exc:
+            if type(exc).__name__ != "TaskDeferralTimeout":
+                raise
+            from airflow_provider_kling.exceptions import KlingError
 
-    def _finish(self, context: Context, generation: Generation) -> dict[str, Any]:
+            generation_id = context["ti"].xcom_pull(task_ids=self.task_id, key=GENERATION_ID_XCOM_KEY)
+            raise KlingError(
+                f"Kling generation {generation_id}: the deferral timed out, so no triggerer reported on it "
+                "(is a triggerer with airflow-provider-kling running?). The generation may have finished "
+                "on the service; a retry of this task reconnects to it (Airflow 3.3+) instead of paying "
+                "again."
+            ) from exc
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any],
+        api: str | None = None,
+        usage: dict[str, Any] | None = None,
+        sidecar: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Resume after the trigger: validate its event, then finish or fail."""
+        generation = generation_from_event(event, timeout_seconds(self.timeout))
+        return self._finish(context, generation, api=api, usage=usage, sidecar=sidecar)
+
+    def _finish(
+        self,
+        context: Context,
+        generation: Generation,
+        *,
+        api: str | None = None,
+        usage: dict[str, Any] | None = None,
+        sidecar: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        from airflow_provider_kling.exceptions import KlingError
+
+        if not generation.video_url:
+            # The service may fill the URL in on a later poll: a retry reconnects and asks again.
+            raise KlingError(
+                f"Kling generation {generation.id} is {generation.raw_status!r} but the answer holds no "
+                "video URL; a retry reconnects to it and polls again"
+            )
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
         video_path = None
-        if generation.video_url:
-            context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
-        if self.download_to and generation.video_url:
+        if self.download_to:
             try:
-                video_path = download(self.hook, generation, self.download_to, self.overwrite)
+                video_path = download(
+                    self.hook, generation, self.download_to, self.overwrite, sidecar={**(sidecar or {})}
+                )
             except Exception as exc:
                 raise fail_fast(exc, generation.id) from exc
-        self.log.info("Kling generation %s completed: %s", generation.id, video_path or generation.video_url)
-        result = result_dict(generation, self.model, video_path)
+            if lasting := stored_video_link(video_path):
+                context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=lasting)
+        result = result_dict(generation, self.model, video_path, endpoint=api, usage=usage)
+        self.log.info(
+            "Kling generation %s completed: %s; spent %s",
+            generation.id,
+            video_path or "video ready (not downloaded)",
+            describe_usage(result["usage"]),
+        )
         annotate_outlets(context, self.outlets, result)
         return result
+
+
+class KlingImageToVideoOperator(KlingBaseVideoOperator):
+    """Generate a video clip from a still image with any image-to-video model of the catalog.
+
+    Image inputs (``image_url``, ``tail_image_url``, masks) take an http(s) URL, a Base64 data URI, or a
+    file: a local path, an ObjectStoragePath or an fsspec URL (``s3://``, ``gs://``, ``file://``), which
+    is read, checked (PNG/JPEG, the model's size limit) and sent as a data URI.
+
+    :param image_url: the first frame.
+    :param prompt: the text that guides the motion.
+    :param tail_image_url: the last frame (models that take one).
+    :param static_mask_url: motion-brush static area (also accepted as ``parameters={"static_mask": ...}``).
+    :param dynamic_masks: motion-brush masks: ``[{"mask_url": ..., "trajectories": [{"x": .., "y": ..}]}]``.
+    :param duration: seconds: 5 or 10, or 3 to 15 on v3 models.
+    :param negative_prompt: what to keep out of the video.
+    :param cfg_scale: 0 to 1, how closely to follow the prompt.
+    :param model: an image-to-video model id (default the seed's v1 standard).
+    :param parameters: any other field of the model (``generate_audio``, ``camera_control``, ...).
+    """
+
+    kind = "image-to-video"
+    request_field_names = (
+        "image_url",
+        "prompt",
+        "tail_image_url",
+        "static_mask_url",
+        "dynamic_masks",
+        "duration",
+        "negative_prompt",
+        "cfg_scale",
+    )
+    template_fields: Sequence[str] = (*request_field_names, *KlingBaseVideoOperator.template_fields)
+    template_fields_renderers = {"dynamic_masks": "json", "parameters": "json"}
+
+    def __init__(
+        self,
+        *,
+        image_url: Any,
+        prompt: str | None = None,
+        tail_image_url: Any = None,
+        static_mask_url: Any = None,
+        dynamic_masks: list[dict[str, Any]] | None = None,
+        duration: str | int | None = None,
+        negative_prompt: str | None = None,
+        cfg_scale: float | None = None,
+        model: str = DEFAULT_MODEL,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model=model, **kwargs)
+        self.image_url = image_url
+        self.prompt = prompt
+        self.tail_image_url = tail_image_url
+        self.static_mask_url = static_mask_url
+        self.dynamic_masks = dynamic_masks
+        self.duration = duration
+        self.negative_prompt = negative_prompt
+        self.cfg_scale = cfg_scale
+
+
+class KlingTextToVideoOperator(KlingBaseVideoOperator):
+    """Generate a video clip from text with any text-to-video model of the catalog.
+
+    :param prompt: the text to turn into video (or ``parameters={"multi_prompt": [...]}`` on v3 models).
+    :param aspect_ratio: ``16:9`` (the service's default), ``9:16`` or ``1:1``.
+    :param duration: seconds: 5 or 10, or 3 to 15 on v3 models.
+    :param negative_prompt: what to keep out of the video.
+    :param cfg_scale: 0 to 1, how closely to follow the prompt.
+    :param model: a text-to-video model id (default ``kling-video/v1.6/standard/text-to-video``).
+    :param parameters: any other field of the model (``generate_audio``, ``camera_control``, ...).
+    """
+
+    kind = "text-to-video"
+    request_field_names = ("prompt", "aspect_ratio", "duration", "negative_prompt", "cfg_scale")
+    template_fields: Sequence[str] = (*request_field_names, *KlingBaseVideoOperator.template_fields)
+
+    def __init__(
+        self,
+        *,
+        prompt: str | None = None,
+        aspect_ratio: str | None = None,
+        duration: str | int | None = None,
+        negative_prompt: str | None = None,
+        cfg_scale: float | None = None,
+        model: str = DEFAULT_TEXT_MODEL,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model=model, **kwargs)
+        self.prompt = prompt
+        self.aspect_ratio = aspect_ratio
+        self.duration = duration
+        self.negative_prompt = negative_prompt
+        self.cfg_scale = cfg_scale
+
+
+class KlingVideoOperator(KlingBaseVideoOperator):
+    """Generate a video with any model of the catalog: multi-image, effects, avatar, o1 reference and
+    edit, motion control, or image/text-to-video, all fields given in ``parameters``.
+
+    :param model: any Kling model id.
+    :param parameters: the model's fields, e.g. ``{"image_url": ..., "audio_url": ...}`` for an avatar.
+    :param prompt: the prompt, for models that take one (or in ``parameters``).
+    """
+
+    request_field_names = ("prompt",)
+    template_fields: Sequence[str] = (*request_field_names, *KlingBaseVideoOperator.template_fields)
+
+    def __init__(self, *, model: str, prompt: str | None = None, **kwargs: Any) -> None:
+        super().__init__(model=model, **kwargs)
+        self.prompt = prompt
+
+
+def _read_state(stored: Any) -> tuple[str, str | None, str | None]:
+    """(id, request hash, endpoint) from a task_state_store value (the first release stored the id alone)."""
+    if isinstance(stored, dict):
+        return str(stored.get("id")), stored.get("request"), stored.get("api")
+    return str(stored), None, None
+
+
+def stored_video_link(video_path: str) -> str | None:
+    """A link to a downloaded video that outlives the service's signed URL: the storage console's page
+    for s3:// and gs:// objects; None for other destinations (the service's URL stays the link)."""
+    from urllib.parse import quote, urlsplit
+
+    parts = urlsplit(video_path)
+    key = parts.path.lstrip("/")
+    if parts.scheme in ("s3", "s3a"):
+        return f"https://s3.console.aws.amazon.com/s3/object/{parts.netloc}?prefix={quote(key)}"
+    if parts.scheme in ("gs", "gcs"):
+        return f"https://console.cloud.google.com/storage/browser/_details/{parts.netloc}/{quote(key)}"
+    return None
 
 
 def annotate_outlets(context: Context, outlets: Any, result: dict[str, Any]) -> None:
@@ -359,15 +630,70 @@ def generation_from_event(event: Any, timeout: float) -> Generation:
     raise fail_fast(KlingGenerationFailed(parsed.generation_id, parsed.message))
 
 
-def download(hook: KlingHook, generation: Generation, destination: Any, overwrite: bool) -> str:
-    """Download a completed generation's video, named after its (sanitised) id inside a folder."""
-    from airflow_provider_kling.hooks.kling import safe_file_name
+def sidecar_path(target: Any) -> Any:
+    """Where the small JSON describing a downloaded video lives: ``<video>.kling.json`` beside it."""
+    return target.parent / f"{target.name}.kling.json"
+
+
+def _read_sidecar(target: Any) -> dict[str, Any] | None:
+    import json
+
+    try:
+        with sidecar_path(target).open("rb") as handle:
+            data = json.loads(handle.read(64 * 1024))
+    except Exception:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def download(
+    hook: KlingHook,
+    generation: Generation,
+    destination: Any,
+    overwrite: bool,
+    *,
+    sidecar: dict[str, Any] | None = None,
+) -> str:
+    """Download a completed generation's video (``<id>.mp4`` inside a folder) and write its sidecar.
+
+    The sidecar (``<video>.kling.json``) records the generation id, model, request hash, size and usage.
+
+    A file that an earlier try of the same generation already downloaded (its sidecar names the same
+    generation and the size matches) is kept as it is: a retry after a successful download succeeds.
+    """
+    import json
+
+    from airflow_provider_kling.hooks.kling import resolve_destination
 
     assert generation.video_url
-    return hook.download_video(
+    name = video_file_name(generation.id)
+    target = resolve_destination(destination, name)
+    if not overwrite and target.exists():
+        earlier = _read_sidecar(target)
+        size = target.stat().st_size
+        if (
+            earlier is not None
+            and earlier.get("generation_id") == generation.id
+            and earlier.get("file_size") == size
+            and generation.file_size in (None, size)
+        ):
+            hook.log.info("%s was downloaded by an earlier try of generation %s; kept", target, generation.id)
+            return str(target)
+    path = hook.download_video(
         generation.video_url,
-        destination,
-        file_name=f"{safe_file_name(generation.id)}.mp4",
+        target,
+        file_name=name,
         expected_size=generation.file_size,
         overwrite=overwrite,
     )
+    written = resolve_destination(path, name)
+    record = {
+        "model": model_from_id(generation.id),
+        **(sidecar or {}),
+        "generation_id": generation.id,
+        "file_size": written.stat().st_size,
+        "usage": generation.usage,
+    }
+    with sidecar_path(written).open("w") as out:
+        out.write(json.dumps(record))
+    return path
