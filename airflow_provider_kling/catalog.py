@@ -340,11 +340,12 @@ MODELS: dict[str, dict[str, Any]] = {
         "note": "no tail image, masks or camera",
     },
     # --- text-to-video
-    "kling-video/v1/standard/text-to-video": _T2V,
-    "kling-video/v1/pro/text-to-video": _T2V,
-    "kling-video/v1.6/pro/text-to-video": _T2V,
+    "kling-video/v1/standard/text-to-video": {**_T2V, "seed_names": True},
+    "kling-video/v1/pro/text-to-video": {**_T2V, "seed_names": True},
+    "kling-video/v1.6/pro/text-to-video": {**_T2V, "seed_names": True},
     "kling-video/v1.6/standard/text-to-video": {
         **_T2V,
+        "seed_names": True,
         "optional": ("aspect_ratio", "duration", "negative_prompt", "cfg_scale"),
     },
     "kling-video/v1.5/standard/text-to-video": {
@@ -356,6 +357,7 @@ MODELS: dict[str, dict[str, Any]] = {
     # --- multi-image and effects
     "kling-video/v1.6/standard/multi-image-to-video": {
         "kind": "multi-image-to-video",
+        "seed_names": True,
         "required": ("image_list",),
         "optional": ("prompt", "aspect_ratio", "duration", "negative_prompt"),
     },
@@ -497,7 +499,11 @@ def model_entry(model_id: str) -> dict[str, Any] | None:
 def field_spec(model_id: str, name: str) -> dict[str, Any]:
     """The spec of field ``name`` for ``model_id``: the field's defaults with the model's limits on top."""
     entry = model_entry(model_id) or {}
-    return {**FIELDS[name], **entry.get("limits", {}).get(name, {})}
+    limits = entry.get("limits", {}).get(name, {})
+    spec = {**FIELDS[name], **limits}
+    if "range" in limits:
+        spec.pop("choices", None)  # a model's range replaces the field's usual choices
+    return spec
 
 
 def model_fields(model_id: str) -> tuple[str, ...]:

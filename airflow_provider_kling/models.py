@@ -425,6 +425,8 @@ class KlingRequest:
     fields: dict[str, Any]
     passthrough: dict[str, Any] = field(default_factory=dict)
     kind: str | None = None
+    #: current field name -> the seed-era name the user wrote, so errors name what the user wrote.
+    renamed: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def seed_names(self) -> bool:
@@ -453,7 +455,7 @@ class KlingRequest:
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def with_fields(self, fields: dict[str, Any]) -> KlingRequest:
-        return KlingRequest(self.model, fields, self.passthrough, self.kind)
+        return KlingRequest(self.model, fields, self.passthrough, self.kind, self.renamed)
 
 
 def _nested_model(annotation: Any, name: str) -> type[BaseModel] | None:
@@ -507,7 +509,7 @@ def _format_error(
         if len(loc) == 1:
             message = f"is not a field of model {model_id!r}; it takes: {allowed}"
         else:
-            message = f"is not a field here; allowed: {allowed}"
+            message = f"is not a field here; allowed here: {allowed}"
     elif error["type"] not in ("value_error", "missing", "assertion_error") and "input" in error:
         shown = repr(error["input"])
         if len(shown) > 80:  # a 78-point trajectory would otherwise fill the task log
@@ -599,7 +601,7 @@ def build_request(
             ", ".join(sorted(passthrough)),
             model,
         )
-    return KlingRequest(model, fields, passthrough, entry["kind"])
+    return KlingRequest(model, fields, passthrough, entry["kind"], renamed)
 
 
 def _current_names(values: dict[str, Any]) -> dict[str, str]:
@@ -705,7 +707,7 @@ def resolve_file_inputs(request: KlingRequest, log: Any = None) -> KlingRequest:
             container[key] = read_image_file(value, limit)
             read += 1
         except ValueError as exc:
-            errors.append((label, str(exc)))
+            errors.append((".".join(request.renamed.get(p, p) for p in label.split(".")), str(exc)))
     if errors:
         raise KlingValidationError(errors)
     if read and log is not None:

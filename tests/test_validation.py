@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from airflow_provider_kling.exceptions import KlingBadRequestError, KlingValidationError
-from airflow_provider_kling.models import MODEL_CAPABILITIES
 from tests.test_hook import make_hook
 
 V1 = "kling-video/v1/standard/image-to-video"
@@ -41,29 +40,29 @@ BAD_INPUTS = [
     pytest.param({"image_url": MISSING}, "image_url", ["Field required"], id="missing-image_url"),
     pytest.param({"prompt": MISSING}, "prompt", ["Field required"], id="missing-prompt"),
     pytest.param({"image_url": "ftp://example.com/cat.png"}, "image_url", ["http(s) URL"], id="ftp-image"),
-    pytest.param({"image_url": "file:///tmp/cat.png"}, "image_url", ["http(s) URL"], id="file-image"),
-    pytest.param({"image_url": "/tmp/cat.png"}, "image_url", ["absolute http(s) URL"], id="relative-image"),
+    pytest.param({"image_url": "file:///tmp/no-cat.png"}, "image_url", ["does not exist"], id="file-image"),
+    pytest.param({"image_url": "/tmp/no-cat.png"}, "image_url", ["does not exist"], id="missing-local-image"),
     pytest.param({"image_url": "https://"}, "image_url", ["http(s) URL"], id="image-without-host"),
-    pytest.param({"image_url": "s3://bucket/cat.png"}, "image_url", ["http(s) URL"], id="s3-image"),
+    pytest.param({"image_url": "s3://bucket/cat.png"}, "image_url", ["s3://bucket/cat.png"], id="s3-image"),
     pytest.param(
         {"tail_image_url": "ftp://example.com/t.png"}, "tail_image_url", ["http(s) URL"], id="ftp-tail"
     ),
     pytest.param(
-        {"static_mask_url": "gs://b/m.png"}, "static_mask_url", ["http(s) URL"], id="gs-static-mask"
+        {"static_mask_url": "gs://b/m.png"}, "static_mask_url", ["gs://b/m.png"], id="gs-static-mask"
     ),
     pytest.param(
         {"dynamic_masks": [mask(mask_url="data:image/png;base64,xx")]},
         "dynamic_masks.0.mask_url",
-        ["http(s) URL"],
+        ["data URI", "Base64"],
         id="data-uri-mask",
     ),
     pytest.param({"prompt": ""}, "prompt", ["at least 1 character"], id="empty-prompt"),
     pytest.param({"prompt": "   "}, "prompt", ["at least 1 character"], id="blank-prompt"),
-    pytest.param({"duration": 7}, "duration", ["'5' or '10'", "got '7'"], id="duration-7"),
-    pytest.param({"duration": "7"}, "duration", ["'5' or '10'", "got '7'"], id="duration-str-7"),
-    pytest.param({"duration": "abc"}, "duration", ["'5' or '10'", "got 'abc'"], id="duration-abc"),
-    pytest.param({"duration": 5.5}, "duration", ["'5' or '10'"], id="duration-float"),
-    pytest.param({"duration": True}, "duration", ["'5' or '10'"], id="duration-bool"),
+    pytest.param({"duration": 7}, "duration", ["5 or 10 seconds", "got 7"], id="duration-7"),
+    pytest.param({"duration": "7"}, "duration", ["5 or 10 seconds", "got 7"], id="duration-str-7"),
+    pytest.param({"duration": "abc"}, "duration", ["valid integer", "got 'abc'"], id="duration-abc"),
+    pytest.param({"duration": 5.5}, "duration", ["valid integer"], id="duration-float"),
+    pytest.param({"duration": True}, "duration", ["whole number of seconds", "boolean"], id="duration-bool"),
     pytest.param({"cfg_scale": -0.1}, "cfg_scale", ["greater than or equal to 0"], id="cfg-negative"),
     pytest.param({"cfg_scale": 1.5}, "cfg_scale", ["less than or equal to 1"], id="cfg-above-1"),
     pytest.param({"cfg_scale": "high"}, "cfg_scale", ["valid number", "got 'high'"], id="cfg-word"),
@@ -110,9 +109,15 @@ BAD_INPUTS = [
     ),
     pytest.param(
         {"dynamic_masks": [mask(mask="https://example.com/m.png")]},
-        "dynamic_masks.0.mask",
-        ["allowed here: mask_url, trajectories"],
-        id="mask-renamed-field",
+        "dynamic_masks.0.mask_url",
+        ["old name of mask", "give one of them"],
+        id="mask-under-both-names",
+    ),
+    pytest.param(
+        {"dynamic_masks": [mask(colour="red")]},
+        "dynamic_masks.0.colour",
+        ["allowed here: mask, trajectories"],
+        id="mask-unknown-field",
     ),
     pytest.param(
         {"dynamic_masks": [mask(), mask(mask_url=MISSING)]},
@@ -122,68 +127,71 @@ BAD_INPUTS = [
     ),
     pytest.param(
         {"tail_image_url": TAIL, "dynamic_masks": [mask()]},
-        "tail_image_url",
-        ["cannot be combined with static_mask_url or dynamic_masks"],
+        "dynamic_masks",
+        ["cannot be combined with tail_image_url", "one of tail image, masks and camera control"],
         id="masks-and-tail",
     ),
     pytest.param(
         {"tail_image_url": TAIL, "static_mask_url": "https://example.com/s.png"},
-        "tail_image_url",
+        "static_mask_url",
         ["cannot be combined"],
         id="static-mask-and-tail",
     ),
     pytest.param(
         {"model": V16_STD, "tail_image_url": TAIL},
         "tail_image_url",
-        [f"not accepted by model '{V16_STD}'"],
+        [f"not a field of model '{V16_STD}'", "it takes: image_url, prompt"],
         id="tail-on-v1.6-standard",
     ),
     pytest.param(
         {"model": V16_STD, "static_mask_url": "https://example.com/s.png"},
         "static_mask_url",
-        [f"not accepted by model '{V16_STD}'", "kling-video/v1 model"],
+        [f"not a field of model '{V16_STD}'"],
         id="static-mask-on-v1.6-standard",
     ),
     pytest.param(
         {"model": V16_PRO, "dynamic_masks": [mask()]},
         "dynamic_masks",
-        [f"not accepted by model '{V16_PRO}'", "kling-video/v1 model"],
+        [f"not a field of model '{V16_PRO}'", "tail_image_url"],
         id="masks-on-v1.6-pro",
     ),
     pytest.param(
         {"model": "kling-video/v9/ultra/image-to-video"},
         "model",
-        ["not known to this provider", *sorted(MODEL_CAPABILITIES), "check_capabilities=False"],
+        ["not in this provider's catalog", "model table", "check_capabilities=False"],
         id="unknown-model",
     ),
-    pytest.param({"model": 3}, "model", ["valid string", "got 3"], id="model-int"),
-    pytest.param({"model": None}, "model", ["valid string"], id="model-none"),
+    pytest.param({"model": 3}, "model", ["model id as text", "got 3"], id="model-int"),
+    pytest.param({"model": None}, "model", ["Field required"], id="model-none"),
     pytest.param(
-        {"seed": 42}, "seed", ["not a field", "allowed here:", "image_url", "cfg_scale"], id="unknown-field"
+        {"seed": 42},
+        "seed",
+        ["not a field of model", "it takes:", "image_url", "cfg_scale"],
+        id="unknown-field",
     ),
     pytest.param(
         {"camera_control": {"type": "simple"}},
         "camera_control",
-        ["not a field", "allowed here:"],
-        id="camera-control",
+        ["'simple' needs config with exactly one non-zero axis"],
+        id="camera-simple-without-config",
     ),
     pytest.param(
-        {"static_mask": "https://example.com/s.png"},
-        "static_mask",
-        ["static_mask_url"],
-        id="renamed-static-mask",
+        {"static_mask": "https://example.com/s.png", "static_mask_url": "https://example.com/s.png"},
+        "static_mask_url",
+        ["old name of static_mask"],
+        id="static-mask-under-both-names",
     ),
     pytest.param({"prompt": ["a", "cat"]}, "prompt", ["valid string", "got ['a', 'cat']"], id="list-prompt"),
     pytest.param(
         {"image_url": {"url": "https://example.com/cat.png"}},
         "image_url",
-        ["valid string"],
+        ["URL or a file path as text", "got dict"],
         id="dict-image_url",
     ),
     pytest.param({"negative_prompt": 5}, "negative_prompt", ["valid string"], id="int-negative-prompt"),
     pytest.param({"dynamic_masks": mask()}, "dynamic_masks", ["valid list"], id="mask-not-in-a-list"),
     pytest.param(
-        {"check_capabilities": "maybe"}, "check_capabilities", ["valid boolean"], id="bad-check-flag"
+        {"check_capabilities": "maybe"}, "check_capabilities", ["True or False"], id="bad-check-flag"
     ),
 ]
 
@@ -281,23 +289,27 @@ def test_full_v1_request_with_masks_is_sent_as_given(emulator: Any) -> None:
 
 
 def test_unknown_model_passes_with_check_capabilities_false(emulator: Any) -> None:
-    # The provider lets it through; this emulator, like the service then would, rejects it with a 400.
-    with pytest.raises(KlingBadRequestError) as info:
-        make_hook().submit_generation(
-            {**BASE, "model": "kling-video/v2/master/image-to-video", "check_capabilities": False}
-        )
-
-    assert info.value.status_code == 400
-    assert "received 'kling-video/v2/master/image-to-video'" in info.value.message
+    # A model the catalog does not know yet (the service may): every field reaches it unchanged.
+    body = {
+        "model": "kling-video/v9/ultra/image-to-video",
+        "image_url": "not even a URL",
+        "brand_new_field": {"nested": [1, 2]},
+        "duration": 42,
+    }
+    generation_id = make_hook().submit_generation({**body, "check_capabilities": False})
     (post,) = emulator.requests
-    assert post.json["model"] == "kling-video/v2/master/image-to-video"
+    assert post.json == body
     assert "check_capabilities" not in post.json  # a provider switch, never sent
+    assert list(emulator.generations) == [generation_id]
 
 
 def test_check_capabilities_false_skips_per_model_rules(emulator: Any) -> None:
-    make_hook().submit_generation(
-        {**BASE, "model": V16_STD, "tail_image_url": TAIL, "check_capabilities": False}
-    )
+    # The provider sends a field the catalog says V16_STD does not take; the service then judges it.
+    with pytest.raises(KlingBadRequestError) as info:
+        make_hook().submit_generation(
+            {**BASE, "model": V16_STD, "tail_image_url": TAIL, "check_capabilities": False}
+        )
+    assert "tail_image_url" in info.value.message
     (post,) = emulator.requests
     assert post.json == {**BASE, "model": V16_STD, "tail_image_url": TAIL, "duration": "5"}
 

@@ -43,6 +43,7 @@ UNIFIED_PATH = catalog.ENDPOINT_PATHS["unified"]
 #: API path -> endpoint name ("legacy" or "unified").
 API_PATHS: dict[str, str] = {path: name for name, path in catalog.ENDPOINT_PATHS.items()}
 CONTROL_PREFIX = "/_emulator"
+MAX_REQUEST_BYTES = 128 * 1024 * 1024
 VIDEO_PREFIX = "/_emulator/videos"
 BLOB_PREFIX = "/_emulator/blob"
 REDIRECT_PATH = "/_emulator/redirect"
@@ -822,7 +823,8 @@ class KlingEmulator:
                 rec = emulator._record(request, None, None, None)
                 return emulator._error(request, rec, exc.status, exc.reason)
 
-        app = web.Application(middlewares=[service_errors])
+        # Bodies may carry Base64 images of up to 50 MB (v3 models), as the service takes them.
+        app = web.Application(middlewares=[service_errors], client_max_size=MAX_REQUEST_BYTES)
         for path in API_PATHS:
             app.router.add_post(path, self._handle_create)
             app.router.add_get(path, self._handle_poll)
