@@ -130,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     notes = []
     missing = [name for name, _m, dist in CANDIDATES if not _installed(dist)]
     if missing:
-        notes.append(f"not installed, so not measured: {', '.join(missing)} (pip install -e '.[bench]')")
+        # A comparison without its baselines is no measurement: report it as a failure, not a pass.
+        notes.append(
+            f"FAILED: baselines not installed, so not measured: {', '.join(missing)} "
+            "(pip install -e '.[bench]')"
+        )
     # A warm-up round fills the bytecode cache and writes airflow.cfg; it is not counted.
     _round(modules)
     times: dict[str, list[float]] = {name: [] for name, _ in candidates}
@@ -182,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         rows,
         notes,
     )
-    return finish(result, args.json)
+    status = finish(result, args.json)
+    return 1 if missing else status
 
 
 if __name__ == "__main__":
