@@ -42,7 +42,7 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_kling.hooks.kling.KlingHook",
                 "hook-name": "Kling",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login"],
+                    "hidden-fields": ["schema", "port", "login", "extra"],
                     "relabeling": {"host": "API base URL", "password": "API Key"},
                     "placeholders": {
                         "host": "https://api.apilaplas.com (default; http only for 127.0.0.1/localhost)",

@@ -370,6 +370,25 @@ class KlingHook(BaseHook):
             "placeholders": behaviour["placeholders"],
         }
 
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Airflow 2's connection form: the endpoint choice (Airflow 3 reads provider info's conn-fields)."""
+        try:
+            from flask_appbuilder.fieldwidgets import Select2Widget
+            from flask_babel import lazy_gettext
+            from wtforms import SelectField
+        except ImportError:  # Airflow 3 without the FAB UI
+            return {}
+        return {
+            "endpoint": SelectField(
+                lazy_gettext("Endpoint"),
+                choices=[("legacy", "legacy (default)"), ("unified", "unified")],
+                default="legacy",
+                widget=Select2Widget(),
+                description="legacy: /v2/generate/video/kling/generation; unified: /v2/video/generations",
+            )
+        }
+
     # ----------------------------------------------------------------------------- connection
     @property
     def endpoint(self) -> _Endpoint:
