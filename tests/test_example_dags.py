@@ -11,6 +11,7 @@ import gc
 import importlib.util
 import json
 import os
+import re
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -71,9 +72,10 @@ class DagRunResult:
         return sorted(mi for tid, mi in self.tis if tid == task_id)
 
 
-def run_dag(dag: Any) -> DagRunResult:
-    """Run ``dag`` once with ``dag.test()`` and read back what it left in the metadata DB.
+def run_dag(dag: Any, **test_kwargs: Any) -> DagRunResult:
+    """Run ``dag`` once with ``dag.test(**test_kwargs)`` and read back what it left in the metadata DB.
 
+    ``logical_date=None`` runs it as a manual trigger does on Airflow 3 (no ``ds``, no data interval).
     Also checks, for every run, that no aiohttp session was left unclosed and that the API key is
     in no XCom, task state or trigger.
     """
@@ -86,7 +88,7 @@ def run_dag(dag: Any) -> DagRunResult:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
-        dr = dag.test()
+        dr = dag.test(**test_kwargs)
         gc.collect()  # an unclosed aiohttp session warns when collected
     unclosed = [str(w.message) for w in caught if "Unclosed" in str(w.message)]
     assert not unclosed, unclosed
@@ -170,6 +172,11 @@ def posts(emulator: Any, marker: str | None = None) -> list[Any]:
         and r.path.endswith("/generation")
         and (marker is None or marker in str((r.json or {}).get("prompt", "")))
     ]
+
+
+def api_posts(emulator: Any) -> list[Any]:
+    """The generation POSTs the emulator received on either endpoint (legacy or unified)."""
+    return [r for r in emulator.requests if r.method == "POST" and r.endpoint is not None]
 
 
 @pytest.fixture
@@ -330,3 +337,173 @@ def test_example_dags_parse_with_production_defaults(monkeypatch):
         source = path.read_text()
         assert "from airflow.sdk import" in source, path.name
         assert "https://" in source, path.name
+
+
+# ------------------------------------------------------------------------------ the 2026 examples
+#: Template variables that exist only when a run has a logical date: a manual run on Airflow 3 has none.
+LOGICAL_DATE_TEMPLATE = re.compile(
+    r"\{\{[^}]*\b(ds|ds_nodash|ts|ts_nodash|logical_date|data_interval_start|data_interval_end|"
+    r"prev_ds|next_ds|yesterday_ds|tomorrow_ds)\b"
+)
+
+
+def assert_one_shape(out: dict[str, Any]) -> None:
+    """Every Kling task returns the same keys (README: "XCom"), as plain JSON."""
+    from airflow_provider_kling.operators.kling import RESULT_KEYS
+
+    assert set(out) == set(RESULT_KEYS)
+    assert json.loads(json.dumps(out)) == out
+
+
+def test_v3_audio_example_sends_generate_audio_and_an_8_second_duration(emulator, airflow_db, dag_env):
+    module = load_dag_file(EXAMPLES / "example_kling_v3_audio.py")
+    # As a run triggered by hand on Airflow 3: no logical date.
+    result = run_dag(module.dag, logical_date=None)
+
+    assert result.state == "success"
+    (post,) = api_posts(emulator)
+    assert post.endpoint == "legacy"
+    assert post.json == {
+        "model": "klingai/video-v3-pro-image-to-video",
+        "image_url": module.IMAGE_URL,
+        "prompt": module.PROMPT,
+        "duration": 8,
+        "negative_prompt": "blur, distortion, text",
+        "generate_audio": True,
+    }
+    out = result.xcom("image_to_video_with_audio")
+    assert_one_shape(out)
+    assert out["generation_id"] == result.xcom("image_to_video_with_audio", key="generation_id")
+    assert out["status"] == "completed"
+    assert out["model"] == "klingai/video-v3-pro-image-to-video"
+    assert out["endpoint"] == "legacy"
+    assert out["usage"]["tokens_used"] > 0
+    video = Path(out["video_path"])
+    assert video.parent == dag_env / "v3_audio"
+    assert video.read_bytes() == SAMPLE_MP4
+    # It waited in the triggerer, not in a worker slot.
+    assert "deferred" in result.events[("image_to_video_with_audio", -1)]
+
+
+def test_v3_audio_example_on_the_unified_endpoint_reports_credits_and_usd(
+    airflow_db, dag_env, monkeypatch: pytest.MonkeyPatch
+):
+    """The connection's ``{"endpoint": "unified"}`` extra, against the 2026 answers (credits + USD)."""
+    from airflow_provider_kling.emulator import KlingEmulator
+    from airflow_provider_kling.emulator.app import UNIFIED_PATH
+
+    emu = KlingEmulator(api_key=API_KEY, generation_seconds=0.6, answer_style="2026")
+    emu.start()
+    try:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_KLING_DEFAULT",
+            json.dumps(
+                {
+                    "conn_type": "kling",
+                    "host": emu.base_url,
+                    "password": API_KEY,
+                    "extra": {"endpoint": "unified"},
+                }
+            ),
+        )
+        module = load_dag_file(EXAMPLES / "example_kling_v3_audio.py")
+        result = run_dag(module.dag, logical_date=None)
+        (post,) = api_posts(emu)
+        polls = [r for r in emu.requests if r.method == "GET" and r.endpoint is not None]
+    finally:
+        emu.stop()
+
+    assert result.state == "success"
+    assert post.path == UNIFIED_PATH
+    assert post.json["generate_audio"] is True
+    assert post.json["duration"] == 8
+    assert polls
+    assert {p.path for p in polls} == {UNIFIED_PATH}
+    out = result.xcom("image_to_video_with_audio")
+    assert_one_shape(out)
+    assert out["endpoint"] == "unified"
+    assert out["usage"]["credits_used"] > 0
+    assert out["usage"]["usd_spent"] == pytest.approx(out["usage"]["credits_used"] / 2_000_000)
+    assert Path(out["video_path"]).read_bytes() == SAMPLE_MP4
+
+
+def test_text_to_video_example_sends_the_prompt_and_its_params(emulator, airflow_db, dag_env):
+    module = load_dag_file(EXAMPLES / "example_kling_text_to_video.py")
+    result = run_dag(module.dag, logical_date=None)
+
+    assert result.state == "success"
+    (post,) = api_posts(emulator)
+    assert post.json == {
+        "model": "klingai/v2.5-turbo/pro/text-to-video",
+        "prompt": module.PROMPT,
+        "aspect_ratio": "16:9",
+        "duration": 5,
+        "negative_prompt": "blur, distortion, text, watermark",
+        "cfg_scale": 0.5,
+    }
+    out = result.xcom("text_to_video")
+    assert_one_shape(out)
+    assert out["status"] == "completed"
+    assert out["model"] == "klingai/v2.5-turbo/pro/text-to-video"
+    video = Path(out["video_path"])
+    assert video.parent == dag_env / "text_to_video"
+    assert video.read_bytes() == SAMPLE_MP4
+
+
+def test_text_to_video_example_takes_the_trigger_forms_params(emulator, airflow_db, dag_env):
+    """What a user types into the trigger form (the run's conf) reaches the request."""
+    module = load_dag_file(EXAMPLES / "example_kling_text_to_video.py")
+    conf = {"prompt": "A lighthouse in a storm, waves crashing", "aspect_ratio": "9:16"}
+    result = run_dag(module.dag, logical_date=None, run_conf=conf)
+
+    assert result.state == "success"
+    (post,) = api_posts(emulator)
+    assert post.json["prompt"] == conf["prompt"]
+    assert post.json["aspect_ratio"] == "9:16"
+
+
+def test_avatar_example_sends_the_image_and_the_audio(emulator, airflow_db, dag_env):
+    module = load_dag_file(EXAMPLES / "example_kling_avatar.py")
+    result = run_dag(module.dag, logical_date=None)
+
+    assert result.state == "success"
+    (post,) = api_posts(emulator)
+    assert post.json == {
+        "model": "klingai/avatar-pro",
+        "image_url": module.AVATAR_IMAGE_URL,
+        "audio_url": module.AUDIO_URL,
+        "prompt": module.PROMPT,
+    }
+    assert module.AVATAR_IMAGE_URL.startswith("https://")
+    assert module.AUDIO_URL.startswith("https://")
+    assert module.AUDIO_URL.rsplit(".", 1)[-1] in ("mp3", "wav", "m4a", "aac")
+    out = result.xcom("avatar")
+    assert_one_shape(out)
+    assert out["status"] == "completed"
+    assert out["model"] == "klingai/avatar-pro"
+    video = Path(out["video_path"])
+    assert video.parent == dag_env / "avatar"
+    assert video.read_bytes() == SAMPLE_MP4
+    assert "deferred" in result.events[("avatar", -1)]
+
+
+def test_basic_example_runs_when_triggered_by_hand(emulator, airflow_db, dag_env):
+    """Airflow 3 gives a manual run no logical date: the first example must not need one."""
+    module = load_dag_file(EXAMPLES / "example_kling_basic.py")
+    result = run_dag(module.dag, logical_date=None)
+
+    assert result.state == "success"
+    assert Path(result.xcom("image_to_video")["video_path"]).read_bytes() == SAMPLE_MP4
+
+
+def test_manually_triggered_examples_use_no_logical_date_template():
+    """``{{ ds }}`` and friends are undefined in a manual run of a ``schedule=None`` DAG on Airflow 3."""
+    for path in sorted(EXAMPLES.glob("example_kling_*.py")):
+        module = load_dag_file(path)
+        for dag in [v for v in vars(module).values() if type(v).__name__ == "DAG"]:
+            if type(dag.timetable).__name__ != "NullTimetable":  # schedule=None: only manual runs
+                continue
+            for task in dag.tasks:
+                for field in task.template_fields:
+                    text = json.dumps(getattr(task, field, None), default=str)
+                    assert not LOGICAL_DATE_TEMPLATE.search(text), (path.name, task.task_id, field, text)
