@@ -35,6 +35,8 @@ RESULT_KEYS = (
     "raw_status",
     "model",
     "endpoint",
+    "prompt",
+    "duration",
     "video_url",
     "video_urls",
     "video_path",
@@ -103,14 +105,22 @@ def result_dict(
     *,
     endpoint: str | None = None,
     usage: dict[str, Any] | None = None,
+    prompt: str | None = None,
+    duration: float | None = None,
 ) -> dict[str, Any]:
-    """The small JSON-safe dict every Kling task returns as XCom (keys: :data:`RESULT_KEYS`)."""
+    """The small JSON-safe dict every Kling task returns as XCom (keys: :data:`RESULT_KEYS`).
+
+    ``prompt`` and ``duration`` are what was asked (the first shot's prompt for multi-shot requests);
+    the video's own duration wins when the service reports it.
+    """
     return {
         "generation_id": generation.id,
         "status": generation.status.value,
         "raw_status": generation.raw_status,
         "model": model or model_from_id(generation.id),
         "endpoint": endpoint,
+        "prompt": prompt,
+        "duration": generation.duration if generation.duration is not None else duration,
         "video_url": generation.video_url,
         "video_urls": list(generation.video_urls),
         "video_path": video_path,
@@ -243,6 +253,20 @@ class KlingBaseVideoOperator(BaseOperator):
         )
         return resolve_file_inputs(request, self.log)
 
+    def _asked(self) -> dict[str, Any]:
+        """The prompt and duration asked for, as reported in the XCom dict (never raises)."""
+        params = self.parameters if isinstance(self.parameters, dict) else {}
+        prompt = getattr(self, "prompt", None) or params.get("prompt")
+        shots = params.get("multi_prompt")
+        if not prompt and isinstance(shots, list) and shots:
+            prompt = shots[0].get("prompt") if isinstance(shots[0], dict) else shots[0]
+        duration = getattr(self, "duration", None) or params.get("duration")
+        try:
+            seconds = float(duration) if duration is not None else None
+        except (TypeError, ValueError):
+            seconds = None
+        return {"prompt": None if prompt is None else str(prompt), "duration": seconds}
+
     # ------------------------------------------------------------------------------ execute
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_kling.hooks.kling import check_poll_settings
@@ -269,7 +293,7 @@ class KlingBaseVideoOperator(BaseOperator):
             from airflow_provider_kling.models import Generation
 
             pending = first or Generation(id=generation_id, status=GenerationStatus.PENDING)
-            return result_dict(pending, request.model, endpoint=api, usage=usage)
+            return result_dict(pending, request.model, endpoint=api, usage=usage, **self._asked())
         if self.deferrable:
             from airflow_provider_kling.triggers.kling import KlingGenerationTrigger
 
@@ -457,7 +481,7 @@ class KlingBaseVideoOperator(BaseOperator):
                 raise fail_fast(exc, generation.id) from exc
             if lasting := stored_video_link(video_path):
                 context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=lasting)
-        result = result_dict(generation, self.model, video_path, endpoint=api, usage=usage)
+        result = result_dict(generation, self.model, video_path, endpoint=api, usage=usage, **self._asked())
         self.log.info(
             "Kling generation %s completed: %s; spent %s",
             generation.id,
