@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +37,24 @@ def record_failure(context: Any) -> None:
     }
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(line) + "\n")
+
+
+def record_start(context: Any) -> None:
+    """on_execute_callback: note when each task starts, so the test counts requests per task."""
+    path = os.environ.get("KLING_BAD_INPUT_LOG")
+    if not path:
+        return
+    line = {
+        "dag_id": context["dag"].dag_id,
+        "task_id": context["ti"].task_id,
+        "started": time.time(),
+    }
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(line) + "\n")
+
+
+#: default_args of the bad-input DAGs: no retry, each task's start and failure recorded.
+RECORDED = {"retries": 0, "on_execute_callback": record_start, "on_failure_callback": record_failure}
 
 
 def mask(**overrides: Any) -> dict[str, Any]:
@@ -103,7 +122,7 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1),
     render_template_as_native_obj=True,
-    default_args={"retries": 0, "on_failure_callback": record_failure},
+    default_args=RECORDED,
 ) as dag:
     for task_id, overrides in CASES.items():
         KlingImageToVideoOperator(task_id=task_id, **{**VALID, **overrides})

@@ -13,7 +13,7 @@ import pendulum
 from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.sensors.kling import KlingGenerationSensor
-from tests.dags.bad_input_operator import record_failure
+from tests.dags.bad_input_operator import RECORDED
 
 GOOD_ID = "3f2a9c1e-5d4b-4c1a-9e8f-0b1c2d3e4f50:kling-video/v1/standard/image-to-video"
 
@@ -28,8 +28,8 @@ CASES: dict[str, dict[str, Any]] = {
     "id_query_injection": {"generation_id": "{{ 'gen_1&generation_id=gen_2' }}"},
     "id_newline": {"generation_id": "{{ 'gen_1\nX-Injected: 1' }}"},
     "id_too_long": {"generation_id": "{{ 'a' * 300 }}"},
-    "poll_interval_zero": {"poll_interval": 0, "deferrable": True},
-    "poll_interval_a_week": {"poll_interval": 7 * 86400, "deferrable": True},
+    "poke_interval_zero": {"poke_interval": 0, "deferrable": True},
+    "poke_interval_a_week": {"poke_interval": 7 * 86400, "deferrable": True},
     "timeout_zero": {"timeout": 0},
     "timeout_a_month": {"timeout": timedelta(days=30).total_seconds()},
     "conn_without_key": {"kling_conn_id": "kling_bad_no_key"},
@@ -43,7 +43,7 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1),
     render_template_as_native_obj=True,
-    default_args={"retries": 0, "on_failure_callback": record_failure},
+    default_args=RECORDED,
 ) as dag:
     for task_id, overrides in CASES.items():
         KlingGenerationSensor(task_id=task_id, **{**VALID, **overrides})

@@ -13,7 +13,7 @@ from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
 from airflow_provider_kling.sensors.kling import KlingGenerationSensor
-from tests.dags.bad_input_operator import VALID, record_failure
+from tests.dags.bad_input_operator import RECORDED, VALID
 
 PARAMS: dict[str, Any] = {
     "scale": 1.5,
@@ -28,7 +28,7 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1),
     params=PARAMS,
-    default_args={"retries": 0, "on_failure_callback": record_failure},
+    default_args=RECORDED,
 ) as dag:
     KlingImageToVideoOperator(task_id="text_cfg_scale", **{**VALID, "cfg_scale": "{{ params.scale }}"})
     KlingImageToVideoOperator(task_id="text_duration", **{**VALID, "duration": "{{ params.seconds }}"})
