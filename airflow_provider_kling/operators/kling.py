@@ -280,15 +280,25 @@ class KlingBaseVideoOperator(BaseOperator):
             check_poll_settings(self.poll_interval, timeout)
             api = self.hook.endpoint.api
             self._submitted: Generation | None = None
+            self._submitted_at: float | None = None
             generation_id, prior = self._resume_or_submit(context, request)
         except Exception as exc:
             raise fail_fast(exc) from exc
+        self._generation_id: str | None = generation_id
         first = prior or self._submitted
         usage = dict(first.usage) if first is not None else {}
         sidecar = {"model": request.model, "request": request.fingerprint()}
+        # Credits are billed at submit; an answer without them is counted from the final poll.
+        count_credits = self._submitted is not None and "credits_used" not in usage
+        done: dict[str, Any] = {
+            "api": api,
+            "usage": usage,
+            "sidecar": sidecar,
+            "count_credits": count_credits,
+        }
 
         if prior is not None and prior.status is GenerationStatus.COMPLETED:
-            return self._finish(context, prior, api=api, usage=usage, sidecar=sidecar)
+            return self._finish(context, prior, **done)
         if not self.wait_for_completion:
             from airflow_provider_kling.models import Generation
 
@@ -315,15 +325,24 @@ class KlingBaseVideoOperator(BaseOperator):
                     api=api,
                 ),
                 method_name="execute_complete",
-                kwargs={"api": api, "usage": usage, "sidecar": sidecar},
+                kwargs=done,
                 # Slightly past the trigger's own deadline: the trigger reports the timeout itself.
                 timeout=timedelta(seconds=timeout + 60),
             )
+        from airflow_provider_kling import metrics
+        from airflow_provider_kling.exceptions import KlingGenerationFailed, KlingGenerationTimeout
+
         try:
             generation = self.hook.wait_for_generation(generation_id, self.poll_interval, timeout, api=api)
+        except (KlingGenerationFailed, KlingGenerationTimeout) as exc:
+            outcome = "failed" if isinstance(exc, KlingGenerationFailed) else "timeout"
+            metrics.finished(outcome, request.model, self._submitted_at, time.time())
+            raise fail_fast(exc, generation_id) from exc
         except Exception as exc:
             raise fail_fast(exc, generation_id) from exc
-        return self._finish(context, generation, api=api, usage=usage, sidecar=sidecar)
+        # Waiting here, this task saw the end (deferred, the trigger reports it).
+        metrics.finished("completed", request.model, self._submitted_at, time.time())
+        return self._finish(context, generation, **done)
 
     def _resume_or_submit(self, context: Context, request: KlingRequest) -> tuple[str, Generation | None]:
         """Reconnect to this task's earlier generation of the same request, else submit anew.
@@ -363,6 +382,12 @@ class KlingBaseVideoOperator(BaseOperator):
                     )
                 else:
                     if prior.status is not GenerationStatus.FAILED:
+                        from airflow_provider_kling import metrics
+
+                        metrics.incr(metrics.REUSED, request.model)
+                        when = stored.get("submitted_at") if isinstance(stored, dict) else None
+                        if isinstance(when, (int, float)):
+                            self._submitted_at = float(when)
                         self.log.info(
                             "Reconnecting to Kling generation %s (%s) from an earlier try, not submitting "
                             "again",
@@ -379,6 +404,7 @@ class KlingBaseVideoOperator(BaseOperator):
         self._check_destination_free()
         try:
             submitted = hook.submit(request)
+            self._submitted_at = time.time()
         except KlingError as exc:
             if post_may_have_created(exc):
                 raise AirflowFailException(
@@ -393,7 +419,12 @@ class KlingBaseVideoOperator(BaseOperator):
             if store is not None:
                 store.set(
                     GENERATION_ID_STATE_KEY,
-                    {"id": submitted.id, "request": fingerprint, "api": hook.endpoint.api},
+                    {
+                        "id": submitted.id,
+                        "request": fingerprint,
+                        "api": hook.endpoint.api,
+                        "submitted_at": self._submitted_at,
+                    },
                 )
             context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=submitted.id)
         except Exception as exc:
@@ -402,7 +433,11 @@ class KlingBaseVideoOperator(BaseOperator):
                 f"recorded ({type(exc).__name__}: {exc}). The task is not retried, so it does not pay "
                 f"twice: wait for it with KlingGenerationSensor(generation_id={submitted.id!r})."
             ) from exc
+        from airflow_provider_kling import metrics
+
         self._submitted = submitted
+        metrics.incr(metrics.SUBMITTED, request.model)
+        metrics.credits(submitted.usage, request.model)
         return submitted.id, None
 
     def _check_destination_free(self) -> None:
@@ -448,10 +483,14 @@ class KlingBaseVideoOperator(BaseOperator):
         api: str | None = None,
         usage: dict[str, Any] | None = None,
         sidecar: dict[str, Any] | None = None,
+        count_credits: bool = False,
     ) -> dict[str, Any]:
         """Resume after the trigger: validate its event, then finish or fail."""
+        self._generation_id = event.get("generation_id") if isinstance(event, dict) else None
         generation = generation_from_event(event, timeout_seconds(self.timeout))
-        return self._finish(context, generation, api=api, usage=usage, sidecar=sidecar)
+        return self._finish(
+            context, generation, api=api, usage=usage, sidecar=sidecar, count_credits=count_credits
+        )
 
     def _finish(
         self,
@@ -461,7 +500,9 @@ class KlingBaseVideoOperator(BaseOperator):
         api: str | None = None,
         usage: dict[str, Any] | None = None,
         sidecar: dict[str, Any] | None = None,
+        count_credits: bool = False,
     ) -> dict[str, Any]:
+        from airflow_provider_kling import metrics
         from airflow_provider_kling.exceptions import KlingError
 
         if not generation.video_url:
@@ -488,8 +529,35 @@ class KlingBaseVideoOperator(BaseOperator):
             video_path or "video ready (not downloaded)",
             describe_usage(result["usage"]),
         )
+        if count_credits:
+            metrics.credits(generation.usage, result["model"])
         annotate_outlets(context, self.outlets, result)
+        self._result = result
         return result
+
+    # ------------------------------------------------------------------------------ lineage
+    def _lineage(self) -> Any:
+        from airflow_provider_kling.lineage import operator_lineage
+        from airflow_provider_kling.models import build_request
+
+        try:
+            # The inputs as the user named them (s3://..., a path), not the data URIs sent.
+            fields = build_request(
+                self.request_fields(), check_capabilities=self.check_capabilities, kind=self.kind
+            ).fields
+        except Exception:
+            fields = {}
+        return operator_lineage(
+            fields, getattr(self, "_result", None), getattr(self, "_generation_id", None), self.model
+        )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the media inputs, the downloaded video and the generation (id, model, usage)."""
+        return self._lineage()
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """OpenLineage on failure: the inputs, and the generation when one was submitted."""
+        return self._lineage()
 
 
 class KlingImageToVideoOperator(KlingBaseVideoOperator):

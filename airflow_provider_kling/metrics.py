@@ -1,0 +1,69 @@
+"""Metrics through Airflow's own Stats (StatsD / OpenTelemetry, as the deployment configures them).
+
+Names start with ``kling.``; tags are limited to ``model`` and ``outcome`` so the series stay few.
+A metric that cannot be sent never fails a task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Generations paid for (one POST accepted).
+SUBMITTED = "kling.generations.submitted"
+#: Retries and clears that reconnected to an earlier generation instead of paying again.
+REUSED = "kling.generations.reused"
+#: Generations that reached a terminal state, tagged with outcome completed / failed / timeout.
+FINISHED = "kling.generations.finished"
+#: Seconds from submit to the terminal state (a timer), tagged with model and outcome.
+SECONDS = "kling.generation.seconds"
+#: Credits the service reported as used, summed per model.
+CREDITS = "kling.credits_used"
+
+
+def _stats() -> Any:
+    try:
+        from airflow.sdk.observability import stats as module
+    except ImportError:  # Airflow 2
+        from airflow.stats import Stats
+
+        return Stats
+    return module
+
+
+def _tags(model: str | None, outcome: str | None = None) -> dict[str, str]:
+    tags = {"model": model or "unknown"}
+    if outcome:
+        tags["outcome"] = outcome
+    return tags
+
+
+def incr(name: str, model: str | None, outcome: str | None = None, count: int = 1) -> None:
+    """Add ``count`` to counter ``name``."""
+    with contextlib.suppress(Exception):
+        _stats().incr(name, count, tags=_tags(model, outcome))
+
+
+def timing(name: str, seconds: float, model: str | None, outcome: str | None = None) -> None:
+    """Record ``seconds`` on timer ``name`` (Airflow's timers take milliseconds)."""
+    from datetime import timedelta
+
+    with contextlib.suppress(Exception):
+        _stats().timing(name, timedelta(seconds=max(0.0, seconds)), tags=_tags(model, outcome))
+
+
+def credits(usage: dict[str, Any], model: str | None) -> None:
+    """Count the credits a generation used, when the service reported them."""
+    used = usage.get("credits_used")
+    if isinstance(used, (int, float)) and not isinstance(used, bool) and used > 0:
+        incr(CREDITS, model, count=int(used))
+
+
+def finished(outcome: str, model: str | None, submitted_at: float | None, now: float) -> None:
+    """A generation reached a terminal state: count it and time it from its submit."""
+    incr(FINISHED, model, outcome)
+    if submitted_at:
+        timing(SECONDS, now - submitted_at, model, outcome)
