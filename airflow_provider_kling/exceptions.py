@@ -33,11 +33,40 @@ class KlingValidationError(KlingConfigError):
 class KlingConnectionError(KlingError):
     """The service could not be reached (refused, reset, timed out) after the allowed retries.
 
-    :param nothing_sent: True when the request surely never reached the service (refused connect).
+    :param nothing_sent: True when the request surely never reached the service (refused connect,
+        failed TLS handshake).
     """
+
+    #: Whether trying the same call again could help (False for a refused certificate).
+    retryable = True
 
     def __init__(self, message: str, *, nothing_sent: bool = False) -> None:
         self.nothing_sent = nothing_sent
+        super().__init__(message)
+
+
+class KlingTLSError(KlingConnectionError):
+    """The TLS handshake failed (bad certificate, or a host that does not speak TLS): nothing was sent.
+
+    Not retried: a certificate or a scheme does not fix itself between two attempts.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, nothing_sent=True)
+
+
+class KlingDeadlineExceeded(KlingError):
+    """A call's deadline passed while its transient failures were being retried.
+
+    :param deadline: the deadline, a UNIX epoch float.
+    :param last_error: the last failure seen.
+    """
+
+    def __init__(self, message: str, *, deadline: float, last_error: BaseException | None = None) -> None:
+        self.deadline = deadline
+        self.last_error = last_error
         super().__init__(message)
 
 
@@ -62,6 +91,7 @@ class KlingAPIError(KlingError):
         method: str = "",
         path: str = "",
         retry_after: float | None = None,
+        hint: str | None = None,
     ) -> None:
         self.status_code = status_code  # type: ignore[assignment]
         self.message = message
@@ -69,9 +99,12 @@ class KlingAPIError(KlingError):
         self.method = method
         self.path = path
         self.retry_after = retry_after
+        self.hint = hint
         text = f"Kling API {method} {path} answered {status_code}: {message}".replace("  ", " ")
         if request_id:
             text += f" (requestId {request_id})"
+        if hint:
+            text += f". {hint}"
         super().__init__(text)
 
 
@@ -101,6 +134,35 @@ class KlingServerError(KlingAPIError):
     """5xx, or a 2xx whose body is not the JSON the service documents."""
 
     retryable = True
+
+
+class KlingResponseTooLarge(KlingAPIError):
+    """The service answered a body larger than the provider reads (``MAX_RESPONSE_BYTES``).
+
+    Not retried inside the call (the same answer would come again); the task fails normally, and an
+    Airflow retry reconnects to the generation.
+    """
+
+
+class KlingUnusableIdError(KlingAPIError):
+    """The service accepted a paid POST but answered an id the provider cannot poll.
+
+    Unlike :class:`KlingValidationError` something *was* sent: the generation may exist and be billed.
+
+    :param generation_id: the id as the service answered it.
+    """
+
+    def __init__(self, generation_id: str, problem: str, *, method: str = "POST", path: str = "") -> None:
+        self.generation_id = generation_id
+        shown = generation_id if len(generation_id) <= 300 else generation_id[:300] + "..."
+        super().__init__(
+            200,
+            f"the service accepted the generation (it may be billed) but answered the id {shown!r}, "
+            f"which the provider cannot poll: {problem}. Look the generation up on the service's "
+            "dashboard; do not resubmit blindly",
+            method=method,
+            path=path,
+        )
 
 
 class KlingGenerationFailed(KlingError):

@@ -49,9 +49,29 @@ API_KEY = "kling-test-key-7f3a9c"
 GENERATION_SECONDS = 0.6
 
 
-def set_connection(conn_id: str, **fields: object) -> None:
+#: The connection extra that lets the hook download videos from loopback hosts (the emulator).
+LOOPBACK_DOWNLOADS = {"allow_loopback_downloads": True}
+
+
+def connection_json(*, allow_loopback_downloads: bool = True, **fields: object) -> str:
+    """A ``kling`` connection as the JSON of an AIRFLOW_CONN_ variable.
+
+    Test connections point at the emulator on 127.0.0.1, whose videos are served over plain http
+    from loopback: the download policy refuses that unless the connection allows it, as here.
+    """
+    extra = dict(fields.pop("extra", None) or {})  # type: ignore[call-overload]
+    if allow_loopback_downloads:
+        extra = {**LOOPBACK_DOWNLOADS, **extra}
+    if extra:
+        fields["extra"] = extra
+    return json.dumps({"conn_type": "kling", **fields})
+
+
+def set_connection(conn_id: str, *, allow_loopback_downloads: bool = True, **fields: object) -> None:
     """Define an Airflow connection through its AIRFLOW_CONN_ environment variable."""
-    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({"conn_type": "kling", **fields})
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = connection_json(
+        allow_loopback_downloads=allow_loopback_downloads, **fields
+    )
 
 
 #: The installed Airflow's major version, read without importing Airflow.

@@ -95,7 +95,12 @@ def test_missing_api_key(emulator: Any, monkeypatch: pytest.MonkeyPatch, passwor
 def test_default_connection_from_json_env_var(emulator: Any) -> None:
     # The emulator fixture defines kling_default exactly as a user would, as JSON.
     conn = json.loads(os.environ["AIRFLOW_CONN_KLING_DEFAULT"])
-    assert conn == {"conn_type": "kling", "host": emulator.base_url, "password": API_KEY}
+    assert conn == {
+        "conn_type": "kling",
+        "host": emulator.base_url,
+        "password": API_KEY,
+        "extra": {"allow_loopback_downloads": True},
+    }
 
     hook = KlingHook()
     assert hook.kling_conn_id == "kling_default"
@@ -117,7 +122,10 @@ def test_uri_env_var(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert hook.endpoint.base_url == f"https://127.0.0.1:{port}"
     ok, message = hook.test_connection()
     assert not ok
-    assert message.startswith(f"Could not reach the Kling API: could not reach https://127.0.0.1:{port}")
+    # No scheme means https; the emulator speaks http, so the handshake fails and nothing is sent.
+    assert message.startswith(f"Could not reach the Kling API: TLS handshake with 127.0.0.1:{port} failed")
+    assert f"assumed https:// for host '127.0.0.1:{port}'" in message
+    assert f"for a local emulator use http://127.0.0.1:{port}" in message
     assert API_KEY not in message
 
     monkeypatch.setenv("AIRFLOW_CONN_KLING_URI", f"kling://:{API_KEY}@127.0.0.1:{port}/http")

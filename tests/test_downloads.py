@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from airflow_provider_kling.emulator import KlingEmulator, blob_bytes
-from airflow_provider_kling.exceptions import KlingConnectionError, KlingDownloadError, KlingValidationError
+from airflow_provider_kling.exceptions import KlingConnectionError, KlingDownloadError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import Generation
 from airflow_provider_kling.operators.kling import download
@@ -72,7 +72,12 @@ def _sha(path: Any) -> str:
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    """Every file under ``folder`` but the operator's ``.kling.json`` sidecars."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.endswith(".kling.json")
+    )
 
 
 @pytest.mark.parametrize("kind", ["reset_mid", "truncated"])
@@ -195,7 +200,7 @@ def test_operator_overwrites_only_when_asked(
     assert emu.count("POST") == 2
     assert (out / "existing.mp4").read_bytes() == b"keep me"
     assert _sha(out / "replaced.mp4") == EXPECTED_SHA
-    (new_file,) = (out / "new" / "nested" / "folders").iterdir()
+    (new_file,) = (out / "new" / "nested" / "folders").glob("*.mp4")
     assert new_file.suffix == ".mp4"
     assert _sha(new_file) == EXPECTED_SHA
     assert len(_files(out)) == 3
@@ -216,7 +221,7 @@ def test_operator_keeps_a_hostile_generation_id_inside_the_folder(
 
     assert result["states"] == {"hostile_id": "success"}
     assert hostile in emu.generations
-    (written,) = (out / "clips").iterdir()
+    (written,) = (out / "clips").glob("*.mp4")
     assert written.parent == out / "clips"
     assert "/" not in written.name
     assert not written.name.startswith(".")
@@ -238,13 +243,22 @@ def test_download_helper_sanitises_a_hostile_id(emu: KlingEmulator, hook: KlingH
     assert _sha(written) == EXPECTED_SHA
 
 
-def test_service_id_with_leading_dots_is_never_polled(emu: KlingEmulator, hook: KlingHook) -> None:
+def test_service_id_with_dots_and_slashes_is_polled_as_opaque_text(
+    emu: KlingEmulator, hook: KlingHook, tmp_path: Path
+) -> None:
+    # Ids are opaque: sent URL-encoded in the query, so "../" cannot reach a path; the file name
+    # built from it stays inside the folder asked for.
     emu.queue_ids("../../etc/passwd")
     generation_id = hook.submit_generation(REQUEST)
     assert generation_id == "../../etc/passwd"
-    with pytest.raises(KlingValidationError, match="generation_id"):
-        hook.wait_for_generation(generation_id, poll_interval=0.05, timeout=5)
-    assert emu.count("GET") == 0
+    done = hook.wait_for_generation(generation_id, poll_interval=0.05, timeout=30)
+    polls = [r for r in emu.requests if r.method == "GET" and not r.path.startswith(VIDEOS)]
+    assert polls
+    assert {r.query.get("generation_id") for r in polls} == {"../../etc/passwd"}
+    assert {r.path for r in polls} == {"/v2/generate/video/kling/generation"}
+    written = download(hook, done, f"{tmp_path}/videos/", overwrite=False)
+    assert Path(written).parent == tmp_path / "videos"
+    assert _files(tmp_path) == [f"videos/{Path(written).name}"]
 
 
 def test_redirect_to_http_is_followed(emu: KlingEmulator, hook: KlingHook, tmp_path: Path) -> None:

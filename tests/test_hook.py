@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import re
 import time
@@ -23,7 +22,7 @@ from airflow_provider_kling.exceptions import (
 from airflow_provider_kling.hooks import kling as kling_hook_module
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import Generation, GenerationStatus
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, connection_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -72,10 +71,7 @@ def style_emulator(
     """
     options = {"generation_seconds": 5.0, **getattr(request, "param", {})}
     with KlingEmulator(api_key=API_KEY, **options) as emu:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_KLING_STYLE",
-            json.dumps({"conn_type": "kling", "host": emu.base_url, "password": API_KEY}),
-        )
+        monkeypatch.setenv("AIRFLOW_CONN_KLING_STYLE", connection_json(host=emu.base_url, password=API_KEY))
         yield emu
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 import uuid
@@ -21,6 +20,7 @@ from airflow_provider_kling.exceptions import (
     KlingServerError,
 )
 from airflow_provider_kling.hooks.kling import GENERATION_PATH
+from tests.conftest import connection_json
 from tests.test_hook import MODEL, REQUEST, make_hook
 
 
@@ -32,7 +32,8 @@ def closed_port() -> int:
 
 
 def use_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any) -> None:
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "kling", **fields}))
+    """Define a connection for this test only (loopback downloads allowed unless told otherwise)."""
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(**fields))
 
 
 def submitted(emulator: Any) -> str:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import email.utils
+import hashlib
 import ipaddress
 import json
 import logging
 import os
 import re
+import socket
 import time
+import unicodedata
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -25,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import requests.auth
+import urllib3.exceptions
 from airflow.providers.common.compat.sdk import BaseHook
 from tenacity import (
     AsyncRetrying,
@@ -42,13 +48,18 @@ from airflow_provider_kling.exceptions import (
     KlingBadRequestError,
     KlingConfigError,
     KlingConnectionError,
+    KlingDeadlineExceeded,
     KlingDownloadError,
+    KlingError,
     KlingForbiddenError,
     KlingGenerationFailed,
     KlingGenerationTimeout,
     KlingNotFoundError,
     KlingRateLimitError,
+    KlingResponseTooLarge,
     KlingServerError,
+    KlingTLSError,
+    KlingUnusableIdError,
     KlingValidationError,
 )
 from airflow_provider_kling.models import (
@@ -69,9 +80,26 @@ DEFAULT_BASE_URL = "https://api.apilaplas.com"
 GENERATION_PATH = ENDPOINT_PATHS["legacy"]
 #: Longest Retry-After the hook will sleep for; a longer one is capped to this.
 MAX_RETRY_AFTER = 300.0
+#: Most bytes of one API answer the hook reads; a longer answer is an error (never held in memory).
+MAX_RESPONSE_BYTES = 1024 * 1024
+#: Longest generation id accepted (ids are otherwise opaque: the service's own text, URL-encoded).
+MAX_ID_LENGTH = 256
+#: Default wall-clock bound of one video download try, headers to last byte.
+DOWNLOAD_TIMEOUT = 3600.0
+#: The connection extra that lets downloads reach loopback hosts (and plain http to them): for the emulator.
+ALLOW_LOOPBACK_DOWNLOADS = "allow_loopback_downloads"
+#: The shortest time an attempt gets, even at (or past) a deadline, so a last poll can still answer.
+_MIN_ATTEMPT_SECONDS = 1.0
 _CHUNK = 1024 * 1024
+_READ_PIECE = 64 * 1024
 _MAX_REDIRECTS = 5
-_GENERATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/=+-]{0,255}$")
+_ID_RULE = (
+    "must be the id the service returned: non-empty text of at most "
+    f"{MAX_ID_LENGTH} characters without spaces or control characters"
+)
+#: Hosts spelled as numbers in a form other than dotted-quad IPv4 (2130706433, 0177.0.0.1, 0x7f.1):
+#: libc reads them as addresses, ``ipaddress`` does not; refused rather than guessed.
+_NUMERIC_HOST_RE = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*))*$", re.IGNORECASE)
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +109,18 @@ class _Endpoint:
     """Where to call and with what key; the key is kept out of repr.
 
     :param api: which of the service's endpoints new generations go to: ``legacy`` or ``unified``.
+    :param host_text: the connection's host as written (for messages).
+    :param assumed_https: the host had no scheme and https was assumed.
+    :param allow_loopback_downloads: the connection allows video downloads from loopback hosts.
     """
 
     base_url: str
     api_key: str
     api: str = DEFAULT_ENDPOINT
     conn_id: str = "?"
+    host_text: str = ""
+    assumed_https: bool = False
+    allow_loopback_downloads: bool = False
 
     def __repr__(self) -> str:
         return f"_Endpoint(base_url={self.base_url!r}, api={self.api!r}, api_key=***)"
@@ -97,11 +131,39 @@ class _Endpoint:
 
     @property
     def headers(self) -> dict[str, str]:
+        """Headers of an API call; the key itself travels through :class:`_BearerAuth`."""
+        return {"Accept": "application/json"}
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
 
 
+class _BearerAuth(requests.auth.AuthBase):
+    """The connection's key as requests auth: requests reads ``~/.netrc`` only when auth is None."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(***)"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._key}"
+        return request
+
+
+class _NoAuth(requests.auth.AuthBase):
+    """No credentials at all (video hosts): also keeps a ``~/.netrc`` entry from being sent."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.pop("Authorization", None)
+        return request
+
+
 def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
+    """True for ``localhost`` and for addresses ``ipaddress`` itself parses as loopback (strictly)."""
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -109,8 +171,60 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _host_problem(text: str) -> str | None:
+    """Why a host (or URL) cannot be used as written, or None."""
+    if "\\" in text:
+        return "it contains a backslash"
+    if any(ch.isspace() for ch in text):
+        return "it contains whitespace"
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text):
+        return "it contains control characters"
+    return None
+
+
+def _netloc(hostname: str, port: int | None) -> str:
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    return f"{host}:{port}" if port else host
+
+
+def _split_http_url(url: str, what: str) -> tuple[str, str, int | None, str]:
+    """(scheme, hostname, port, path) of an http(s) URL, refusing every ambiguous spelling.
+
+    :raises ValueError: with a readable reason.
+    """
+    problem = _host_problem(url)
+    if problem:
+        raise ValueError(f"{what} {url!r} cannot be used: {problem}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} {url!r} is not an http(s) URL")
+    if "@" in parts.netloc:
+        raise ValueError(f"{what} {url!r} cannot be used: it carries user information (user@host)")
+    hostname = parts.hostname
+    if hostname.endswith("."):
+        raise ValueError(f"{what} {url!r} cannot be used: its host name ends in a dot")
+    if _NUMERIC_HOST_RE.match(hostname):
+        try:
+            ipaddress.IPv4Address(hostname)
+        except ValueError:
+            raise ValueError(
+                f"{what} {url!r} cannot be used: {hostname!r} is a number that is not a dotted-quad "
+                "IPv4 address (write the address as four decimal numbers, e.g. 127.0.0.1)"
+            ) from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{what} {url!r} cannot be used: its port is not a number from 1 to 65535") from None
+    return scheme, hostname, port, parts.path
+
+
 def endpoint_from_connection(conn: Any) -> _Endpoint:
     """Check a ``kling`` connection and turn it into the base URL and key to call with.
+
+    The base URL is rebuilt from the parsed scheme, host name, port and path only: user information,
+    backslashes, whitespace, control characters, a query or a fragment in the host are refused, so
+    the host checked is the host connected to.
 
     :param conn: an Airflow Connection.
     :raises KlingConfigError: no key, a host that is not a URL, or plain http to a non-loopback host.
@@ -122,36 +236,58 @@ def endpoint_from_connection(conn: Any) -> _Endpoint:
             f"Connection {conn_id!r} has no API key: put the Apilaplas key in its password field "
             "(labelled 'API Key')"
         )
-    host = (conn.host or "").strip() or DEFAULT_BASE_URL
+    host_text = (conn.host or "").strip()
+    host = host_text or DEFAULT_BASE_URL
+    assumed_https = False
     if "://" not in host:
+        assumed_https = not conn.schema
         host = f"{conn.schema or 'https'}://{host}"
-    parts = urlsplit(host)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        scheme, hostname, port, path = _split_http_url(host, "host")
+    except ValueError as exc:
         raise KlingConfigError(
-            f"Connection {conn_id!r}: host {host!r} is not an http(s) URL; leave it empty for "
-            f"{DEFAULT_BASE_URL} or give a full URL such as https://api.example.com"
+            f"Connection {conn_id!r}: {exc}; leave it empty for {DEFAULT_BASE_URL} or give a full URL "
+            "such as https://api.example.com"
+        ) from None
+    parts = urlsplit(host)
+    if parts.query or parts.fragment or host.rstrip("/").endswith(("?", "#")):
+        raise KlingConfigError(
+            f"Connection {conn_id!r}: host {host!r} has a query or a fragment; give the base URL only, "
+            f"such as {DEFAULT_BASE_URL}"
         )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if scheme == "http" and not _is_loopback(hostname):
         raise KlingConfigError(
             f"Connection {conn_id!r}: host {host!r} uses plain http; only https is allowed except "
             "to a loopback host (127.0.0.1, localhost, ::1), so the API key never crosses a network "
             "in clear"
         )
-    netloc = parts.netloc
-    if conn.port and not parts.port:
-        netloc = f"{netloc}:{conn.port}"
-    base = f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
-    return _Endpoint(base_url=base, api_key=key, api=endpoint_choice(conn), conn_id=conn_id)
+    if conn.port and not port:
+        port = int(conn.port)
+        host_text = f"{host_text}:{port}" if host_text else host_text
+    base = f"{scheme}://{_netloc(hostname, port)}{path.rstrip('/')}"
+    return _Endpoint(
+        base_url=base,
+        api_key=key,
+        api=endpoint_choice(conn),
+        conn_id=conn_id,
+        host_text=host_text,
+        assumed_https=assumed_https,
+        allow_loopback_downloads=_extra(conn).get(ALLOW_LOOPBACK_DOWNLOADS) in (True, "true", "True", 1),
+    )
+
+
+def _extra(conn: Any) -> dict[str, Any]:
+    try:
+        extra = conn.extra_dejson or {}
+    except Exception:  # a malformed extra: Airflow itself already logs it
+        extra = {}
+    return extra if isinstance(extra, dict) else {}
 
 
 def endpoint_choice(conn: Any) -> str:
     """The connection's ``endpoint`` extra: ``legacy`` (the default) or ``unified``."""
     conn_id = getattr(conn, "conn_id", None) or "?"
-    try:
-        extra = conn.extra_dejson or {}
-    except Exception:  # a malformed extra: Airflow itself already logs it
-        extra = {}
-    choice = str(extra.get("endpoint") or DEFAULT_ENDPOINT).strip().lower()
+    choice = str(_extra(conn).get("endpoint") or DEFAULT_ENDPOINT).strip().lower()
     if choice not in ENDPOINT_PATHS:
         raise KlingConfigError(
             f"Connection {conn_id!r}: endpoint {choice!r} is not one of {', '.join(ENDPOINT_PATHS)} "
@@ -167,24 +303,37 @@ def check_api(api: Any) -> str | None:
     raise KlingValidationError([("api", f"must be one of {', '.join(ENDPOINT_PATHS)} or None, got {api!r}")])
 
 
-def check_generation_id(generation_id: Any) -> str:
-    """Return the id when it looks like one the service hands out, else raise KlingValidationError."""
-    if not isinstance(generation_id, str) or not _GENERATION_ID_RE.match(generation_id.strip()):
-        raise KlingValidationError(
-            [
-                (
-                    "generation_id",
-                    "must be a non-empty id as returned by the service (letters, digits and . _ : / = + -, "
-                    f"at most 256 characters), got {generation_id!r}",
-                )
-            ]
-        )
-    if generation_id.strip() in ("None", "null"):
+def _id_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a generation id, or None. Ids are opaque: anything printable goes."""
+    if not isinstance(value, str):
+        return f"got {type(value).__name__} {value!r}"
+    if not value:
+        return "got an empty id"
+    if len(value) > MAX_ID_LENGTH:
+        return f"got {len(value)} characters"
+    if any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        return f"got {value!r}, which holds spaces or control characters"
+    if value in ("None", "null"):
         # What a template renders when its value is missing, e.g. an XCom that was never pushed.
-        raise KlingValidationError(
-            [("generation_id", f"must be an id as returned by the service, got the text {generation_id!r}")]
-        )
-    return generation_id.strip()
+        return f"got the text {value!r}"
+    return None
+
+
+def check_generation_id(generation_id: Any) -> str:
+    """Return the id (outer whitespace removed) when it can be one the service hands out, else raise.
+
+    Ids are opaque to the provider: any text of at most 256 characters without spaces or control
+    characters, sent URL-encoded. Raised before anything is sent (:class:`KlingValidationError`).
+    """
+    value = generation_id.strip() if isinstance(generation_id, str) else generation_id
+    problem = _id_problem(value)
+    if problem:
+        if problem.startswith("got the text"):
+            rule = "must be an id as returned by the service"
+        else:
+            rule = _ID_RULE
+        raise KlingValidationError([("generation_id", f"{rule}, {problem}")])
+    return str(value)
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -197,8 +346,11 @@ def _parse_retry_after(value: str | None) -> float | None:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        # HTTP dates are always GMT (RFC 9110); one written without a zone is read as UTC, not local.
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - time.time())
 
 
@@ -211,7 +363,33 @@ _ERRORS_BY_STATUS: dict[int, type[KlingAPIError]] = {
 }
 
 
-def _read_response(method: str, path: str, status: int, body: bytes, headers: Any) -> dict[str, Any]:
+def _hint(status: int, method: str, endpoint: _Endpoint | None) -> str | None:
+    """What to change in the connection for an answer that points at it."""
+    if endpoint is None:
+        return None
+    conn = endpoint.conn_id
+    if status == 401:
+        return (
+            f"The API key of connection {conn!r} was refused: put a valid Apilaplas key in its "
+            "password field ('API Key')"
+        )
+    if status == 403:
+        return (
+            f"The API key of connection {conn!r} was refused for this call: its account may have no "
+            "credits left or no access to this model"
+        )
+    if status == 404 and (method == "POST" or urlsplit(endpoint.base_url).path):
+        return (
+            f"The host of connection {conn!r} must be the base URL only (e.g. {DEFAULT_BASE_URL}), "
+            f"not the endpoint path: it is {endpoint.host_text or endpoint.base_url!r}, and the "
+            f"provider adds {', '.join(ENDPOINT_PATHS.values())} itself"
+        )
+    return None
+
+
+def _read_response(
+    method: str, path: str, status: int, body: bytes, headers: Any, endpoint: _Endpoint | None = None
+) -> dict[str, Any]:
     """Turn one HTTP answer into its JSON body, or the provider's error for it."""
     if 200 <= status < 300:
         try:
@@ -243,26 +421,38 @@ def _read_response(method: str, path: str, status: int, body: bytes, headers: An
         cls = KlingServerError if status >= 500 else KlingAPIError
     raise cls(
         status,
-        message,
-        request_id=str(request_id) if request_id else None,
+        message[:500],
+        request_id=str(request_id)[:100] if request_id else None,
         method=method,
         path=path,
         retry_after=_parse_retry_after(headers.get("Retry-After")),
+        hint=_hint(status, method, endpoint),
+    )
+
+
+def _too_large(method: str, path: str, status: int, size: int | str) -> KlingResponseTooLarge:
+    return KlingResponseTooLarge(
+        status,
+        f"answered a body of {size} bytes, more than the {MAX_RESPONSE_BYTES} bytes an API answer may "
+        "have; it was not read",
+        method=method,
+        path=path,
     )
 
 
 def _created_nothing(exc: BaseException) -> bool:
     """True when a failed POST surely created no generation, so sending it again cannot pay twice."""
     if isinstance(exc, KlingConnectionError):
-        return exc.nothing_sent
+        return exc.nothing_sent and exc.retryable
     return isinstance(exc, KlingRateLimitError) or (isinstance(exc, KlingAPIError) and exc.status_code == 503)
 
 
 def post_may_have_created(exc: BaseException) -> bool:
     """True when a failed POST may still have created (and charged for) a generation.
 
-    That is a request that got no readable answer, or a 5xx other than 503: the service may have
-    accepted it. Sending it again, by the hook or by an Airflow retry, could pay twice.
+    That is a request that got no readable answer, a 5xx other than 503, or a 2xx the provider could
+    not use (no id, an id it cannot poll, a body too large): the service may have accepted it.
+    Sending it again, by the hook or by an Airflow retry, could pay twice.
     """
     if isinstance(exc, KlingConnectionError):
         return not exc.nothing_sent
@@ -272,7 +462,9 @@ def post_may_have_created(exc: BaseException) -> bool:
 
 
 def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, KlingConnectionError) or (isinstance(exc, KlingAPIError) and exc.retryable)
+    if isinstance(exc, KlingConnectionError):
+        return exc.retryable
+    return isinstance(exc, KlingAPIError) and exc.retryable
 
 
 def _backoff(first: float, longest: float) -> wait_exponential_jitter:
@@ -284,20 +476,73 @@ def _backoff(first: float, longest: float) -> wait_exponential_jitter:
         return wait_exponential_jitter(initial=first, max=longest)
 
 
+# Signed URLs carry their credential in the query string: never shown, in any message.
+_URL_QUERY_RE = re.compile(r"((?:https?://|url: |/)[^\s?#'\"<>()]*)\?[^\s'\"<>()]*", re.IGNORECASE)
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the query string of every URL in it replaced by ``?<redacted>``."""
+    return _URL_QUERY_RE.sub(r"\1?<redacted>", text)
+
+
+def _redact_query(url: str) -> str:
+    """Video URLs are signed: keep the signature out of logs and errors."""
+    base, sep, _ = url.partition("?")
+    return f"{base}?<redacted>" if sep else base
+
+
+def _tls_reason(exc: BaseException) -> str:
+    text = str(exc)
+    found = re.search(r"\[SSL: ([A-Z_]+)\] ([^('\")]+)", text) or re.search(
+        r"(certificate verify failed[^'\")]*)", text
+    )
+    if found:
+        return " ".join(part.strip() for part in found.groups())
+    return redact_urls(text)[:200]
+
+
+def _tls_error(exc: BaseException, endpoint: _Endpoint | None, where: str) -> KlingTLSError:
+    reason = _tls_reason(exc)
+    if endpoint is not None and endpoint.assumed_https:
+        return KlingTLSError(
+            f"TLS handshake with {where} failed ({reason}), so nothing was sent: assumed https:// for "
+            f"host {endpoint.host_text!r} of connection {endpoint.conn_id!r}, which has no scheme; "
+            f"for a local emulator use {endpoint.base_url.replace('https://', 'http://', 1)}"
+        )
+    return KlingTLSError(
+        f"TLS handshake with {where} failed ({reason}), so nothing was sent; not retried: fix the "
+        "certificate or the host's scheme"
+    )
+
+
 def _connection_error(exc: BaseException, what: str, *, nothing_sent: bool) -> KlingConnectionError:
-    return KlingConnectionError(f"{what}: {type(exc).__name__}: {exc}", nothing_sent=nothing_sent)
+    return KlingConnectionError(
+        redact_urls(f"{what}: {type(exc).__name__}: {exc}"), nothing_sent=nothing_sent
+    )
 
 
-def _id_from_submit(body: dict[str, Any]) -> str:
+def _id_from_submit(body: dict[str, Any], path: str = GENERATION_PATH) -> str:
+    """The id a POST answer carries; an unusable id is a paid-for problem, never "nothing was sent"."""
     generation_id = body.get("id") or body.get("generation_id")
-    if not generation_id:
+    if generation_id is None or generation_id == "":
         raise KlingServerError(
             200,
-            f"the service accepted the generation but sent no id: {body!r}",
+            f"the service accepted the generation but sent no id: {str(body)[:500]}",
             method="POST",
-            path=GENERATION_PATH,
+            path=path,
         )
-    return str(generation_id)
+    if isinstance(generation_id, bool) or not isinstance(generation_id, (str, int)):
+        raise KlingUnusableIdError(repr(generation_id)[:300], "it is not text", path=path)
+    text = str(generation_id)
+    problem = _id_problem(text)
+    if problem:
+        raise KlingUnusableIdError(
+            text,
+            f"ids must be non-empty text of at most {MAX_ID_LENGTH} characters without spaces or "
+            f"control characters ({problem})",
+            path=path,
+        )
+    return text
 
 
 # Connection lookups in flight per (event loop, connection id); see KlingHook.aendpoint.
@@ -312,9 +557,14 @@ def _forget(lookups: dict[str, Any], key: str, done: Any) -> None:
 
 
 # One aiohttp ClientSession per (event loop, connection id), shared by every trigger on that loop.
+# Settings that differ per trigger (timeouts) travel with each request, never with the session.
 _ASYNC_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[Any]]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+class _CallTimedOut(Exception):
+    """One HTTP attempt outlived its wall-clock budget (headers to last byte)."""
 
 
 class KlingHook(BaseHook):
@@ -322,6 +572,10 @@ class KlingHook(BaseHook):
 
     The connection's password is the API key; its host is optional (default
     ``https://api.apilaplas.com``) and may be a full URL. Plain http is accepted only to loopback hosts.
+    Video downloads go to https hosts with public addresses only; the connection extra
+    ``{"allow_loopback_downloads": true}`` also allows loopback hosts (over http too), for the emulator.
+
+    Use it as a context manager, or call :meth:`close`, to release its keep-alive sockets.
 
     :param kling_conn_id: the connection to use.
     :param timeout: (connect, read) timeout in seconds for each HTTP call.
@@ -329,6 +583,8 @@ class KlingHook(BaseHook):
     :param retry_min_wait: first backoff wait in seconds; it doubles each retry, with jitter.
     :param retry_max_wait: longest backoff wait in seconds.
     :param pool_limit: most sockets the shared async session keeps open to the service.
+    :param call_timeout: wall-clock bound of one API attempt, connect to last byte (default: the
+        connect and read timeouts added), so a server dribbling bytes cannot hold a call.
     """
 
     conn_name_attr = "kling_conn_id"
@@ -345,18 +601,32 @@ class KlingHook(BaseHook):
         retry_min_wait: float = 1.0,
         retry_max_wait: float = 60.0,
         pool_limit: int = 100,
+        call_timeout: float | None = None,
     ) -> None:
         super().__init__()
         self.kling_conn_id = kling_conn_id
-        self.timeout = timeout
+        self.timeout = (float(timeout[0]), float(timeout[1]))
         self.max_attempts = max(1, int(max_attempts))
         self.retry_min_wait = retry_min_wait
         self.retry_max_wait = retry_max_wait
         self.pool_limit = pool_limit
+        self.call_timeout = float(call_timeout) if call_timeout else self.timeout[0] + self.timeout[1]
         self._endpoint: _Endpoint | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kling_conn_id={self.kling_conn_id!r})"
+
+    def __enter__(self) -> KlingHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the hook's requests.Session (its keep-alive sockets); the hook stays usable."""
+        session = self.__dict__.pop("session", None)
+        if session is not None:
+            session.close()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -368,25 +638,6 @@ class KlingHook(BaseHook):
             "hidden_fields": behaviour["hidden-fields"],
             "relabeling": behaviour["relabeling"],
             "placeholders": behaviour["placeholders"],
-        }
-
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Airflow 2's connection form: the endpoint choice (Airflow 3 reads provider info's conn-fields)."""
-        try:
-            from flask_appbuilder.fieldwidgets import Select2Widget
-            from flask_babel import lazy_gettext
-            from wtforms import SelectField
-        except ImportError:  # Airflow 3 without the FAB UI
-            return {}
-        return {
-            "endpoint": SelectField(
-                lazy_gettext("Endpoint"),
-                choices=[("legacy", "legacy (default)"), ("unified", "unified")],
-                default="legacy",
-                widget=Select2Widget(),
-                description="legacy: /v2/generate/video/kling/generation; unified: /v2/video/generations",
-            )
         }
 
     # ----------------------------------------------------------------------------- connection
@@ -443,16 +694,41 @@ class KlingHook(BaseHook):
         return self.session
 
     # ----------------------------------------------------------------------------- retry rules
-    def _retry_kwargs(self, method: str, attempts: int | None = None) -> dict[str, Any]:
-        """The tenacity settings for one call; the same for the sync and async paths."""
-        backoff = _backoff(self.retry_min_wait, self.retry_max_wait)
+    def _retry_kwargs(
+        self, method: str, attempts: int | None = None, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """The tenacity settings for one call; the same for the sync and async paths.
 
-        def wait(state: RetryCallState) -> float:
+        :param deadline: a UNIX epoch float no retry may pass: every wait (backoff or Retry-After) is
+            capped at the time left, and no attempt starts after it, nor when the service asks to be
+            left alone until after it.
+        """
+        backoff = _backoff(self.retry_min_wait, self.retry_max_wait)
+        most = attempts or self.max_attempts
+
+        def asked_wait(state: RetryCallState) -> float | None:
             exc = state.outcome.exception() if state.outcome else None
             retry_after = getattr(exc, "retry_after", None)
-            if retry_after is not None:
-                return min(float(retry_after), MAX_RETRY_AFTER)
-            return float(backoff(state))
+            return None if retry_after is None else min(float(retry_after), MAX_RETRY_AFTER)
+
+        def wait(state: RetryCallState) -> float:
+            asked = asked_wait(state)
+            seconds = asked if asked is not None else float(backoff(state))
+            if deadline is not None:
+                seconds = max(0.0, min(seconds, deadline - time.time()))
+            return seconds
+
+        def stop(state: RetryCallState) -> bool:
+            if state.attempt_number >= most:
+                return True
+            if deadline is None:
+                return False
+            left = deadline - time.time()
+            asked = asked_wait(state)
+            if left <= 0 or (asked is not None and asked > left):
+                stopped_by_deadline.append(True)
+                return True
+            return False
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -461,20 +737,86 @@ class KlingHook(BaseHook):
                 "Kling %s failed (attempt %s of %s): %s; retrying in %.1f s",
                 method,
                 state.attempt_number,
-                attempts or self.max_attempts,
+                most,
                 exc,
                 sleep,
             )
 
+        stopped_by_deadline: list[bool] = []
         return {
             "retry": retry_if_exception(_created_nothing if method == "POST" else _transient),
-            "stop": stop_after_attempt(attempts or self.max_attempts),
+            "stop": stop,
             "wait": wait,
             "before_sleep": before_sleep,
             "reraise": True,
+            "_stopped_by_deadline": stopped_by_deadline,
         }
 
+    def _budget(self, deadline: float | None) -> float:
+        """Seconds one attempt may take in all: the call timeout, cut to the deadline's time left."""
+        if deadline is None:
+            return self.call_timeout
+        return min(self.call_timeout, max(deadline - time.time(), _MIN_ATTEMPT_SECONDS))
+
+    @staticmethod
+    def _past_deadline(exc: BaseException, deadline: float | None, stopped: list[bool]) -> BaseException:
+        """The error to raise for a call that failed: a transient failure at the deadline says so."""
+        if deadline is not None and _transient(exc) and (stopped or time.time() >= deadline):
+            return KlingDeadlineExceeded(
+                f"deadline {_utc(deadline)} reached while retrying: {exc}", deadline=deadline, last_error=exc
+            )
+        return exc
+
     # ----------------------------------------------------------------------------- sync calls
+    def _send_once(
+        self, endpoint: _Endpoint, method: str, url: str, path: str, budget: float, **kw: Any
+    ) -> Any:
+        """One API attempt on the sync path: at most ``budget`` seconds and MAX_RESPONSE_BYTES."""
+        started = time.monotonic()
+        read_timeout = min(self.timeout[1], budget)
+        try:
+            resp = self.session.request(
+                method,
+                url,
+                headers=endpoint.headers,
+                auth=_BearerAuth(endpoint.api_key),
+                timeout=(min(self.timeout[0], budget), read_timeout),
+                allow_redirects=False,
+                stream=True,
+                **kw,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise _tls_error(exc, endpoint, _netloc_of(url)) from None
+        except (requests.exceptions.ConnectTimeout, requests.exceptions.ConnectionError) as exc:
+            refused = isinstance(exc, requests.exceptions.ConnectTimeout) or _is_refused(exc)
+            raise _connection_error(
+                exc, f"could not reach {endpoint.base_url}", nothing_sent=refused
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise _connection_error(exc, f"no answer from {endpoint.base_url}", nothing_sent=False) from None
+        with resp:
+            ok = 200 <= resp.status_code < 300
+            announced = resp.headers.get("Content-Length", "")
+            if ok and announced.isdigit() and int(announced) > MAX_RESPONSE_BYTES:
+                raise _too_large(method, path, resp.status_code, announced)
+            try:
+                body = _read_sync(resp, started + budget, MAX_RESPONSE_BYTES)
+            except _CallTimedOut:
+                raise KlingConnectionError(
+                    f"no complete answer from {endpoint.base_url} within {budget:.1f} s "
+                    "(the call's wall-clock bound)",
+                    nothing_sent=False,
+                ) from None
+            except (OSError, requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+                raise _connection_error(
+                    exc, f"no answer from {endpoint.base_url}", nothing_sent=False
+                ) from None
+            if len(body) > MAX_RESPONSE_BYTES:
+                if ok:
+                    raise _too_large(method, path, resp.status_code, f"more than {MAX_RESPONSE_BYTES}")
+                body = body[:MAX_RESPONSE_BYTES]
+            return _read_response(method, path, resp.status_code, body, resp.headers, endpoint)
+
     def _call(
         self,
         method: str,
@@ -483,42 +825,40 @@ class KlingHook(BaseHook):
         json: dict[str, Any] | None = None,
         attempts: int | None = None,
         api: str | None = None,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         endpoint = self.endpoint
         path = endpoint.path(api)
         url = endpoint.base_url + path
-        for attempt in Retrying(**self._retry_kwargs(method, attempts)):
-            with attempt:
-                try:
-                    resp = self.session.request(
-                        method, url, params=params, json=json, headers=endpoint.headers, timeout=self.timeout
+        kwargs = self._retry_kwargs(method, attempts, deadline)
+        stopped = kwargs.pop("_stopped_by_deadline")
+        try:
+            for attempt in Retrying(**kwargs):
+                with attempt:
+                    return self._send_once(
+                        endpoint, method, url, path, self._budget(deadline), params=params, json=json
                     )
-                    body = resp.content
-                except (requests.exceptions.ConnectTimeout, requests.exceptions.ConnectionError) as exc:
-                    refused = isinstance(exc, requests.exceptions.ConnectTimeout) or _is_refused(exc)
-                    raise _connection_error(
-                        exc, f"could not reach {endpoint.base_url}", nothing_sent=refused
-                    ) from None
-                except requests.exceptions.RequestException as exc:
-                    raise _connection_error(
-                        exc, f"no answer from {endpoint.base_url}", nothing_sent=False
-                    ) from None
-                return _read_response(method, path, resp.status_code, body, resp.headers)
+        except KlingError as exc:
+            failure = self._past_deadline(exc, deadline, stopped)
+            if failure is exc:
+                raise
+            raise failure from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def submit(self, request: KlingRequest | dict[str, Any]) -> Generation:
         """Validate ``request`` and start a paid generation on the connection's endpoint.
 
-        Retried only when the service surely created nothing (refused connection, 429, 503), never
-        after a timeout or a dropped answer, so one call never pays twice.
+        Retried only when the service surely created nothing (refused connection, failed TLS
+        handshake, 429, 503), never after a timeout or a dropped answer, so one call never pays twice.
 
         :param request: a :class:`~airflow_provider_kling.models.KlingRequest` or a dict of its fields.
         :return: the submit answer: the id, the first status and the usage billed at submit.
+        :raises KlingUnusableIdError: the service accepted it but answered an id that cannot be polled.
         """
         validated = resolve_file_inputs(build_request(request), self.log)
         payload = validated.payload(self.endpoint.api)
         body = self._call("POST", json=payload)
-        generation = Generation.from_api(body, _id_from_submit(body))
+        generation = Generation.from_api(body, _id_from_submit(body, self.endpoint.path()))
         # Ids of the form "<uuid>:<model>" already name the model: say it once.
         model = "" if validated.model in generation.id else f"model {validated.model}, "
         self.log.info(
@@ -530,14 +870,19 @@ class KlingHook(BaseHook):
         """As :meth:`submit`, returning only the generation id."""
         return self.submit(request).id
 
-    def get_generation(self, generation_id: str, *, api: str | None = None) -> Generation:
+    def get_generation(
+        self, generation_id: str, *, api: str | None = None, deadline: float | None = None
+    ) -> Generation:
         """Poll a generation once (retrying transient failures).
 
-        :param generation_id: the id :meth:`submit_generation` returned.
+        :param generation_id: the id :meth:`submit_generation` returned (opaque; sent URL-encoded).
         :param api: the endpoint it was created on (default: the connection's).
+        :param deadline: a UNIX epoch float that bounds the retries (see :class:`KlingDeadlineExceeded`).
         """
         generation_id = check_generation_id(generation_id)
-        body = self._call("GET", params={"generation_id": generation_id}, api=check_api(api))
+        body = self._call(
+            "GET", params={"generation_id": generation_id}, api=check_api(api), deadline=deadline
+        )
         return Generation.from_api(body, generation_id)
 
     def wait_for_generation(
@@ -552,15 +897,20 @@ class KlingHook(BaseHook):
 
         :param generation_id: the generation to wait for.
         :param poll_interval: seconds between polls.
-        :param timeout: seconds to wait in all before :class:`KlingGenerationTimeout`.
+        :param timeout: seconds to wait in all before :class:`KlingGenerationTimeout`; it also bounds
+            the retries of each poll.
         :raises KlingGenerationFailed: the service ended it in error.
         """
         check_poll_settings(poll_interval, timeout)
         start = time.monotonic()
         deadline = start + timeout
+        epoch_deadline = time.time() + timeout
         last: str | None = None
         while True:
-            generation = self.get_generation(generation_id, api=api)
+            try:
+                generation = self.get_generation(generation_id, api=api, deadline=epoch_deadline)
+            except KlingDeadlineExceeded as exc:
+                raise KlingGenerationTimeout(generation_id, timeout, str(last)) from exc
             elapsed = time.monotonic() - start
             if generation.raw_status != last:
                 self.log.info(
@@ -582,13 +932,15 @@ class KlingHook(BaseHook):
             self._call("GET", params={"generation_id": "airflow-connection-test"}, attempts=1)
         except KlingAuthError as exc:
             return False, f"The API key was refused by {endpoint.base_url}: {exc.message}"
-        except (KlingNotFoundError, KlingBadRequestError):
+        except (KlingNotFoundError, KlingBadRequestError) as exc:
+            if exc.hint:  # a 404 from a host that holds a path: the path, not the id, was not found
+                return False, str(exc)
             return True, f"Connected to {endpoint.base_url}: the API key was accepted"
         except KlingConnectionError as exc:
             return False, f"Could not reach the Kling API: {exc}"
         except KlingConfigError as exc:
             return False, str(exc)
-        except KlingAPIError as exc:
+        except KlingError as exc:
             return False, str(exc)
         return True, f"Connected to {endpoint.base_url}: the API key was accepted"
 
@@ -602,6 +954,7 @@ class KlingHook(BaseHook):
         expected_size: int | None = None,
         overwrite: bool = False,
         attempts: int = 3,
+        timeout: float = DOWNLOAD_TIMEOUT,
     ) -> str:
         """Stream a video to a local path or an ObjectStoragePath / fsspec URL in constant memory.
 
@@ -609,19 +962,26 @@ class KlingHook(BaseHook):
         count matches Content-Length and ``expected_size``; a failed try leaves nothing behind and
         the download is retried on network errors. The API key is never sent to the video's host.
 
+        Only https URLs to public addresses are fetched, and every redirect hop is checked again:
+        a host that resolves to a private, loopback, link-local, multicast or reserved address is
+        refused before any connection. The connection extra ``allow_loopback_downloads`` lets
+        loopback hosts through (over http too), for the emulator.
+
         :param url: the video URL from the completed generation.
         :param destination: a file path, or a folder (existing, or written with a trailing ``/``).
         :param file_name: the name to use when ``destination`` is a folder.
         :param expected_size: the size the API announced (``file_size``).
         :param overwrite: replace an existing file instead of raising.
         :param attempts: tries in all for network failures.
+        :param timeout: wall-clock bound of one try, in seconds.
         :return: the path (or URL) written.
         """
         target = resolve_destination(destination, file_name or _name_from_url(url))
         if target.exists() and not overwrite:
             raise KlingDownloadError(f"{target} already exists; pass overwrite=True to replace it")
+        allow_loopback = self.endpoint.allow_loopback_downloads
         retry = Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, KlingConnectionError)),
+            retry=retry_if_exception(lambda e: isinstance(e, KlingConnectionError) and e.retryable),
             stop=stop_after_attempt(max(1, attempts)),
             wait=_backoff(self.retry_min_wait, self.retry_max_wait),
             reraise=True,
@@ -634,21 +994,30 @@ class KlingHook(BaseHook):
         )
         for attempt in retry:
             with attempt:
-                written = self._download_once(url, target, expected_size)
+                written = self._download_once(url, target, expected_size, allow_loopback, timeout)
         self.log.info("Downloaded %s bytes to %s", written, target)
         return str(target)
 
-    def _open_following_redirects(self, url: str) -> requests.Response:
+    def _open_following_redirects(self, url: str, allow_loopback: bool, budget: float) -> requests.Response:
         for _ in range(_MAX_REDIRECTS + 1):
-            if urlsplit(url).scheme not in ("http", "https"):
-                raise KlingDownloadError(f"refusing to download from {url!r}: only http(s) URLs are followed")
+            check_download_url(url, allow_loopback=allow_loopback)
             try:
-                resp = self.session.get(url, stream=True, timeout=self.timeout, allow_redirects=False)
+                resp = self.session.get(
+                    url,
+                    stream=True,
+                    timeout=(min(self.timeout[0], budget), min(self.timeout[1], budget)),
+                    allow_redirects=False,
+                    auth=_NoAuth(),
+                    headers={"Accept-Encoding": "identity"},
+                )
+            except requests.exceptions.SSLError as exc:
+                raise _tls_error(exc, None, _netloc_of(url)) from None
             except requests.exceptions.RequestException as exc:
                 raise _connection_error(exc, "video download failed", nothing_sent=True) from None
             if resp.is_redirect:
-                url = urljoin(url, resp.headers["Location"])
+                location = resp.headers.get("Location", "")
                 resp.close()
+                url = urljoin(url, location)
                 continue
             if resp.status_code >= 400:
                 resp.close()
@@ -659,20 +1028,29 @@ class KlingHook(BaseHook):
             return resp
         raise KlingDownloadError(f"more than {_MAX_REDIRECTS} redirects downloading the video")
 
-    def _download_once(self, url: str, target: Any, expected_size: int | None) -> int:
-        resp = self._open_following_redirects(url)
-        announced = resp.headers.get("Content-Length")
+    def _download_once(
+        self, url: str, target: Any, expected_size: int | None, allow_loopback: bool, budget: float
+    ) -> int:
+        started = time.monotonic()
+        resp = self._open_following_redirects(url, allow_loopback, budget)
+        # A server that encodes anyway (we asked for identity): the decoded size is the file's size.
+        encoded = resp.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+        announced = None if encoded else resp.headers.get("Content-Length")
         tmp = _temporary_sibling(target)
         written = 0
         try:
             with resp, _open_for_write(tmp) as out:
                 try:
-                    for chunk in resp.iter_content(chunk_size=_CHUNK):
+                    for chunk in _iter_body(resp, started + budget):
                         out.write(chunk)
                         written += len(chunk)
-                except requests.exceptions.RequestException as exc:
+                except _CallTimedOut:
+                    raise KlingConnectionError(
+                        f"video download took longer than {budget:.0f} s (after {written} bytes)"
+                    ) from None
+                except (OSError, requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
                     raise _connection_error(exc, "video download dropped", nothing_sent=True) from None
-            if announced is not None and written != int(announced):
+            if announced is not None and announced.isdigit() and written != int(announced):
                 raise KlingConnectionError(
                     f"video download ended after {written} of {announced} bytes (Content-Length)"
                 )
@@ -692,7 +1070,8 @@ class KlingHook(BaseHook):
         """Hold the event loop's shared aiohttp session for this connection while the block runs.
 
         Triggers wrap their whole life in this, so every poll of every trigger on a loop reuses one
-        keep-alive pool; the session closes when its last holder leaves.
+        keep-alive pool; the session closes when its last holder leaves. The session carries no
+        timeouts: each request carries its own hook's (see :meth:`_acall`).
         """
         loop = asyncio.get_running_loop()
         per_loop = _ASYNC_SESSIONS.setdefault(loop, {})
@@ -702,10 +1081,9 @@ class KlingHook(BaseHook):
 
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.pool_limit, keepalive_timeout=30),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self.timeout[0], sock_read=self.timeout[1]
-                ),
+                timeout=aiohttp.ClientTimeout(total=None),
                 headers={"User-Agent": _user_agent()},
+                trust_env=False,
             )
             entry = per_loop[self.kling_conn_id] = [session, 0]
         entry[1] += 1
@@ -725,27 +1103,64 @@ class KlingHook(BaseHook):
         params: dict[str, str] | None = None,
         attempts: int | None = None,
         api: str | None = None,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         import aiohttp
 
         endpoint = await self.aendpoint()
         path = endpoint.path(api)
         url = endpoint.base_url + path
+        where = _netloc_of(url)
 
         async def once(session: aiohttp.ClientSession) -> dict[str, Any]:
+            budget = self._budget(deadline)
+            per_request = aiohttp.ClientTimeout(
+                total=budget,
+                sock_connect=min(self.timeout[0], budget),
+                sock_read=min(self.timeout[1], budget),
+            )
             try:
-                async with session.request(method, url, params=params, headers=endpoint.headers) as resp:
-                    body = await resp.read()
+                async with session.request(
+                    method,
+                    url,
+                    params=params,
+                    headers=endpoint.auth_headers,
+                    timeout=per_request,
+                    allow_redirects=False,
+                ) as resp:
                     status, headers = resp.status, resp.headers
+                    ok = 200 <= status < 300
+                    announced = headers.get("Content-Length", "")
+                    if ok and announced.isdigit() and int(announced) > MAX_RESPONSE_BYTES:
+                        raise _too_large(method, path, status, announced)
+                    body = bytearray()
+                    while len(body) <= MAX_RESPONSE_BYTES:
+                        piece = await resp.content.read(_READ_PIECE)
+                        if not piece:
+                            break
+                        body += piece
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        if ok:
+                            raise _too_large(method, path, status, f"more than {MAX_RESPONSE_BYTES}")
+                        del body[MAX_RESPONSE_BYTES:]
+            except aiohttp.ClientSSLError as exc:
+                raise _tls_error(exc, endpoint, where) from None
             except aiohttp.ClientConnectorError as exc:
                 raise _connection_error(
                     exc, f"could not reach {endpoint.base_url}", nothing_sent=True
                 ) from None
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except asyncio.TimeoutError as exc:
+                raise KlingConnectionError(
+                    f"no complete answer from {endpoint.base_url} within its timeouts (read "
+                    f"{min(self.timeout[1], budget):.1f} s, whole call {budget:.1f} s): "
+                    f"{type(exc).__name__}",
+                    nothing_sent=False,
+                ) from None
+            except aiohttp.ClientError as exc:
                 raise _connection_error(
                     exc, f"no answer from {endpoint.base_url}", nothing_sent=False
                 ) from None
-            return _read_response(method, path, status, body, headers)
+            return _read_response(method, path, status, bytes(body), headers, endpoint)
 
         async with self.async_session() as session:
             # Fast path: a trigger polls thousands of times and nearly every poll succeeds; a tenacity
@@ -756,34 +1171,156 @@ class KlingHook(BaseHook):
             except Exception as exc:
                 retryable = _created_nothing(exc) if method == "POST" else _transient(exc)
                 if not retryable or (attempts or self.max_attempts) <= 1:
-                    raise
+                    failure = self._past_deadline(exc, deadline, [])
+                    if failure is exc:
+                        raise
+                    raise failure from None
                 first_failure: Exception | None = exc
             # The same retry rules as ever: tenacity replays the failure above as its attempt 1.
-            async for attempt in AsyncRetrying(**self._retry_kwargs(method, attempts)):
-                with attempt:
-                    if first_failure is not None:
-                        failure, first_failure = first_failure, None
-                        raise failure
-                    return await once(session)
+            kwargs = self._retry_kwargs(method, attempts, deadline)
+            stopped = kwargs.pop("_stopped_by_deadline")
+            try:
+                async for attempt in AsyncRetrying(**kwargs):
+                    with attempt:
+                        if first_failure is not None:
+                            failure, first_failure = first_failure, None
+                            raise failure
+                        return await once(session)
+            except KlingError as exc:
+                failure = self._past_deadline(exc, deadline, stopped)
+                if failure is exc:
+                    raise
+                raise failure from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def aget_generation(
-        self, generation_id: str, *, attempts: int | None = None, api: str | None = None
+        self,
+        generation_id: str,
+        *,
+        attempts: int | None = None,
+        api: str | None = None,
+        deadline: float | None = None,
     ) -> Generation:
         """Poll a generation once without blocking the event loop (for triggers).
 
-        :param generation_id: the generation to read.
+        :param generation_id: the generation to read (opaque; sent URL-encoded).
         :param attempts: attempts for transient failures (default: the hook's ``max_attempts``).
         :param api: the endpoint it was created on (default: the connection's).
+        :param deadline: a UNIX epoch float (the trigger's ``end_time``) that bounds every wait and
+            retry of this poll; transient failures at it raise :class:`KlingDeadlineExceeded`.
         """
         generation_id = check_generation_id(generation_id)
         body = await self._acall(
-            "GET", params={"generation_id": generation_id}, attempts=attempts, api=check_api(api)
+            "GET",
+            params={"generation_id": generation_id},
+            attempts=attempts,
+            api=check_api(api),
+            deadline=deadline,
         )
         return Generation.from_api(body, generation_id)
 
 
 # --------------------------------------------------------------------------------- helpers
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def _netloc_of(url: str) -> str:
+    return urlsplit(url).netloc
+
+
+def _read_sync(resp: requests.Response, deadline: float, limit: int) -> bytes:
+    """Read at most ``limit + 1`` bytes of an answer, giving up at ``deadline`` (monotonic)."""
+    body = bytearray()
+    for piece in _iter_body(resp, deadline, _READ_PIECE):
+        body += piece
+        if len(body) > limit:
+            break
+    return bytes(body)
+
+
+def _iter_body(resp: requests.Response, deadline: float, size: int = _CHUNK) -> Iterator[bytes]:
+    """The (decoded) body in pieces as they arrive, raising :class:`_CallTimedOut` at ``deadline``.
+
+    ``read1`` returns after one read from the socket, so a server sending a byte at a time cannot
+    hold the loop in one big read past the deadline (each read is bounded by the read timeout).
+    """
+    raw = resp.raw
+    read1 = getattr(raw, "read1", None)
+    while True:
+        if time.monotonic() > deadline:
+            raise _CallTimedOut()
+        if read1 is not None:
+            piece = read1(size, decode_content=True)
+        else:  # urllib3 1.x
+            piece = raw.read(min(size, 8192), decode_content=True)
+        if not piece:
+            if time.monotonic() > deadline:
+                raise _CallTimedOut()
+            return
+        yield piece
+
+
+def _is_forbidden_address(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: bool
+) -> str | None:
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    if address.is_loopback:
+        return None if allow_loopback else "loopback"
+    for kind in ("private", "link_local", "multicast", "reserved", "unspecified"):
+        if getattr(address, f"is_{kind}"):
+            return kind.replace("_", "-")
+    if not address.is_global:
+        return "not public"
+    return None
+
+
+def check_download_url(url: str, *, allow_loopback: bool = False) -> None:
+    """Refuse a video URL (or redirect hop) the download policy does not allow, before connecting.
+
+    The host is resolved and every address it resolves to must be public: a private, loopback,
+    link-local, multicast, reserved or unspecified address is refused. Only https is allowed, except
+    plain http to a loopback host when ``allow_loopback`` is set (the emulator).
+
+    :raises KlingDownloadError: naming the URL without its (signed) query string.
+    """
+    shown = _redact_query(url)
+    try:
+        scheme, hostname, port, _ = _split_http_url(url, "video URL")
+    except ValueError as exc:
+        raise KlingDownloadError(
+            f"refusing to download from {shown!r}: {redact_urls(str(exc))}; only http(s) URLs are followed"
+        ) from None
+    try:
+        infos = socket.getaddrinfo(
+            hostname, port or (443 if scheme == "https" else 80), type=socket.SOCK_STREAM
+        )
+    except OSError as exc:
+        raise KlingConnectionError(
+            f"video download failed: cannot resolve {hostname!r}: {exc}", nothing_sent=True
+        ) from None
+    addresses = {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
+    for address in sorted(addresses, key=str):
+        kind = _is_forbidden_address(address, allow_loopback)
+        if kind:
+            hint = (
+                " (set the connection extra allow_loopback_downloads for a local emulator)"
+                if kind == "loopback"
+                else ""
+            )
+            raise KlingDownloadError(
+                f"refusing to download from {shown!r}: {hostname} resolves to {address}, a {kind} "
+                f"address; videos are fetched only from public addresses{hint}"
+            )
+    if scheme == "http" and not (allow_loopback and all(a.is_loopback for a in addresses)):
+        raise KlingDownloadError(
+            f"refusing to download from {shown!r}: plain http; videos are fetched over https only "
+            "(plain http only to loopback hosts, with the connection extra allow_loopback_downloads)"
+        )
+
+
 def check_poll_settings(poll_interval: Any, timeout: Any) -> None:
     """Reject poll intervals and timeouts that cannot be meant (before anything is sent)."""
     errors = []
@@ -807,19 +1344,36 @@ def raise_for_terminal(generation: Generation) -> None:
         raise KlingGenerationFailed(generation.id, generation.error or "unknown error")
 
 
+# Digests of the keys already registered with Airflow's secret masker in this process: each
+# registration is logged (at debug) and sent to the supervisor, so a key is registered once.
+_MASKED: set[str] = set()
+
+
+def _mask_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def _mask(secret: str) -> None:
+    digest = _mask_digest(secret)
+    if digest in _MASKED:
+        return
     from airflow.providers.common.compat.sdk import mask_secret
 
     mask_secret(secret)
+    _MASKED.add(digest)
 
 
 async def _amask(secret: str) -> None:
+    digest = _mask_digest(secret)
+    if digest in _MASKED:
+        return
     try:
         from airflow.sdk.log import amask_secret
     except ImportError:  # Airflow 2
         _mask(secret)
     else:
         await amask_secret(secret)
+        _MASKED.add(digest)
 
 
 def _user_agent() -> str:
@@ -839,11 +1393,6 @@ def _is_refused(exc: BaseException) -> bool:
             continue
         seen = seen.__cause__ or seen.__context__
     return "Connection refused" in str(exc) or "Failed to establish a new connection" in str(exc)
-
-
-def _redact_query(url: str) -> str:
-    """Video URLs are signed: keep the signature out of logs and errors."""
-    return url.split("?", 1)[0]
 
 
 def safe_file_name(name: str) -> str:
@@ -923,14 +1472,18 @@ def _remove_quietly(path: Any) -> None:
 
 
 __all__ = [
+    "ALLOW_LOOPBACK_DOWNLOADS",
     "DEFAULT_BASE_URL",
     "GENERATION_PATH",
+    "MAX_RESPONSE_BYTES",
     "KlingHook",
+    "check_download_url",
     "check_generation_id",
     "check_poll_settings",
     "endpoint_from_connection",
     "post_may_have_created",
     "raise_for_terminal",
+    "redact_urls",
     "resolve_destination",
     "safe_file_name",
 ]

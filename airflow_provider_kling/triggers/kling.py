@@ -10,8 +10,15 @@ from typing import Any, Literal
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from pydantic import BaseModel
 
-from airflow_provider_kling.exceptions import KlingAPIError, KlingConnectionError, KlingError
-from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.exceptions import (
+    KlingAPIError,
+    KlingConfigError,
+    KlingConnectionError,
+    KlingDeadlineExceeded,
+    KlingError,
+    KlingResponseTooLarge,
+)
+from airflow_provider_kling.hooks.kling import KlingHook, redact_urls
 from airflow_provider_kling.models import Generation, GenerationStatus
 
 
@@ -47,6 +54,12 @@ class KlingGenerationTrigger(BaseTrigger):
     :param timeout: (connect, read) timeout in seconds for each poll (default: the hook's).
     :param retry_min_wait: first backoff wait in seconds between failed polls (default: the hook's).
     :param retry_max_wait: longest backoff wait in seconds (default: the hook's).
+    :param api: the endpoint the generation was created on (``legacy``/``unified``; default: the
+        connection's), so a generation is polled where it was made.
+
+    ``end_time`` bounds everything, retries included: no wait (backoff or Retry-After) runs past it,
+    and a poll still failing at it ends in a ``timeout`` event, not an ``error``. No exception leaves
+    :meth:`run`: each becomes one ``error`` event that names the generation and what to do.
     """
 
     def __init__(
@@ -59,6 +72,7 @@ class KlingGenerationTrigger(BaseTrigger):
         timeout: tuple[float, float] | list[float] | None = None,
         retry_min_wait: float | None = None,
         retry_max_wait: float | None = None,
+        api: str | None = None,
     ) -> None:
         super().__init__()
         self.generation_id = generation_id
@@ -69,6 +83,7 @@ class KlingGenerationTrigger(BaseTrigger):
         self.timeout = (float(timeout[0]), float(timeout[1])) if timeout is not None else None
         self.retry_min_wait = float(retry_min_wait) if retry_min_wait is not None else None
         self.retry_max_wait = float(retry_max_wait) if retry_max_wait is not None else None
+        self.api = str(api) if api is not None else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -82,6 +97,7 @@ class KlingGenerationTrigger(BaseTrigger):
                 "timeout": list(self.timeout) if self.timeout is not None else None,
                 "retry_min_wait": self.retry_min_wait,
                 "retry_max_wait": self.retry_max_wait,
+                "api": self.api,
             },
         )
 
@@ -98,6 +114,22 @@ class KlingGenerationTrigger(BaseTrigger):
         return TriggerEvent(event.model_dump(mode="json"))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            async for event in self._poll():
+                yield event
+        except asyncio.CancelledError:
+            raise
+        except KlingDeadlineExceeded as exc:
+            yield self._event(
+                "timeout",
+                f"no usable answer before the deadline ({redact_urls(str(exc.last_error or exc))}); "
+                "it may still complete on the service",
+                retryable=True,
+            )
+        except Exception as exc:  # the last net: nothing leaves run() without becoming an event
+            yield self._event("error", self._explain(exc), retryable=self._retryable(exc))
+
+    async def _poll(self) -> AsyncIterator[TriggerEvent]:
         # Only the settings given are passed, so the hook's defaults stay the single source.
         settings: dict[str, Any] = {
             k: v
@@ -111,39 +143,66 @@ class KlingGenerationTrigger(BaseTrigger):
         hook = KlingHook(self.kling_conn_id, max_attempts=self.max_attempts, **settings)
         last_status: str | None = None
         started = time.monotonic()
-        try:
-            async with hook.async_session():
-                while True:
-                    generation = await hook.aget_generation(self.generation_id)
-                    if generation.raw_status != last_status:
-                        last_status = generation.raw_status
-                        self.log.info(
-                            "Kling generation %s is %s after %.1f s",
-                            self.generation_id,
-                            last_status,
-                            time.monotonic() - started,
-                        )
-                    if generation.status is GenerationStatus.COMPLETED:
-                        yield self._event("success", "generation completed", generation)
-                        return
-                    if generation.status is GenerationStatus.FAILED:
-                        yield self._event("error", generation.error or "unknown error", generation)
-                        return
-                    remaining = self.end_time - time.time()
-                    if remaining <= 0:
-                        yield self._event(
-                            "timeout",
-                            f"still {last_status!r} at the deadline; it may still complete on the service",
-                            generation,
-                            retryable=True,
-                        )
-                        return
-                    await asyncio.sleep(min(self.poll_interval, remaining))
-        except (KlingConnectionError, KlingAPIError) as exc:
-            transient = isinstance(exc, KlingConnectionError) or exc.retryable
-            yield self._event("error", str(exc), retryable=transient)
-        except KlingError as exc:
-            yield self._event("error", str(exc))
+        async with hook.async_session():
+            while True:
+                generation = await hook.aget_generation(
+                    self.generation_id, api=self.api, deadline=self.end_time
+                )
+                if generation.raw_status != last_status:
+                    last_status = generation.raw_status
+                    self.log.info(
+                        "Kling generation %s is %s after %.1f s",
+                        self.generation_id,
+                        last_status,
+                        time.monotonic() - started,
+                    )
+                if generation.status is GenerationStatus.COMPLETED:
+                    yield self._event("success", "generation completed", generation)
+                    return
+                if generation.status is GenerationStatus.FAILED:
+                    yield self._event("error", generation.error or "unknown error", generation)
+                    return
+                remaining = self.end_time - time.time()
+                if remaining <= 0:
+                    yield self._event(
+                        "timeout",
+                        f"still {last_status!r} at the deadline; it may still complete on the service",
+                        generation,
+                        retryable=True,
+                    )
+                    return
+                await asyncio.sleep(min(self.poll_interval, remaining))
+
+    def _retryable(self, exc: BaseException) -> bool:
+        """Whether a retry of the task (which reconnects to this generation, paying nothing) may help."""
+        if isinstance(exc, KlingConnectionError):
+            return exc.retryable
+        if isinstance(exc, KlingResponseTooLarge):
+            return True
+        if isinstance(exc, KlingAPIError):
+            return exc.retryable
+        if isinstance(exc, KlingError):
+            return False
+        return True  # a connection not visible here, or a bug: the retry resumes, it does not pay
+
+    def _explain(self, exc: BaseException) -> str:
+        gen = self.generation_id
+        if type(exc).__name__ == "AirflowNotFoundException":
+            return (
+                f"connection {self.kling_conn_id!r} is not visible to the triggerer (e.g. under "
+                "`airflow dags test` with a connection stored only in the metadata DB); define it in "
+                "an environment variable or a secrets backend the triggerer reads, then clear the "
+                f"task: the retry reconnects to generation {gen} and does not pay again"
+            )
+        if isinstance(exc, (KlingAPIError, KlingConnectionError, KlingConfigError)):
+            return redact_urls(str(exc))
+        if isinstance(exc, KlingError):
+            return redact_urls(str(exc))
+        return (
+            f"unexpected {type(exc).__name__} while polling generation {gen}: "
+            f"{redact_urls(str(exc))[:500]}; a retry of the task reconnects to generation {gen} and "
+            "does not pay again"
+        )
 
     async def cleanup(self) -> None:
         """Nothing to cancel remotely: the API has no cancel, the generation goes on and stays resumable."""
