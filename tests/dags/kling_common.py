@@ -1,11 +1,16 @@
-"""Shared by the test DAGs: where they write, and a failure recorder (no DAG in this file)."""
+"""Shared by the test DAGs: where they write, failure recorders, a deferral that times out (no DAG here)."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
+
+from airflow.models.trigger import TriggerFailureReason
+from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 
 def out_dir() -> str:
@@ -46,3 +51,42 @@ def recorded_retries(**overrides: Any) -> dict[str, Any]:
         "on_failure_callback": record_failure,
         **overrides,
     }
+
+
+class NoEventTrigger(BaseTrigger):
+    """A trigger that ends without an event, as if no triggerer had ever run it.
+
+    ``dag.test()`` runs a deferred task's trigger inline and, when it ends without an event, resumes
+    the task with the ``method_name`` and ``kwargs`` it deferred with: deferring to ``"__fail__"`` with
+    ``{"error": TRIGGER_TIMEOUT}`` then resumes the task exactly as Airflow's scheduler does when a
+    deferral's timeout passes with no triggerer running (see :func:`defer_and_time_out`).
+    """
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("tests.dags.kling_common.NoEventTrigger", {})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        return
+        yield  # an async generator that yields nothing
+
+
+#: What Airflow's scheduler stores as next_kwargs when a deferral times out.
+DEFERRAL_TIMEOUT_KWARGS = {"error": TriggerFailureReason.TRIGGER_TIMEOUT}
+
+
+def defer_and_time_out(task: Any, timeout: Any, record: dict[str, Any] | None = None) -> None:
+    """Defer ``task`` so that Airflow resumes it as after a deferral timeout (``__fail__``).
+
+    :param record: written to ``deferrals.jsonl`` (with the task id and the deferral's timeout).
+    """
+    os.makedirs(out_dir(), exist_ok=True)
+    line = {"task_id": task.task_id, "timeout": None if timeout is None else timeout.total_seconds()}
+    with open(os.path.join(out_dir(), "deferrals.jsonl"), "a", encoding="utf-8") as out:
+        out.write(json.dumps({**line, **(record or {})}) + "\n")
+    BaseOperator.defer(
+        task,
+        trigger=NoEventTrigger(),
+        method_name="__fail__",
+        kwargs=DEFERRAL_TIMEOUT_KWARGS,
+        timeout=timeout,
+    )
