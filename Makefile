@@ -67,3 +67,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(VENV_AF2) .demo .pytest_cache .mypy_cache .ruff_cache
+
+# The documentation site (mkdocs.yml, docs/) into site/, built strictly: any warning fails it.
+# NO_MKDOCS_2_WARNING silences Material's banner about its own end of life (May 2027); it is not a
+# build warning, only a notice printed at import.
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
