@@ -35,15 +35,21 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The connection is built by Python from the environment, so the key never appears on a command line.
+# With a second argument "loopback" it also lets videos be downloaded from loopback hosts over plain
+# http (the connection extra allow_loopback_downloads), which only the local emulator needs.
 connection_json() {
-    "$PY" - "$1" <<'EOF'
+    "$PY" - "$1" "${2:-}" <<'EOF'
 import json, os, sys
-print(json.dumps({"conn_type": "kling", "host": sys.argv[1], "password": os.environ["KLING_CONNECTION_KEY"]}))
+conn = {"conn_type": "kling", "host": sys.argv[1], "password": os.environ["KLING_CONNECTION_KEY"]}
+if sys.argv[2] == "loopback":
+    conn["extra"] = {"allow_loopback_downloads": True}
+print(json.dumps(conn))
 EOF
 }
 
 if [[ -n "${KLING_API_KEY:-}" ]]; then
     BASE_URL="${KLING_BASE_URL:-https://api.apilaplas.com}"
+    DOWNLOADS=""
     say "Using the real Kling service at $BASE_URL (KLING_API_KEY is set; this spends credits)"
     export KLING_CONNECTION_KEY="$KLING_API_KEY"
     # Production pacing from the DAG's defaults unless overridden; a 5 s clip takes 4-5 minutes.
@@ -70,8 +76,10 @@ else
     fi
     say "Kling emulator listening on $BASE_URL (generations take 5 s)"
     export KLING_POLL_INTERVAL="${KLING_POLL_INTERVAL:-1}"
+    # The emulator serves its videos over http from 127.0.0.1: allowed for this connection only.
+    DOWNLOADS="loopback"
 fi
-AIRFLOW_CONN_KLING_DEFAULT="$(connection_json "$BASE_URL")"
+AIRFLOW_CONN_KLING_DEFAULT="$(connection_json "$BASE_URL" "$DOWNLOADS")"
 export AIRFLOW_CONN_KLING_DEFAULT
 
 say "Preparing the metadata DB in ${AIRFLOW_HOME#"$ROOT"/} (SQLite)"

@@ -49,6 +49,10 @@ API_KEY = "kling-e2e-secret-" + secrets.token_hex(8)
 REFUSED_KEY = "kling-e2e-refused-" + secrets.token_hex(8)
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "e2e-admin-" + secrets.token_hex(6)
+#: A second user, role viewer, denied the DAGs in VIEWER_DENIED_DAGS by tests/auth_manager.py.
+VIEWER_USER = "viewer"
+VIEWER_PASSWORD = "e2e-viewer-" + secrets.token_hex(6)
+VIEWER_DENIED_DAGS = ("kling_gallery_private",)
 #: How long each emulated generation takes: long enough to see a task deferred, to stop the
 #: triggerer mid-poll and to resume a retried task before the generation ends, short enough to keep
 #: the suite quick.
@@ -138,6 +142,8 @@ class Deployment:
         self.refused_key = REFUSED_KEY
         self.admin_user = ADMIN_USER
         self.admin_password = ADMIN_PASSWORD
+        self.viewer_user = VIEWER_USER
+        self.viewer_password = VIEWER_PASSWORD
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: dict[str, Any] = {}
         self._token: str | None = None
@@ -155,7 +161,9 @@ class Deployment:
             folder.mkdir(parents=True, exist_ok=True)
         self._start_emulator()
         self.env = self._environment()
-        (self.home / "passwords.json").write_text(json.dumps({self.admin_user: self.admin_password}))
+        (self.home / "passwords.json").write_text(
+            json.dumps({self.admin_user: self.admin_password, self.viewer_user: self.viewer_password})
+        )
         migrate = self.airflow("db", "migrate", timeout=600)
         if migrate.returncode != 0:
             output = migrate.stdout[-3000:] + migrate.stderr[-3000:]
@@ -325,11 +333,22 @@ class Deployment:
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.task_logs),
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                # The emulator serves videos over http from 127.0.0.1: the connections allow that.
                 "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
-                    {"conn_type": "kling", "host": self.emulator_url, "password": self.api_key}
+                    {
+                        "conn_type": "kling",
+                        "host": self.emulator_url,
+                        "password": self.api_key,
+                        "extra": {"allow_loopback_downloads": True},
+                    }
                 ),
                 "AIRFLOW_CONN_KLING_REFUSED": json.dumps(
-                    {"conn_type": "kling", "host": self.emulator_url, "password": self.refused_key}
+                    {
+                        "conn_type": "kling",
+                        "host": self.emulator_url,
+                        "password": self.refused_key,
+                        "extra": {"allow_loopback_downloads": True},
+                    }
                 ),
                 # Read by the DAGs in tests/dags/deploy_*.py.
                 "KLING_DEPLOY_MARKERS": str(self.markers),
@@ -339,6 +358,18 @@ class Deployment:
                 "KLING_POLL_INTERVAL": "1",
                 "KLING_TIMEOUT": "600",
                 "PYTHONUNBUFFERED": "1",
+            }
+        )
+        # A viewer denied some DAGs (tests/test_gallery.py): the Simple auth manager plus per-DAG
+        # denials, imported from tests/ by the api-server.
+        env.update(
+            {
+                "AIRFLOW__CORE__AUTH_MANAGER": "tests.auth_manager.DagDenyingAuthManager",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": (
+                    f"{self.admin_user}:admin,{self.viewer_user}:viewer"
+                ),
+                "KLING_TEST_DENIED_DAGS": ",".join(f"{self.viewer_user}:{d}" for d in VIEWER_DENIED_DAGS),
+                "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
             }
         )
         return env
@@ -354,6 +385,7 @@ class Deployment:
             "api_key": self.api_key,
             "refused_key": self.refused_key,
             "admin_password": self.admin_password,
+            "viewer_password": self.viewer_password,
             "env": self.env,
         }
         path.write_text(json.dumps(state))
@@ -371,6 +403,7 @@ class Deployment:
         dep.api_key = state["api_key"]
         dep.refused_key = state["refused_key"]
         dep.admin_password = state["admin_password"]
+        dep.viewer_password = state.get("viewer_password", dep.viewer_password)
         dep.env = state["env"]
         return dep
 

@@ -394,7 +394,7 @@ def _read_response(
     if 200 <= status < 300:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             data = None
         if not isinstance(data, dict):
             snippet = body[:200].decode("utf-8", "replace")
@@ -407,7 +407,7 @@ def _read_response(
         return data
     try:
         err = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         err = None
     message = ""
     request_id = None
@@ -483,6 +483,28 @@ _URL_QUERY_RE = re.compile(r"((?:https?://|url: |/)[^\s?#'\"<>()]*)\?[^\s'\"<>()
 def redact_urls(text: str) -> str:
     """``text`` with the query string of every URL in it replaced by ``?<redacted>``."""
     return _URL_QUERY_RE.sub(r"\1?<redacted>", text)
+
+
+class _RedactQueries(logging.Filter):
+    """Redacts URL query strings in urllib3's own debug lines (``"GET /v.mp4?X-Amz-Signature=..."``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "?" in a for a in record.args):
+            record.args = tuple(
+                _redact_query(a) if isinstance(a, str) and "?" in a else a for a in record.args
+            )
+        elif isinstance(record.msg, str) and "?" in record.msg and not record.args:
+            record.msg = redact_urls(record.msg)
+        return True
+
+
+def _install_log_redaction() -> None:
+    logger = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _RedactQueries) for f in logger.filters):
+        logger.addFilter(_RedactQueries())
+
+
+_install_log_redaction()
 
 
 def _redact_query(url: str) -> str:
