@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kling.operators.kling import RESULT_KEYS
 from tests.conftest import API_KEY, set_connection
 from tests.test_example_dags import SAMPLE_MP4, TEST_DAGS, load_dag_file, posts, run_dag, task_state_rows
 
@@ -119,7 +120,7 @@ def test_failure_semantics(emulator, airflow_db, test_out):
     invalid = only_failure("invalid")["message"]
     # The rendered values were validated, and nothing was sent.
     assert "duration" in invalid
-    assert "'7'" in invalid
+    assert "got 7" in invalid
     assert "image_url" in invalid
     assert not posts(emulator, "invalid:")
 
@@ -165,6 +166,9 @@ def test_mapping_and_taskflow_inputs(emulator, airflow_db, test_out):
         assert out["status"] == "completed"
         assert result.xcom("by_url", key="generation_id", map_index=i) == out["generation_id"]
         assert Path(out["video_path"]).read_bytes() == SAMPLE_MP4
+        # Named after the id, without the model path a <uuid>:<model> id carries.
+        assert Path(out["video_path"]).name == out["generation_id"].partition(":")[0] + ".mp4"
+        assert tuple(out) == RESULT_KEYS
         # The template saw the mapped value.
         (post,) = posts(emulator, image_url.rsplit("/", 1)[-1])
         assert post.json["image_url"] == image_url

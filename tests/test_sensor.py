@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_kling.operators.kling import RESULT_KEYS
+from airflow_provider_kling.sensors.kling import KlingGenerationSensor
 from tests.test_example_dags import TEST_DAGS, load_dag_file, run_dag
 from tests.test_operator import failure_events
 
@@ -32,6 +34,9 @@ def test_sensor_modes(emulator, airflow_db, test_out):
         assert out["status"] == "completed"
         assert out["video_url"].startswith(emulator.base_url)
         assert result.xcom(f"wait_{name}", key="kling_video_url") == out["video_url"]
+        # The operators' XCom shape, the model read from the <uuid>:<model> id.
+        assert tuple(out) == RESULT_KEYS
+        assert out["model"] == "kling-video/v1/standard/image-to-video"
         # Every poll of this generation was for the sensor (submit does not wait).
         polls = [r for r in emulator.requests if r.method == "GET" and r.query.get("generation_id") == gen_id]
         assert len(polls) >= 2, name  # pending at first, then completed
@@ -63,3 +68,13 @@ def test_sensor_modes(emulator, airflow_db, test_out):
     assert event["exception"] == "AirflowFailException"
     assert "generation_id" in event["message"]
     assert not [r for r in emulator.requests if r.query.get("generation_id") == "not an id!"]
+
+
+def test_poll_interval_is_a_deprecated_name_of_poke_interval():
+    gen_id = "3f2a9c1e-5d4b-4c1a-9e8f-0b1c2d3e4f50:kling-video/v1/standard/image-to-video"
+    with pytest.warns(DeprecationWarning, match="use poke_interval"):
+        sensor = KlingGenerationSensor(task_id="old_name", generation_id=gen_id, poll_interval=3)
+    assert (sensor.poke_interval, sensor.poll_interval) == (3, 3.0)
+    # One name, used in every mode (the trigger gets the same interval).
+    sensor = KlingGenerationSensor(task_id="new_name", generation_id=gen_id, poke_interval=4, deferrable=True)
+    assert sensor.poll_interval == 4.0

@@ -39,7 +39,6 @@ with DAG(
             deferrable=name.startswith("deferred"),
             mode="poke",
             poke_interval=0.2,
-            poll_interval=0.2,
             timeout=60,
         )
         tasks += [submit, sensor]
