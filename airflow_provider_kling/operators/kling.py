@@ -323,6 +323,8 @@ class KlingBaseVideoOperator(BaseOperator):
                     poll_interval=self.poll_interval,
                     end_time=end_time,
                     api=api,
+                    model=request.model,
+                    submitted_at=self._submitted_at,
                 ),
                 method_name="execute_complete",
                 kwargs=done,

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from pydantic import BaseModel
 
+from airflow_provider_kling import metrics
 from airflow_provider_kling.exceptions import (
     KlingAPIError,
     KlingConfigError,
@@ -56,6 +57,8 @@ class KlingGenerationTrigger(BaseTrigger):
     :param retry_max_wait: longest backoff wait in seconds (default: the hook's).
     :param api: the endpoint the generation was created on (``legacy``/``unified``; default: the
         connection's), so a generation is polled where it was made.
+    :param model: the model, only to tag the metrics this trigger sends.
+    :param submitted_at: when the generation was submitted (epoch), to time it to its end in metrics.
 
     ``end_time`` bounds everything, retries included: no wait (backoff or Retry-After) runs past it,
     and a poll still failing at it ends in a ``timeout`` event, not an ``error``. No exception leaves
@@ -73,6 +76,8 @@ class KlingGenerationTrigger(BaseTrigger):
         retry_min_wait: float | None = None,
         retry_max_wait: float | None = None,
         api: str | None = None,
+        model: str | None = None,
+        submitted_at: float | None = None,
     ) -> None:
         super().__init__()
         self.generation_id = generation_id
@@ -84,6 +89,8 @@ class KlingGenerationTrigger(BaseTrigger):
         self.retry_min_wait = float(retry_min_wait) if retry_min_wait is not None else None
         self.retry_max_wait = float(retry_max_wait) if retry_max_wait is not None else None
         self.api = str(api) if api is not None else None
+        self.model = model
+        self.submitted_at = float(submitted_at) if submitted_at is not None else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -98,6 +105,8 @@ class KlingGenerationTrigger(BaseTrigger):
                 "retry_min_wait": self.retry_min_wait,
                 "retry_max_wait": self.retry_max_wait,
                 "api": self.api,
+                "model": self.model,
+                "submitted_at": self.submitted_at,
             },
         )
 
@@ -106,7 +115,7 @@ class KlingGenerationTrigger(BaseTrigger):
     ) -> TriggerEvent:
         event = KlingTriggerEvent(
             status=status,  # type: ignore[arg-type]
-            generation_id=self.generation_id,
+            generation_id=str(self.generation_id),
             message=message,
             generation=generation,
             **kw,
@@ -157,13 +166,16 @@ class KlingGenerationTrigger(BaseTrigger):
                         time.monotonic() - started,
                     )
                 if generation.status is GenerationStatus.COMPLETED:
+                    self._finished("completed")
                     yield self._event("success", "generation completed", generation)
                     return
                 if generation.status is GenerationStatus.FAILED:
+                    self._finished("failed")
                     yield self._event("error", generation.error or "unknown error", generation)
                     return
                 remaining = self.end_time - time.time()
                 if remaining <= 0:
+                    self._finished("timeout")
                     yield self._event(
                         "timeout",
                         f"still {last_status!r} at the deadline; it may still complete on the service",
@@ -172,6 +184,10 @@ class KlingGenerationTrigger(BaseTrigger):
                     )
                     return
                 await asyncio.sleep(min(self.poll_interval, remaining))
+
+    def _finished(self, outcome: str) -> None:
+        """The triggerer saw the end: count and time it (the task does so when it waits itself)."""
+        metrics.finished(outcome, self.model, self.submitted_at, time.time())
 
     def _retryable(self, exc: BaseException) -> bool:
         """Whether a retry of the task (which reconnects to this generation, paying nothing) may help."""
