@@ -174,17 +174,21 @@ def test_id_and_usage_variants(style_emulator: KlingEmulator, id_pattern: str, u
 def test_status_words_are_normalised_and_kept(style_emulator: KlingEmulator, words: tuple[str, ...]) -> None:
     queued, running, done, failed = words
     hook = make_hook("kling_style")
-    ok_id = hook.submit_generation(REQUEST)
-    bad_id = hook.submit_generation({**REQUEST, "prompt": "a cat [error]"})
+    # 20 s generations: "queued" for the first 2 s, then "generating" for 18 s. Each phase is
+    # observed without racing the clock; the end is forced through the emulator's control API.
+    ok_id = hook.submit_generation({**REQUEST, "prompt": "a cat turns its head [seconds:20]"})
+    bad_id = hook.submit_generation({**REQUEST, "prompt": "a cat [error] [seconds:20]"})
 
     first = hook.get_generation(ok_id)
-    assert (first.raw_status, first.status) == (queued, GenerationStatus.PENDING)
+    assert first.status is GenerationStatus.PENDING
+    assert first.raw_status in (queued, running)
+    # Queued for 60 s: its first poll surely sees the queued word.
+    slow_id = hook.submit_generation({**REQUEST, "prompt": "a cat waits [seconds:600]"})
+    assert (hook.get_generation(slow_id).raw_status, first.status) == (queued, GenerationStatus.PENDING)
 
-    # The emulator leaves "queued" after 10% of its 5 s; poll until the running word shows.
-    deadline = time.monotonic() + 4
     second = first
-    while second.raw_status == queued and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while second.raw_status == queued:  # bounded: the emulator moves on 2 s after the POST
+        time.sleep(0.1)
         second = hook.get_generation(ok_id)
     assert (second.raw_status, second.status) == (running, GenerationStatus.PENDING)
 
@@ -229,9 +233,10 @@ def test_both_error_shapes_give_readable_messages(emulator: Any, marker: str, me
 
 def test_wait_for_generation_logs_each_status_change(emulator: Any, hook_logs: list[dict[str, Any]]) -> None:
     hook = make_hook()
-    generation_id = hook.submit_generation(REQUEST)
+    # 3 s polled every 0.05 s: dozens of polls for three statuses, on any machine.
+    generation_id = hook.submit_generation({**REQUEST, "prompt": "a cat turns its head [seconds:3]"})
 
-    done = hook.wait_for_generation(generation_id, poll_interval=0.05, timeout=10)
+    done = hook.wait_for_generation(generation_id, poll_interval=0.05, timeout=60)
 
     assert done.status is GenerationStatus.COMPLETED
     assert done.file_size == emulator.sample_size
@@ -245,12 +250,12 @@ def test_wait_for_generation_logs_each_status_change(emulator: Any, hook_logs: l
     assert len(statuses) == len(set(statuses))
     assert emulator.count("GET") > len(statuses)
     assert elapsed == sorted(elapsed)
-    assert elapsed[-1] >= 0.3  # the emulator takes 0.6 s from creation to completion
 
 
 def test_wait_for_generation_times_out(emulator: Any) -> None:
     hook = make_hook()
-    generation_id = hook.submit_generation(REQUEST)
+    # A generation that takes 10 minutes: the 0.05 s wait surely ends before it.
+    generation_id = hook.submit_generation({**REQUEST, "prompt": "a slow cat [seconds:600]"})
 
     with pytest.raises(KlingGenerationTimeout) as info:
         hook.wait_for_generation(generation_id, poll_interval=0.01, timeout=0.05)
@@ -323,21 +328,20 @@ async def test_concurrent_polls_share_one_session_and_close_it(
     hooks = [make_hook() for _ in range(6)]
     for each in hooks:
         await each.aendpoint()
-    emulator.inject("slow", times=None, method="GET", delay=0.5)
+    # Slow answers keep every call in flight together (3 s each, against a 60 s read timeout).
+    emulator.inject("slow", times=None, method="GET", delay=3)
 
     async with hook.async_session() as session:
         entry = kling_hook_module._ASYNC_SESSIONS[loop]["kling_default"]
         assert entry == [session, 1]
         tasks = [asyncio.create_task(each.aget_generation(ids[i % len(ids)])) for i, each in enumerate(hooks)]
         # Every call holds the one registered session while its slowed request is in flight.
-        most = 0
-        deadline = time.monotonic() + 5
-        while not all(t.done() for t in tasks) and time.monotonic() < deadline:
-            most = max(most, entry[1])
+        while entry[1] < 1 + len(hooks) and not any(t.done() for t in tasks):
             assert kling_hook_module._ASYNC_SESSIONS[loop]["kling_default"] is entry
             await asyncio.sleep(0.01)
+        assert entry[1] == 1 + len(hooks)
+        assert not any(t.done() for t in tasks)
         results = await asyncio.gather(*tasks)
-        assert most == 1 + len(hooks)
         assert entry[1] == 1
         assert not session.closed
 

@@ -14,7 +14,7 @@ import pytest
 from airflow_provider_kling.hooks import kling as hook_module
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.triggers.kling import KlingGenerationTrigger, KlingTriggerEvent
-from tests.conftest import API_KEY, set_connection
+from tests.conftest import API_KEY, connection_json, set_connection
 
 CLASSPATH = "airflow_provider_kling.triggers.kling.KlingGenerationTrigger"
 #: Fast backoff, so transient-fault tests take milliseconds per retry.
@@ -73,6 +73,7 @@ def test_serialize_round_trips_every_argument_and_holds_no_secret():
         timeout=(2, 30),
         retry_min_wait=0.5,
         retry_max_wait=20,
+        api="unified",
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == CLASSPATH
@@ -99,8 +100,14 @@ def test_default_deadline_is_an_epoch_float():
 
 async def test_one_success_event(emulator, loop_errors):
     watch_loop(loop_errors)
-    gen_id = submit("trigger success: swans glide across the lake")
-    events = await all_events(KlingGenerationTrigger(gen_id, poll_interval=0.1, end_time=time.time() + 30))
+    gen_id = submit("trigger success: swans glide across the lake [seconds:600]")
+    task = asyncio.create_task(
+        all_events(KlingGenerationTrigger(gen_id, poll_interval=0.1, end_time=time.time() + 60))
+    )
+    while polls(emulator, gen_id) < 2:  # pending, and pending again: it keeps polling
+        await asyncio.sleep(0.02)
+    emulator.complete(gen_id)
+    events = await task
 
     (payload,) = events
     event = KlingTriggerEvent.model_validate(payload)
@@ -109,7 +116,7 @@ async def test_one_success_event(emulator, loop_errors):
     assert event.generation.video_url is not None
     assert event.generation.video_url.startswith(emulator.base_url)
     assert event.generation.file_size == emulator.sample_size
-    assert polls(emulator, gen_id) >= 2  # pending at first, then completed
+    assert polls(emulator, gen_id) >= 3  # pending twice, then completed
     assert API_KEY not in json.dumps(payload)
     assert_no_unclosed(loop_errors)
 
@@ -150,8 +157,8 @@ async def test_one_timeout_event_at_the_deadline(emulator):
     assert payload["status"] == "timeout"
     assert payload["retryable"] is True
     assert payload["generation"]["status"] == "pending"
-    # A few polls, then it stopped: the deadline ends the wait.
-    assert 2 <= polls(emulator, gen_id) <= 10
+    # It polled, then the deadline ended the wait (the generation takes 10 minutes).
+    assert polls(emulator, gen_id) >= 1
     with pytest.raises(KlingGenerationTimeout, match=gen_id):
         generation_from_event(payload, 0.5)
 
@@ -209,11 +216,11 @@ async def test_refused_key_ends_in_one_final_error(emulator):
 async def test_triggers_on_one_loop_share_one_session_closed_by_the_last(emulator, loop_errors):
     watch_loop(loop_errors)
     loop = asyncio.get_running_loop()
-    ids = [submit(f"trigger shared {i}: reeds sway [seconds:1]") for i in range(3)]
-    ids.append(submit("trigger shared 3: reeds sway [seconds:2]"))
+    # Generations that only end when the test says so (the emulator's control API).
+    ids = [submit(f"trigger shared {i}: reeds sway [seconds:600]") for i in range(4)]
     tasks = [
         asyncio.create_task(
-            all_events(KlingGenerationTrigger(g, poll_interval=0.1, end_time=time.time() + 30))
+            all_events(KlingGenerationTrigger(g, poll_interval=0.1, end_time=time.time() + 60))
         )
         for g in ids
     ]
@@ -225,12 +232,15 @@ async def test_triggers_on_one_loop_share_one_session_closed_by_the_last(emulato
     assert holders == 4
     assert not session.closed
 
+    for g in ids[:3]:
+        emulator.complete(g)
     done, _ = await asyncio.wait(tasks[:3])
     assert all(t.result()[0]["status"] == "success" for t in done)
     # The last trigger still polls through the same, still open session.
     assert hook_module._ASYNC_SESSIONS[loop]["kling_default"][0] is session
     assert not session.closed
 
+    emulator.complete(ids[3])
     (payload,) = await tasks[3]
     assert payload["status"] == "success"
     # The last one out closed it.
@@ -264,3 +274,40 @@ async def test_cancel_and_cleanup_touch_nothing_remote(emulator, loop_errors):
     # The shared session was closed on the way out.
     assert session.closed
     assert_no_unclosed(loop_errors)
+
+
+async def test_polls_the_endpoint_the_generation_was_created_on(emulator, monkeypatch):
+    # Created on the unified endpoint through a connection that says so; polled through kling_default
+    # (legacy by default) with api="unified", as the operator defers it.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KLING_UNIFIED",
+        connection_json(host=emulator.base_url, password=API_KEY, extra={"endpoint": "unified"}),
+    )
+    hook = KlingHook("kling_unified")
+    gen_id = hook.submit_generation(
+        {
+            "model": "kling-video/v1/standard/image-to-video",
+            "image_url": "https://images.example.org/lake.jpg",
+            "prompt": "trigger api: a heron waits",
+        }
+    )
+    emulator.complete(gen_id)
+    trigger = KlingGenerationTrigger(gen_id, poll_interval=0.1, end_time=time.time() + 60, api="unified")
+    assert trigger.serialize()[1]["api"] == "unified"
+
+    (payload,) = await all_events(trigger)
+    assert payload["status"] == "success"
+    (post,) = [r for r in emulator.requests if r.method == "POST"]
+    (poll,) = [r for r in emulator.requests if r.method == "GET" and r.query.get("generation_id") == gen_id]
+    assert post.path == poll.path == "/v2/video/generations"
+
+
+async def test_a_non_text_id_ends_in_one_event_not_an_exception(emulator):
+    # A numeric Kling id rendered natively by a template arrives as an int. The first release built
+    # its error event with that int and pydantic's ValidationError escaped run().
+    trigger = KlingGenerationTrigger(789339022468063304, end_time=time.time() + 60)  # type: ignore[arg-type]
+    (payload,) = await all_events(trigger)
+    assert payload["status"] == "error"
+    assert payload["generation_id"] == "789339022468063304"
+    assert "generation_id" in payload["message"]
+    assert emulator.requests == []
