@@ -189,6 +189,7 @@ def test_backslash_userinfo_host_never_reaches_the_other_host(monkeypatch: pytes
     [
         pytest.param("http://api.example.com@127.0.0.1:8642", "user information", id="userinfo"),
         pytest.param("http://127.0.0.1:8642@api.example.com", "user information", id="userinfo-reversed"),
+        pytest.param(f"https://user:{API_KEY}@api.example.com", "user information", id="userinfo-password"),
         pytest.param("http://127.0.0.1 .example.com", "whitespace", id="space"),
         pytest.param("http://127.0.0.1\t:8642", "whitespace", id="tab"),
         pytest.param("http://127.0.0.1\x00.example.com", "control characters", id="nul"),

@@ -187,20 +187,25 @@ def _netloc(hostname: str, port: int | None) -> str:
     return f"{host}:{port}" if port else host
 
 
+_USERINFO_RE = re.compile(r"(^[^:/?#]*://)[^/?#]*@")
+
+
 def _split_http_url(url: str, what: str) -> tuple[str, str, int | None, str]:
     """(scheme, hostname, port, path) of an http(s) URL, refusing every ambiguous spelling.
 
     :raises ValueError: with a readable reason.
     """
+    shown = _USERINFO_RE.sub(r"\1***@", url)  # user information may hold a password: never shown
     problem = _host_problem(url)
     if problem:
-        raise ValueError(f"{what} {url!r} cannot be used: {problem}")
+        raise ValueError(f"{what} {shown!r} cannot be used: {problem}")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{what} {url!r} is not an http(s) URL")
+        raise ValueError(f"{what} {shown!r} is not an http(s) URL")
     if "@" in parts.netloc:
-        raise ValueError(f"{what} {url!r} cannot be used: it carries user information (user@host)")
+        raise ValueError(f"{what} {shown!r} cannot be used: it carries user information (user@host)")
+    url = shown
     hostname = parts.hostname
     if hostname.endswith("."):
         raise ValueError(f"{what} {url!r} cannot be used: its host name ends in a dot")
