@@ -36,6 +36,10 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Kling", "python-modules": ["airflow_provider_kling.triggers.kling"]},
         ],
         "extra-links": ["airflow_provider_kling.links.kling.KlingVideoLink"],
+        # The "Kling videos" gallery (Airflow 3.1+); also an airflow.plugins entry point.
+        "plugins": [
+            {"name": "kling_gallery", "plugin-class": "airflow_provider_kling.plugins.KlingGalleryPlugin"}
+        ],
         "connection-types": [
             {
                 "connection-type": "kling",

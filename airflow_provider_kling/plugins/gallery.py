@@ -1,0 +1,421 @@
+"""The gallery's FastAPI app, mounted by the api-server under ``/kling`` (Airflow 3.1+ only).
+
+Routes (relative to the mount):
+
+* ``GET /``: the HTML page; query ``dag_id``, ``model``, ``run_id``, ``page``, ``per_page``.
+* ``GET /api/generations``: the same list as JSON.
+* ``GET /video?dag_id=&run_id=&task_id=&map_index=``: streams the video that this task instance
+  reported in its XCom result (``video_path``), with HTTP Range support. Only such paths are ever
+  opened: the request names a task instance, never a file.
+* ``GET /icon.svg``: the navigation icon.
+
+Who may see what: the user comes from Airflow's own token (the UI's cookie or a Bearer header,
+:func:`airflow.api_fastapi.core_api.security.get_user`); a generation is listed, and its video
+streamed, only when the auth manager lets that user read the XComs of its DAG.
+
+Generations are the ``return_value`` XComs shaped like a Kling result (a dict with
+``generation_id``, ``status`` and ``model``), read through the api-server's DB session, newest
+first. The newest :data:`SCAN_LIMIT` candidate results (``[kling] gallery_scan_limit``) are scanned.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.core_api.security import GetUserDep
+from airflow.configuration import conf
+from airflow.models.xcom import XComModel
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from sqlalchemy import Text, cast, select
+
+from airflow_provider_kling.plugins import URL_PREFIX
+
+#: How many of the newest candidate XCom results one page request reads at most.
+SCAN_LIMIT = conf.getint("kling", "gallery_scan_limit", fallback=2000)
+DEFAULT_PER_PAGE = 12
+MAX_PER_PAGE = 100
+#: Bytes per read while streaming a video.
+CHUNK = 256 * 1024
+ICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="#6b46c1" '
+    'stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><rect x="2" y="5" width="15" '
+    'height="14" rx="2"/><path d="m17 10 5-3v10l-5-3z"/></svg>'
+)
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+router = APIRouter()
+
+
+def create_app() -> FastAPI:
+    """The gallery app (the plugin's ``fastapi_apps`` entry)."""
+    app = FastAPI(title="Kling videos", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(router)
+
+    @app.exception_handler(HTTPException)
+    async def to_login(request: Request, exc: HTTPException) -> Response:
+        # A browser that is not signed in goes to the auth manager's login page, then back here.
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED and request.url.path.rstrip("/").endswith(
+            URL_PREFIX
+        ):
+            return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    return app
+
+
+# ----------------------------------------------------------------------------------------- access
+
+
+def _team_names(dag_ids: set[str], session: Any) -> dict[str, str | None]:
+    from airflow.models.dag import DagModel
+
+    mapping = getattr(DagModel, "get_dag_id_to_team_name_mapping", None)
+    if mapping is None or not dag_ids:  # Airflow before multi-team
+        return {}
+    return dict(mapping(list(dag_ids), session=session))
+
+
+def readable_dag_ids(user: Any, dag_ids: set[str], session: Any) -> set[str]:
+    """The DAGs among ``dag_ids`` whose XComs (Kling results) the auth manager lets ``user`` read.
+
+    :param user: the signed-in user.
+    :param dag_ids: the DAGs to check.
+    :param session: the api-server's DB session.
+    """
+    manager = get_auth_manager()
+    teams = _team_names(dag_ids, session)
+    allowed = set()
+    for dag_id in dag_ids:
+        try:
+            details = DagDetails(id=dag_id, team_name=teams.get(dag_id))
+        except TypeError:  # DagDetails without team_name (Airflow 3.1)
+            details = DagDetails(id=dag_id)
+        if manager.is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.XCOM, details=details, user=user
+        ):
+            allowed.add(dag_id)
+    return allowed
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def _candidates() -> Any:
+    """``return_value`` XComs whose JSON mentions a generation id: a cheap prefilter, checked in Python."""
+    return select(XComModel).where(
+        XComModel.key == "return_value", cast(XComModel.value, Text).like("%generation_id%")
+    )
+
+
+def kling_result(row: Any) -> dict[str, Any] | None:
+    """The row's value when it is a Kling task's result (a dict with generation_id, status, model)."""
+    try:
+        value = XComModel.deserialize_value(row)
+    except Exception:
+        return None
+    if isinstance(value, dict) and {"generation_id", "status", "model"} <= value.keys():
+        return value
+    return None
+
+
+def generations(
+    session: Any,
+    user: Any,
+    *,
+    dag_id: str | None = None,
+    model: str | None = None,
+    run_id: str | None = None,
+) -> tuple[list[dict[str, Any]], list[str], list[str], bool]:
+    """The generations ``user`` may see, newest first, with the DAGs and models to filter on.
+
+    :param session: the api-server's DB session.
+    :param user: the signed-in user.
+    :param dag_id: only this DAG.
+    :param model: only this model.
+    :param run_id: only this DAG run.
+    :return: (items, readable DAG ids having results, models seen, whether the scan limit was hit).
+    """
+    from sqlalchemy import distinct
+
+    dag_ids = set(
+        session.scalars(
+            select(distinct(XComModel.dag_id)).where(
+                XComModel.key == "return_value", cast(XComModel.value, Text).like("%generation_id%")
+            )
+        )
+    )
+    readable = readable_dag_ids(user, dag_ids, session)
+    wanted = readable & {dag_id} if dag_id else readable
+    if not wanted:
+        return [], sorted(readable), [], False
+    stmt = _candidates().where(XComModel.dag_id.in_(wanted))
+    if run_id:
+        stmt = stmt.where(XComModel.run_id == run_id)
+    rows = list(
+        session.scalars(
+            stmt.order_by(
+                XComModel.timestamp.desc(),
+                XComModel.dag_id,
+                XComModel.run_id,
+                XComModel.task_id,
+                XComModel.map_index,
+            ).limit(SCAN_LIMIT)
+        )
+    )
+    items = []
+    models = set()
+    for row in rows:
+        result = kling_result(row)
+        if result is None:
+            continue
+        if result.get("model"):
+            models.add(str(result["model"]))
+        if model and result.get("model") != model:
+            continue
+        items.append({"row": row, "result": result})
+    return items, sorted(readable), sorted(models), len(rows) >= SCAN_LIMIT
+
+
+def _cost(usage: Any) -> str:
+    from airflow_provider_kling.operators.kling import describe_usage
+
+    return describe_usage(usage) if isinstance(usage, dict) else "no usage reported"
+
+
+def _duration(value: Any) -> str:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return "?"
+    return f"{seconds:g} s"
+
+
+def describe(entry: dict[str, Any], prefix: str, ui_base: str) -> dict[str, Any]:
+    """One card's data (also the JSON API's item).
+
+    :param entry: ``{"row": XComModel, "result": dict}`` from :func:`generations`.
+    :param prefix: the gallery app's path (for the video URL).
+    :param ui_base: the Airflow UI's base path (for links to the run and the task).
+    """
+    row, result = entry["row"], entry["result"]
+    ti = {"dag_id": row.dag_id, "run_id": row.run_id, "task_id": row.task_id, "map_index": row.map_index}
+    run_link = f"{ui_base}/dags/{quote(row.dag_id, safe='')}/runs/{quote(row.run_id, safe='')}"
+    task_link = f"{run_link}/tasks/{quote(row.task_id, safe='')}"
+    if row.map_index >= 0:
+        task_link += f"/mapped/{row.map_index}"
+    return {
+        **ti,
+        "timestamp": row.timestamp.isoformat(timespec="seconds") if row.timestamp else None,
+        "generation_id": result.get("generation_id"),
+        "status": result.get("status"),
+        "raw_status": result.get("raw_status"),
+        "model": result.get("model"),
+        "prompt": result.get("prompt"),
+        "duration": result.get("duration"),
+        "duration_text": _duration(result.get("duration")),
+        "usage": result.get("usage") or {},
+        "cost": _cost(result.get("usage") or {}),
+        "has_video": bool(result.get("video_path")),
+        "video_src": f"{prefix}/video?{urlencode(ti)}" if result.get("video_path") else None,
+        "video_url": result.get("video_url") if not result.get("video_path") else None,
+        "run_link": run_link,
+        "task_link": task_link,
+    }
+
+
+def _paths(request: Request) -> tuple[str, str]:
+    """(this app's path, the Airflow UI's base path), from where the api-server mounted the app."""
+    prefix = str(request.scope.get("root_path") or "").rstrip("/")
+    ui_base = prefix[: -len(URL_PREFIX)] if prefix.endswith(URL_PREFIX) else ""
+    return prefix, ui_base
+
+
+def _listing(
+    request: Request,
+    session: Any,
+    user: Any,
+    dag_id: str | None,
+    model: str | None,
+    run_id: str | None,
+    page: int,
+    per_page: int,
+) -> dict[str, Any]:
+    items, dag_ids, models, limited = generations(session, user, dag_id=dag_id, model=model, run_id=run_id)
+    prefix, ui_base = _paths(request)
+    pages = max(1, -(-len(items) // per_page))
+    page = min(page, pages)
+    shown = [describe(e, prefix, ui_base) for e in items[(page - 1) * per_page : page * per_page]]
+    return {
+        "items": shown,
+        "total": len(items),
+        "page": page,
+        "pages": pages,
+        "per_page": per_page,
+        "dag_ids": dag_ids,
+        "models": models,
+        "scan_limited": limited,
+        "prefix": prefix,
+    }
+
+
+Page = Annotated[int, Query(ge=1)]
+PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE)]
+
+
+@router.get("/", response_class=HTMLResponse)
+def page(
+    request: Request,
+    user: GetUserDep,
+    session: SessionDep,
+    dag_id: str | None = None,
+    model: str | None = None,
+    run_id: str | None = None,
+    page: Page = 1,
+    per_page: PerPage = DEFAULT_PER_PAGE,
+) -> HTMLResponse:
+    """The gallery page."""
+    from airflow_provider_kling.plugins.page import render
+
+    data = _listing(request, session, user, dag_id or None, model or None, run_id or None, page, per_page)
+    filters = {k: v for k, v in (("dag_id", dag_id), ("model", model), ("run_id", run_id)) if v}
+
+    def page_query(number: int) -> str:
+        return urlencode({**filters, "page": number, "per_page": per_page})
+
+    without_run = urlencode({k: v for k, v in filters.items() if k != "run_id"})
+    html = render(
+        **data,
+        dag_id=dag_id or "",
+        model=model or "",
+        run_id=run_id or "",
+        page_query=page_query,
+        without_run=without_run,
+        scan_limit=SCAN_LIMIT,
+    )
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/generations")
+def api_generations(
+    request: Request,
+    user: GetUserDep,
+    session: SessionDep,
+    dag_id: str | None = None,
+    model: str | None = None,
+    run_id: str | None = None,
+    page: Page = 1,
+    per_page: PerPage = DEFAULT_PER_PAGE,
+) -> dict[str, Any]:
+    """The gallery's list as JSON: ``items`` (one per generation), ``total``, ``page``, ``pages``, filters."""
+    data = _listing(request, session, user, dag_id or None, model or None, run_id or None, page, per_page)
+    data.pop("prefix")
+    return data
+
+
+@router.get("/icon.svg")
+def icon() -> Response:
+    """The navigation icon."""
+    return Response(ICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
+# ----------------------------------------------------------------------------------------- streaming
+
+
+def open_storage(video_path: str) -> Any:
+    """A local Path or an ObjectStoragePath for a ``video_path`` a Kling task reported."""
+    if "://" in video_path and not video_path.startswith("file://"):
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(video_path)
+    return Path(video_path.removeprefix("file://"))
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(first, last)`` byte offsets asked by a single-range ``Range`` header; None for the whole file.
+
+    :param header: the request's Range header.
+    :param size: the file's size.
+    :raises HTTPException: 416 when the range cannot be satisfied.
+    """
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if not match:  # several ranges or another unit: the whole file (a server may ignore Range)
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":  # the last N bytes
+        start, end = max(0, size - int(last)), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise HTTPException(416, headers={"Content-Range": f"bytes */{size}"})
+    return start, end
+
+
+def _read(path: Any, start: int, length: int) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        handle.seek(start)
+        left = length
+        while left > 0:
+            chunk = handle.read(min(CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+
+
+@router.get("/video")
+def video(
+    request: Request,
+    user: GetUserDep,
+    session: SessionDep,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    map_index: int = -1,
+) -> Response:
+    """Stream the video a Kling task instance reported (its XCom ``video_path``), Range requests included."""
+    if dag_id not in readable_dag_ids(user, {dag_id}, session):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "You may not read this DAG's results")
+    row = session.scalar(
+        _candidates().where(
+            XComModel.dag_id == dag_id,
+            XComModel.run_id == run_id,
+            XComModel.task_id == task_id,
+            XComModel.map_index == map_index,
+        )
+    )
+    result = kling_result(row) if row is not None else None
+    if not result or not result.get("video_path"):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No downloaded Kling video for this task instance")
+    path = open_storage(str(result["video_path"]))
+    try:
+        size = int(path.stat().st_size)
+    except (FileNotFoundError, OSError) as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "The video is no longer in its storage") from exc
+    media_type = mimetypes.guess_type(str(result["video_path"]))[0] or "video/mp4"
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=300"}
+    asked = byte_range(request.headers.get("range"), size)
+    if asked is None:
+        headers["Content-Length"] = str(size)
+        return StreamingResponse(_read(path, 0, size), media_type=media_type, headers=headers)
+    start, end = asked
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1)
+    return StreamingResponse(
+        _read(path, start, end - start + 1),
+        status_code=status.HTTP_206_PARTIAL_CONTENT,
+        media_type=media_type,
+        headers=headers,
+    )
