@@ -145,6 +145,7 @@ def test_completed_without_a_video_url_is_a_retryable_error(emulator, airflow_db
     result = run_dag(module.no_url_dag)
     events = failure_events(test_out)
 
+    assert "completed_without_url" in events, "'completed' without a video URL passed silently"
     first = only_event(events, "completed_without_url")
     assert first["try_number"] == 1
     # Retryable (the service may fill the URL in), and it names the generation.
@@ -484,12 +485,6 @@ def test_stored_video_link_points_at_the_storage_console():
 
 def test_what_the_user_sees_link_logs_file_names(emulator, airflow_db, test_out, capfd):
     """Issue 11 #6 and #9: the link's XCom on every task, the model named once, short file names."""
-    from airflow_provider_kling.operators.kling import (
-        KlingImageToVideoOperator,
-        KlingTextToVideoOperator,
-        KlingVideoOperator,
-    )
-
     module = load_dag_file(TEST_DAGS / "kling_user_view.py")
     result = run_dag(module.dag)
     logs = capfd.readouterr()
@@ -518,6 +513,12 @@ def test_what_the_user_sees_link_logs_file_names(emulator, airflow_db, test_out,
     for line in lines:
         assert line.count(V1) == 1, line
     # The prompt is plain text under Rendered Templates (no markdown/code renderer).
+    from airflow_provider_kling.operators.kling import (
+        KlingImageToVideoOperator,
+        KlingTextToVideoOperator,
+        KlingVideoOperator,
+    )
+
     for operator in (KlingImageToVideoOperator, KlingTextToVideoOperator, KlingVideoOperator):
         assert "prompt" in operator.template_fields
         assert operator.template_fields_renderers.get("prompt") is None, operator

@@ -127,7 +127,7 @@ with DAG(
         task_id="wait_with_sensor",
         generation_id="{{ ti.xcom_pull(task_ids='submit_only', key='generation_id') }}",
         deferrable=True,
-        poll_interval=1.0,
+        poke_interval=1.0,
     )
     # The connection kling_refused holds a key the service refuses (401): the failure path.
     KlingImageToVideoOperator(
