@@ -84,13 +84,13 @@ if HITLBranchOperator is not None:
         """The review step; also keeps the reviewer's answer in XCom ``review`` for the next tasks."""
 
         def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-            branch = super().execute_complete(context=context, event=event)
-            answer = {
-                "chosen_options": list(event["chosen_options"]),
-                "params_input": dict(event.get("params_input") or {}),
-            }
-            context["ti"].xcom_push(key="review", value=answer)
-            return branch
+            if "error" not in event:  # before branching: skipping ends the task by an exception
+                answer = {
+                    "chosen_options": list(event["chosen_options"]),
+                    "params_input": dict(event.get("params_input") or {}),
+                }
+                context["ti"].xcom_push(key="review", value=answer)
+            return super().execute_complete(context=context, event=event)
 
     with DAG(
         dag_id="example_kling_review",

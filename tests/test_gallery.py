@@ -428,6 +428,16 @@ def wait_for_review(deployment: Deployment, run_id: str) -> dict[str, Any]:
         return state == "awaiting_input"
 
     wait_for(f"{run_id} to wait for its review", parked, timeout=300)
+    # Airflow 3.3 fails a parked task whose worker exit is reported after an answer has already
+    # queued it again (the race of apache/airflow#67287, #72716, here for AWAITING_INPUT): a person
+    # never answers that fast, so wait until the scheduler has seen the parking process end.
+    ended = (
+        "Received executor event with state success for task instance TaskInstanceKey("
+        f"dag_id='{REVIEW}', task_id='review', run_id='{run_id}'"
+    )
+    wait_for(
+        f"the worker of {run_id}'s review to exit", lambda: ended in deployment.log_text("scheduler"), 60
+    )
     return dict(deployment.api("GET", hitl_path(REVIEW, run_id)))
 
 
