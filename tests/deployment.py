@@ -127,6 +127,9 @@ class Deployment:
     :param generation_seconds: how long each emulated generation takes.
     """
 
+    #: The folder under test-artifacts/ that receives the logs on :meth:`stop`.
+    artifacts_name = "e2e-logs"
+
     def __init__(self, home: Path, generation_seconds: float = GENERATION_SECONDS) -> None:
         self.home = home
         self.generation_seconds = generation_seconds
@@ -160,6 +163,7 @@ class Deployment:
         for folder in (self.process_logs, self.task_logs, self.markers, self.videos):
             folder.mkdir(parents=True, exist_ok=True)
         self._start_emulator()
+        self._start_services()
         self.env = self._environment()
         (self.home / "passwords.json").write_text(
             json.dumps({self.admin_user: self.admin_password, self.viewer_user: self.viewer_password})
@@ -169,8 +173,8 @@ class Deployment:
             output = migrate.stdout[-3000:] + migrate.stderr[-3000:]
             raise DeploymentError(f"airflow db migrate failed:\n{output}")
         self.start_component("api-server", "--port", str(self.api_port), "--host", "127.0.0.1")
-        for name in ("scheduler", "dag-processor", "triggerer"):
-            self.start_component(name)
+        for name, args in self.components():
+            self.start_component(name, *args)
         health = f"{self.base_url}/api/v2/monitor/health"
         wait_for(
             "the api-server to answer",
@@ -182,6 +186,13 @@ class Deployment:
         for dag_id in dag_ids:
             self.wait_dag(dag_id)
         return self
+
+    def components(self) -> list[tuple[str, tuple[str, ...]]]:
+        """The processes started after the api-server: (name, arguments); a subclass adds its own."""
+        return [("scheduler", ()), ("dag-processor", ()), ("triggerer", ())]
+
+    def _start_services(self) -> None:
+        """Start what Airflow needs before ``db migrate`` (nothing here: SQLite); see subclasses."""
 
     def wait_healthy(self, timeout: float = 240) -> dict[str, Any]:
         """Wait until the metadata DB, scheduler, triggerer and dag-processor all report healthy."""
@@ -197,6 +208,19 @@ class Deployment:
 
     def stop(self) -> None:
         """Stop every process (SIGTERM to its group, then SIGKILL) and keep copies of the logs."""
+        self._stop_processes()
+        for handle in self._log_files.values():
+            with contextlib.suppress(Exception):
+                handle.close()
+        self._log_files.clear()
+        self.http.close()
+        with contextlib.suppress(Exception):
+            target = ARTIFACTS / self.artifacts_name
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(self.process_logs, target / "process-logs")
+            shutil.copytree(self.task_logs, target / "task-logs", dirs_exist_ok=True)
+
+    def _stop_processes(self) -> None:
         # SIGTERM everything first so the components shut down in parallel, then reap each group.
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -204,29 +228,12 @@ class Deployment:
                     os.killpg(proc.pid, signal.SIGTERM)
         for name in list(self.procs):
             self.stop_component(name)
-        for handle in self._log_files.values():
-            with contextlib.suppress(Exception):
-                handle.close()
-        self._log_files.clear()
-        self.http.close()
-        with contextlib.suppress(Exception):
-            target = ARTIFACTS / "e2e-logs"
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(self.process_logs, target / "process-logs")
-            shutil.copytree(self.task_logs, target / "task-logs", dirs_exist_ok=True)
 
     def start_component(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         """Start ``airflow <name> <args>`` (or the emulator) in its own process group, output to its log."""
         if name in self.procs and self.procs[name].poll() is None:
             raise DeploymentError(f"{name} is already running")
-        if name == "emulator":
-            cmd = [sys.executable, "-m", "airflow_provider_kling.emulator", *args]
-            # The key goes through the environment: a command line is visible to every local user.
-            env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-            env["KLING_EMULATOR_API_KEY"] = self.api_key
-        else:
-            cmd = [sys.executable, "-m", "airflow", name, *args]
-            env = self.env
+        cmd, env = self._command(name, args)
         log = self._log_files.get(name)
         if log is None or log.closed:
             log = self._log_files[name] = open(self.process_logs / f"{name}.log", "ab")
@@ -237,6 +244,18 @@ class Deployment:
         )
         self.procs[name] = proc
         return proc
+
+    def _command(self, name: str, args: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment of process ``name`` (a subclass adds its own kinds)."""
+        if name == "emulator":
+            cmd = [sys.executable, "-m", "airflow_provider_kling.emulator", *args]
+            # The key goes through the environment: a command line is visible to every local user.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+            env["KLING_EMULATOR_API_KEY"] = self.api_key
+        else:
+            cmd = [sys.executable, "-m", "airflow", name, *args]
+            env = self.env
+        return cmd, env
 
     def stop_component(self, name: str, grace: float = 30.0) -> int | None:
         """Stop one process group: SIGTERM, then SIGKILL after ``grace`` seconds; return its exit code."""
