@@ -123,11 +123,54 @@ class KlingGenerationTrigger(BaseTrigger):
         return TriggerEvent(event.model_dump(mode="json"))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # One generator, not one wrapping another: the triggerer (and ``dag.test``) may abandon it
+        # after the first event, and nested async generators then race to close the shared session.
         try:
-            async for event in self._poll():
-                yield event
-        except asyncio.CancelledError:
-            raise
+            # Only the settings given are passed, so the hook's defaults stay the single source.
+            settings: dict[str, Any] = {
+                k: v
+                for k, v in (
+                    ("timeout", self.timeout),
+                    ("retry_min_wait", self.retry_min_wait),
+                    ("retry_max_wait", self.retry_max_wait),
+                )
+                if v is not None
+            }
+            hook = KlingHook(self.kling_conn_id, max_attempts=self.max_attempts, **settings)
+            last_status: str | None = None
+            started = time.monotonic()
+            async with hook.async_session():
+                while True:
+                    generation = await hook.aget_generation(
+                        self.generation_id, api=self.api, deadline=self.end_time
+                    )
+                    if generation.raw_status != last_status:
+                        last_status = generation.raw_status
+                        self.log.info(
+                            "Kling generation %s is %s after %.1f s",
+                            self.generation_id,
+                            last_status,
+                            time.monotonic() - started,
+                        )
+                    if generation.status is GenerationStatus.COMPLETED:
+                        self._finished("completed")
+                        yield self._event("success", "generation completed", generation)
+                        return
+                    if generation.status is GenerationStatus.FAILED:
+                        self._finished("failed")
+                        yield self._event("error", generation.error or "unknown error", generation)
+                        return
+                    remaining = self.end_time - time.time()
+                    if remaining <= 0:
+                        self._finished("timeout")
+                        yield self._event(
+                            "timeout",
+                            f"still {last_status!r} at the deadline; it may still complete on the service",
+                            generation,
+                            retryable=True,
+                        )
+                        return
+                    await asyncio.sleep(min(self.poll_interval, remaining))
         except KlingDeadlineExceeded as exc:
             yield self._event(
                 "timeout",
@@ -137,53 +180,6 @@ class KlingGenerationTrigger(BaseTrigger):
             )
         except Exception as exc:  # the last net: nothing leaves run() without becoming an event
             yield self._event("error", self._explain(exc), retryable=self._retryable(exc))
-
-    async def _poll(self) -> AsyncIterator[TriggerEvent]:
-        # Only the settings given are passed, so the hook's defaults stay the single source.
-        settings: dict[str, Any] = {
-            k: v
-            for k, v in (
-                ("timeout", self.timeout),
-                ("retry_min_wait", self.retry_min_wait),
-                ("retry_max_wait", self.retry_max_wait),
-            )
-            if v is not None
-        }
-        hook = KlingHook(self.kling_conn_id, max_attempts=self.max_attempts, **settings)
-        last_status: str | None = None
-        started = time.monotonic()
-        async with hook.async_session():
-            while True:
-                generation = await hook.aget_generation(
-                    self.generation_id, api=self.api, deadline=self.end_time
-                )
-                if generation.raw_status != last_status:
-                    last_status = generation.raw_status
-                    self.log.info(
-                        "Kling generation %s is %s after %.1f s",
-                        self.generation_id,
-                        last_status,
-                        time.monotonic() - started,
-                    )
-                if generation.status is GenerationStatus.COMPLETED:
-                    self._finished("completed")
-                    yield self._event("success", "generation completed", generation)
-                    return
-                if generation.status is GenerationStatus.FAILED:
-                    self._finished("failed")
-                    yield self._event("error", generation.error or "unknown error", generation)
-                    return
-                remaining = self.end_time - time.time()
-                if remaining <= 0:
-                    self._finished("timeout")
-                    yield self._event(
-                        "timeout",
-                        f"still {last_status!r} at the deadline; it may still complete on the service",
-                        generation,
-                        retryable=True,
-                    )
-                    return
-                await asyncio.sleep(min(self.poll_interval, remaining))
 
     def _finished(self, outcome: str) -> None:
         """The triggerer saw the end: count and time it (the task does so when it waits itself)."""
@@ -223,3 +219,120 @@ class KlingGenerationTrigger(BaseTrigger):
     async def cleanup(self) -> None:
         """Nothing to cancel remotely: the API has no cancel, the generation goes on and stays resumable."""
         self.log.debug("Trigger for Kling generation %s stopped", self.generation_id)
+
+
+class KlingBatchTrigger(BaseTrigger):
+    """Poll every pending generation of a batch from one trigger, over the loop's shared session.
+
+    It reports completion only: when at least ``min_finished`` of its generations have ended (or all
+    of them, or the deadline passed) it yields one small event naming which ended and how, and the
+    task resumes in a worker to store the videos and submit the next rows. Video URLs, request bodies
+    and presigned inputs are never part of its kwargs or its event.
+
+    :param pending: ``[row key, generation id, endpoint]`` for each generation to watch.
+    :param kling_conn_id: the ``kling`` connection (only its id is serialized).
+    :param poll_interval: seconds between rounds of polls.
+    :param end_time: the batch's deadline (UNIX epoch); the task's deferral timeout is a little later.
+    :param min_finished: report once this many have ended (default: all of them).
+    :param concurrency: most polls in flight at once.
+    :param max_attempts: retries of one poll for transient failures; a poll still failing is tried
+        again next round (the generation stays pending), never reported as failed.
+    """
+
+    def __init__(
+        self,
+        pending: list[list[str]] | list[tuple[str, str, str]],
+        kling_conn_id: str = KlingHook.default_conn_name,
+        poll_interval: float = 10.0,
+        end_time: float | None = None,
+        min_finished: int | None = None,
+        concurrency: int = 32,
+        max_attempts: int = 3,
+    ) -> None:
+        super().__init__()
+        self.pending = [[str(k), str(g), str(a) if a else ""] for k, g, a in pending]
+        self.kling_conn_id = kling_conn_id
+        self.poll_interval = float(poll_interval)
+        self.end_time = float(end_time) if end_time is not None else time.time() + 86400.0
+        self.min_finished = int(min_finished) if min_finished else len(self.pending)
+        self.concurrency = max(1, int(concurrency))
+        self.max_attempts = int(max_attempts)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "pending": self.pending,
+                "kling_conn_id": self.kling_conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+                "min_finished": self.min_finished,
+                "concurrency": self.concurrency,
+                "max_attempts": self.max_attempts,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        finished: dict[str, list[Any]] = {}
+        try:
+            async for event in self._rounds(finished):
+                yield event
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # nothing leaves run() without becoming an event
+            yield TriggerEvent(
+                {
+                    "status": "error",
+                    "message": redact_urls(f"{type(exc).__name__}: {exc}")[:500],
+                    "finished": finished,
+                    "polled": len(self.pending),
+                }
+            )
+
+    async def _rounds(self, finished: dict[str, list[Any]]) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_kling.exceptions import KlingNotFoundError
+
+        hook = KlingHook(self.kling_conn_id, max_attempts=self.max_attempts)
+        gate = asyncio.Semaphore(self.concurrency)
+        waiting = {key: (gid, api or None) for key, gid, api in self.pending}
+        target = min(self.min_finished, len(waiting))
+
+        async def poll(key: str, gid: str, api: str | None) -> None:
+            async with gate:
+                try:
+                    generation = await hook.aget_generation(gid, api=api, deadline=self.end_time)
+                except KlingDeadlineExceeded:
+                    return
+                except KlingNotFoundError as exc:
+                    finished[key] = ["failed", redact_urls(str(exc))[:300]]
+                    return
+                except KlingError:
+                    return  # transient after its retries: stays pending, polled next round
+            if generation.status is GenerationStatus.COMPLETED:
+                finished[key] = ["completed", None]
+            elif generation.status is GenerationStatus.FAILED:
+                finished[key] = ["failed", (generation.error or str(generation.raw_status))[:300]]
+
+        started = time.monotonic()
+        async with hook.async_session():
+            while True:
+                todo = [(k, g, a) for k, (g, a) in waiting.items() if k not in finished]
+                await asyncio.gather(*(poll(k, g, a) for k, g, a in todo))
+                done = len(finished)
+                if done >= target or done == len(waiting):
+                    self.log.info(
+                        "%s of %s batch generation(s) ended after %.1f s", done, len(waiting),
+                        time.monotonic() - started,
+                    )  # fmt: skip
+                    yield TriggerEvent({"status": "success", "finished": finished, "polled": len(waiting)})
+                    return
+                remaining = self.end_time - time.time()
+                if remaining <= 0:
+                    yield TriggerEvent({"status": "timeout", "finished": finished, "polled": len(waiting)})
+                    return
+                await asyncio.sleep(min(self.poll_interval, remaining))
+
+    async def cleanup(self) -> None:
+        """The generations go on at the service; the task's state still holds every id."""
+        self.log.debug("Batch trigger for %s generation(s) stopped", len(self.pending))
