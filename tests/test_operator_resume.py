@@ -263,11 +263,6 @@ def test_sensor_timeout_is_the_same_in_poke_and_deferrable_mode(emulator, airflo
     (_post,) = posts(emulator)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="provider bug: BaseSensorOperator.resume_execution turns TaskDeferralTimeout into "
-    "AirflowSensorTimeout('Trigger timeout') first, so the sensor's own message never shows",
-)
 def test_sensor_deferral_timeout_names_the_generation():
     """Issue 10 #10 / 11 #3: a sensor resumed after its deferral timed out says which generation."""
     from airflow.models.trigger import TriggerFailureReason

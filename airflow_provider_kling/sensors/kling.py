@@ -95,12 +95,18 @@ class KlingGenerationSensor(BaseSensorOperator):
         return KlingHook(self.kling_conn_id)
 
     def _check_arguments(self) -> None:
+        from airflow_provider_kling.exceptions import KlingValidationError
         from airflow_provider_kling.hooks.kling import check_api, check_generation_id, check_poll_settings
 
         try:
             check_generation_id(self.generation_id)
             check_api(self.api)
-            check_poll_settings(self.poll_interval, timeout_seconds(self.timeout))
+            try:
+                check_poll_settings(self.poll_interval, timeout_seconds(self.timeout))
+            except KlingValidationError as exc:
+                # The sensor's interval argument is poke_interval.
+                renamed = [("poke_interval" if f == "poll_interval" else f, m) for f, m in exc.errors]
+                raise KlingValidationError(renamed) from None
         except Exception as exc:
             raise fail_fast(exc) from exc
 
@@ -153,7 +159,9 @@ class KlingGenerationSensor(BaseSensorOperator):
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except Exception as exc:
-            if type(exc).__name__ != "TaskDeferralTimeout":
+            # Airflow 3 already turns the deferral timeout into a bare AirflowSensorTimeout.
+            causes = (type(exc).__name__, type(exc.__cause__).__name__)
+            if "TaskDeferralTimeout" not in causes:
                 raise
             raise AirflowSensorTimeout(
                 f"Kling generation {self.generation_id} did not complete within the sensor's timeout "
