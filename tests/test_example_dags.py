@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, connection_json
 
 # dag.test() from a bundle, task_state_store and airflow.sdk DAGs: Airflow 3 only.
 pytestmark = pytest.mark.airflow3
@@ -308,10 +308,15 @@ def test_sensor_example_waits_in_deferrable_mode(emulator, airflow_db, dag_env):
     assert result.state == "success"
     submitted = result.xcom("submit")
     gen_id = result.xcom("submit", key="generation_id")
-    # submit returned right after the POST, before the generation finished.
-    assert submitted == {"generation_id": gen_id, "status": "pending", "model": submitted["model"]}
+    # submit returned right after the POST, before the generation finished, in the one XCom shape.
+    assert_one_shape(submitted)
+    assert submitted["generation_id"] == gen_id
+    assert submitted["status"] == "pending"
+    assert submitted["video_url"] is None
     waited = result.xcom("wait_for_video")
+    assert_one_shape(waited)
     assert waited["generation_id"] == gen_id
+    assert waited["model"] == submitted["model"]
     assert waited["status"] == "completed"
     assert result.xcom("wait_for_video", key="kling_video_url") == waited["video_url"]
     assert Path(result.xcom("download")).read_bytes() == SAMPLE_MP4
@@ -395,16 +400,10 @@ def test_v3_audio_example_on_the_unified_endpoint_reports_credits_and_usd(
     emu = KlingEmulator(api_key=API_KEY, generation_seconds=0.6, answer_style="2026")
     emu.start()
     try:
+        # As the README shows it, plus the emulator's loopback downloads (tests.conftest).
         monkeypatch.setenv(
             "AIRFLOW_CONN_KLING_DEFAULT",
-            json.dumps(
-                {
-                    "conn_type": "kling",
-                    "host": emu.base_url,
-                    "password": API_KEY,
-                    "extra": {"endpoint": "unified"},
-                }
-            ),
+            connection_json(host=emu.base_url, password=API_KEY, extra={"endpoint": "unified"}),
         )
         module = load_dag_file(EXAMPLES / "example_kling_v3_audio.py")
         result = run_dag(module.dag, logical_date=None)
