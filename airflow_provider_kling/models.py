@@ -195,15 +195,19 @@ def _no_bool(low: float, high: float) -> Any:
     return BeforeValidator(check)
 
 
-def _whole_seconds(value: Any) -> Any:
-    # Users write 5, "5" or the seed's "5"; templates render any of them.
-    if isinstance(value, bool):
-        raise ValueError("must be a whole number of seconds, got a boolean")
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+def _whole_seconds(allowed: str) -> Any:
+    """Accept 5, "5" or 5.0 (users and templates write any of them); name what is allowed otherwise."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value.strip())
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be a whole number of seconds: {allowed}; got {value!r}")
+        return value
+
+    return BeforeValidator(check)
 
 
 # ------------------------------------------------------------------------------------ type builder
@@ -226,7 +230,9 @@ def _duration(spec: dict[str, Any]) -> Any:
                 raise ValueError(f"must be a whole number of seconds from {low} to {high}, got {value}")
             return value
 
-        return Annotated[int, BeforeValidator(_whole_seconds), Field(strict=True), AfterValidator(in_range)]
+        return Annotated[
+            int, _whole_seconds(f"{low} to {high}"), Field(strict=True), AfterValidator(in_range)
+        ]
     choices = tuple(spec["choices"])
 
     def one_of(value: int) -> int:
@@ -235,7 +241,8 @@ def _duration(spec: dict[str, Any]) -> Any:
             raise ValueError(f"must be {allowed} seconds on this model, got {value}")
         return value
 
-    return Annotated[int, BeforeValidator(_whole_seconds), Field(strict=True), AfterValidator(one_of)]
+    allowed = " or ".join(str(c) for c in choices)
+    return Annotated[int, _whole_seconds(allowed), Field(strict=True), AfterValidator(one_of)]
 
 
 def _field_type(name: str, spec: dict[str, Any]) -> Any:
@@ -427,6 +434,10 @@ class KlingRequest:
     kind: str | None = None
     #: current field name -> the seed-era name the user wrote, so errors name what the user wrote.
     renamed: dict[str, str] = field(default_factory=dict, compare=False)
+    #: the fields as they identify the request when some inputs were sent as presigned URLs: each such
+    #: URL replaced by the object and its version, so the fingerprint does not change with every
+    #: signature (and changes when the object does). None: ``fields`` identify it.
+    stable_fields: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def seed_names(self) -> bool:
@@ -450,12 +461,19 @@ class KlingRequest:
         return body
 
     def fingerprint(self) -> str:
-        """A stable hash of what is asked (model and every field): equal requests, equal hashes."""
-        text = json.dumps(self.payload("unified"), sort_keys=True, separators=(",", ":"), default=str)
+        """A stable hash of what is asked (model and every field): equal requests, equal hashes.
+
+        Inputs sent as presigned URLs count as the object they sign and its version (ETag), not as
+        the URL: a re-run that signs again has the same fingerprint; a changed image a new one.
+        """
+        source = self if self.stable_fields is None else self.with_fields(self.stable_fields)
+        text = json.dumps(source.payload("unified"), sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
-    def with_fields(self, fields: dict[str, Any]) -> KlingRequest:
-        return KlingRequest(self.model, fields, self.passthrough, self.kind, self.renamed)
+    def with_fields(
+        self, fields: dict[str, Any], stable_fields: dict[str, Any] | None = None
+    ) -> KlingRequest:
+        return KlingRequest(self.model, fields, self.passthrough, self.kind, self.renamed, stable_fields)
 
 
 def _nested_model(annotation: Any, name: str) -> type[BaseModel] | None:
@@ -687,14 +705,84 @@ def read_image_file(ref: str, max_bytes: int) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def resolve_file_inputs(request: KlingRequest, log: Any = None) -> KlingRequest:
-    """Turn every image input that names a file into a Base64 data URI (the service's Base64 support).
+#: Schemes whose objects can be handed to the service as a presigned GET URL instead of their bytes.
+PRESIGN_SCHEMES = ("s3", "s3a", "gs", "gcs")
+#: How long a presigned input URL stays valid (seconds): long enough for the service to fetch it.
+PRESIGN_SECONDS = 900
+
+
+def _object_version(info: dict[str, Any]) -> str:
+    """What identifies one version of an object in its store's metadata (ETag, generation, ...)."""
+    for key in ("ETag", "etag", "md5Hash", "crc32c", "generation", "VersionId"):
+        if info.get(key):
+            return f"{key}={str(info[key]).strip(chr(34))}"
+    mtime = info.get("LastModified") or info.get("mtime") or info.get("updated") or ""
+    return f"size={info.get('size')},modified={mtime}"
+
+
+def presign_image(
+    ref: str, max_bytes: int, expires: int = PRESIGN_SECONDS, *, mask: bool = True
+) -> tuple[str, str] | None:
+    """A presigned GET URL for a private image in object storage, and what identifies its version.
+
+    The object is checked first (it exists, its size is within ``max_bytes``, its first bytes are a PNG
+    or JPEG), with one metadata call and one ranged read of 16 bytes: nothing else is downloaded.
+    The URL is registered with Airflow's secrets masker, so it never shows in a log.
+
+    :return: ``(url, "<ref>#<version>")``, or None when this storage cannot sign (no signer, no
+        credentials that can sign): the caller then sends the bytes as Base64.
+    :raises ValueError: the object is missing, too large or not a PNG/JPEG.
+    """
+    if urlsplit(ref).scheme.lower() not in PRESIGN_SCHEMES:
+        return None
+    path = _open_input(ref)
+    try:
+        fs = path.fs
+        key = path.path
+        info = fs.info(key)
+    except FileNotFoundError:
+        raise ValueError(f"names {ref!r}, which does not exist") from None
+    except Exception as exc:
+        raise ValueError(f"names {ref!r}, which could not be read: {type(exc).__name__}: {exc}") from None
+    size = info.get("size")
+    if isinstance(size, int) and size > max_bytes:
+        raise ValueError(f"is a file of {size} bytes; this model takes images of at most {max_bytes} bytes")
+    try:
+        url = fs.sign(key, expiration=int(expires))
+    except Exception:  # NotImplementedError, or credentials that cannot sign: send the bytes instead
+        return None
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        return None
+    try:
+        head = fs.cat_file(key, start=0, end=16)
+    except Exception as exc:
+        raise ValueError(f"names {ref!r}, which could not be read: {type(exc).__name__}: {exc}") from None
+    if image_mime(head) is None:
+        raise ValueError(f"names {ref!r}, which is neither a PNG nor a JPEG image (by its first bytes)")
+    if mask:
+        from airflow.providers.common.compat.sdk import mask_secret
+
+        mask_secret(url)
+    return url, f"{ref}#{_object_version(info)}"
+
+
+def resolve_file_inputs(
+    request: KlingRequest, log: Any = None, *, presign: bool = True, presign_seconds: int = PRESIGN_SECONDS
+) -> KlingRequest:
+    """Turn every image input that names a file into something the service can fetch.
+
+    An object in ``s3://`` or ``gs://`` storage becomes a presigned GET URL valid ``presign_seconds``
+    (the storage's own signer, through the Airflow connection of its ObjectStoragePath), when
+    ``presign`` is True and the storage can sign; any other file, or one that cannot be signed, is read
+    and sent as a Base64 data URI (the service's Base64 support). Presigned URLs are masked in logs;
+    the request's fingerprint counts them as the object and its version, not as the URL.
 
     :raises KlingValidationError: a file that is missing, too large or not a PNG/JPEG; nothing was sent.
     """
     fields = json.loads(json.dumps(request.fields))  # a deep copy; the request stays as validated
+    stable: dict[str, Any] | None = None
     errors: list[tuple[str, str]] = []
-    read = 0
+    read = signed = 0
     for label, container, key in _image_slots(fields):
         value = container[key]
         if not isinstance(value, str) or not is_file_reference(value):
@@ -704,15 +792,46 @@ def resolve_file_inputs(request: KlingRequest, log: Any = None) -> KlingRequest:
         spec_name = "static_mask" if top == "dynamic_masks" else spec_name
         limit = catalog.field_spec(request.model, spec_name).get("max_bytes", 10 * catalog.MB)
         try:
+            found = presign_image(value, limit, presign_seconds) if presign else None
+            if found is not None:
+                if stable is None:
+                    stable = json.loads(json.dumps(fields))
+                _set_slot(stable, label, found[1])
+                container[key] = found[0]
+                signed += 1
+                continue
             container[key] = read_image_file(value, limit)
             read += 1
         except ValueError as exc:
             errors.append((".".join(request.renamed.get(p, p) for p in label.split(".")), str(exc)))
     if errors:
         raise KlingValidationError(errors)
-    if read and log is not None:
-        log.info("Read %s image file(s) and sent them as Base64 data URIs", read)
-    return request.with_fields(fields) if read else request
+    if stable is not None:
+        # Base64 inputs read after the copy was taken are identified by their bytes, as before.
+        for label, container, key in _image_slots(fields):
+            if isinstance(container[key], str) and container[key].startswith("data:"):
+                _set_slot(stable, label, container[key])
+    if log is not None and (read or signed):
+        if signed:
+            log.info(
+                "Sent %s image file(s) as presigned URLs valid %s s (masked in logs)", signed, presign_seconds
+            )
+        if read:
+            log.info("Read %s image file(s) and sent them as Base64 data URIs", read)
+    return request.with_fields(fields, stable) if (read or signed) else request
+
+
+def _set_slot(fields: dict[str, Any], label: str, value: Any) -> None:
+    """Set the image slot ``label`` (``image_url``, ``image_list.1``, ``elements.0.frontal_image_url``)."""
+    parts = label.split(".")
+    node: Any = fields
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
 
 
 # ------------------------------------------------------------------------------------ results

@@ -43,6 +43,7 @@ RESULT_KEYS = (
     "file_name",
     "file_size",
     "usage",
+    "reused",
 )
 #: Credits per US dollar as observed in the service's answers (not a promise of the service).
 CREDITS_PER_USD = 2_000_000
@@ -107,11 +108,13 @@ def result_dict(
     usage: dict[str, Any] | None = None,
     prompt: str | None = None,
     duration: float | None = None,
+    reused: bool = False,
 ) -> dict[str, Any]:
     """The small JSON-safe dict every Kling task returns as XCom (keys: :data:`RESULT_KEYS`).
 
     ``prompt`` and ``duration`` are what was asked (the first shot's prompt for multi-shot requests);
-    the video's own duration wins when the service reports it.
+    the video's own duration wins when the service reports it. ``reused`` is True when the video was
+    already at the destination from the same request (``skip_existing``): nothing was paid.
     """
     return {
         "generation_id": generation.id,
@@ -127,6 +130,7 @@ def result_dict(
         "file_name": generation.file_name,
         "file_size": generation.file_size,
         "usage": {**(usage or {}), **generation.usage},
+        "reused": reused,
     }
 
 
@@ -178,6 +182,11 @@ class KlingBaseVideoOperator(BaseOperator):
     :param download_to: a local path or ObjectStoragePath / fsspec URL, a folder or a file name;
         when set, the video is downloaded there and its path returned as ``video_path``.
     :param overwrite: replace an existing file at ``download_to``.
+    :param skip_existing: when ``download_to`` already holds a video made from the same request (its
+        ``<video>.kling.json`` sidecar names the request's hash), return it and pay nothing; the XCom
+        dict then says ``reused: True``. A changed prompt, field or image is a new request.
+    :param presign_inputs: send private ``s3://`` / ``gs://`` images as presigned URLs (short expiry,
+        masked in logs) when the storage can sign; False always sends their bytes as Base64.
     """
 
     #: The kind of model this operator submits (None: any kind).
@@ -203,6 +212,8 @@ class KlingBaseVideoOperator(BaseOperator):
         timeout: timedelta | float = timedelta(minutes=30),
         download_to: Any = None,
         overwrite: bool = False,
+        skip_existing: bool = False,
+        presign_inputs: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -216,6 +227,8 @@ class KlingBaseVideoOperator(BaseOperator):
         self.timeout = timeout
         self.download_to = download_to
         self.overwrite = overwrite
+        self.skip_existing = skip_existing
+        self.presign_inputs = presign_inputs
 
     @cached_property
     def hook(self) -> KlingHook:
@@ -251,7 +264,7 @@ class KlingBaseVideoOperator(BaseOperator):
             kind=self.kind,
             log=self.log,
         )
-        return resolve_file_inputs(request, self.log)
+        return resolve_file_inputs(request, self.log, presign=getattr(self, "presign_inputs", True))
 
     def _asked(self) -> dict[str, Any]:
         """The prompt and duration asked for, as reported in the XCom dict (never raises)."""
@@ -281,13 +294,17 @@ class KlingBaseVideoOperator(BaseOperator):
             api = self.hook.endpoint.api
             self._submitted: Generation | None = None
             self._submitted_at: float | None = None
+            if self.skip_existing and self.download_to:
+                earlier = find_existing_video(self.download_to, request.fingerprint(), self.log)
+                if earlier is not None:
+                    return self._reuse(context, earlier, api)
             generation_id, prior = self._resume_or_submit(context, request)
         except Exception as exc:
             raise fail_fast(exc) from exc
         self._generation_id: str | None = generation_id
         first = prior or self._submitted
         usage = dict(first.usage) if first is not None else {}
-        sidecar = {"model": request.model, "request": request.fingerprint()}
+        sidecar = {"model": request.model, "request": request.fingerprint(), "api": api}
         # Credits are billed at submit; an answer without them is counted from the final poll.
         count_credits = self._submitted is not None and "credits_used" not in usage
         done: dict[str, Any] = {
@@ -345,6 +362,43 @@ class KlingBaseVideoOperator(BaseOperator):
         # Waiting here, this task saw the end (deferred, the trigger reports it).
         metrics.finished("completed", request.model, self._submitted_at, time.time())
         return self._finish(context, generation, **done)
+
+    def _reuse(self, context: Context, found: tuple[Any, dict[str, Any]], api: str) -> dict[str, Any]:
+        """Return a video the destination already holds from the same request (skip_existing)."""
+        from airflow_provider_kling import metrics
+        from airflow_provider_kling.models import Generation, GenerationStatus
+
+        video, record = found
+        generation = Generation(
+            id=str(record.get("generation_id") or ""),
+            status=GenerationStatus.COMPLETED,
+            raw_status="completed",
+            file_name=video.name,
+            file_size=record.get("file_size"),
+        )
+        self._generation_id = generation.id
+        context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=generation.id)
+        if lasting := stored_video_link(str(video)):
+            context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=lasting)
+        usage = record.get("usage") if isinstance(record.get("usage"), dict) else {}
+        result = result_dict(
+            generation,
+            record.get("model") or self.model,
+            str(video),
+            endpoint=record.get("api") or api,
+            usage=usage,
+            reused=True,
+            **self._asked(),
+        )
+        metrics.incr(metrics.REUSED, result["model"])
+        self.log.info(
+            "%s already holds Kling generation %s of this same request (skip_existing): reused, nothing paid",
+            video,
+            generation.id,
+        )
+        annotate_outlets(context, self.outlets, result)
+        self._result = result
+        return result
 
     def _resume_or_submit(self, context: Context, request: KlingRequest) -> tuple[str, Generation | None]:
         """Reconnect to this task's earlier generation of the same request, else submit anew.
@@ -672,6 +726,205 @@ class KlingVideoOperator(KlingBaseVideoOperator):
         self.prompt = prompt
 
 
+class KlingBatchVideoOperator(KlingBaseVideoOperator):
+    """Generate a video for every row of a manifest: the catalog-scale job, in one task.
+
+    ``manifest`` is a JSONL or CSV file (local, or ``s3://`` / ``gs://`` through ObjectStoragePath) or a
+    list of dicts (e.g. from XCom), one request per row: any model of the catalog (``model`` column,
+    default ``model=``), per-row fields on top of ``parameters``, and a row key (``key_field``) that
+    names the video: ``<output_prefix>/<key>.mp4``, with its ``.kling.json`` sidecar beside it.
+
+    Every row is validated (and every file input checked) before anything is paid: one report names
+    every bad row and nothing is sent. Then at most ``max_active`` generations are in flight at once
+    (the service's concurrency limit; a 429 slows the batch down and never fails a row). Deferrable,
+    one :class:`~airflow_provider_kling.triggers.kling.KlingBatchTrigger` polls all pending ids and the
+    worker comes back to store finished videos and submit the next rows; otherwise the worker polls.
+    At the end a results manifest (JSONL: key, generation id, status, video, size, usage, error) is
+    written to ``<output_prefix>/<results_name>`` and XCom holds only a small summary with its URI.
+
+    Each paid id is recorded before anything else happens (``task_state_store`` on Airflow 3.3+, state
+    objects under ``<output_prefix>/.kling-batch/`` otherwise): a crash, retry or clear reconnects to
+    its generations and pays nothing twice. With ``skip_existing`` (the default) a row whose video is
+    already under the prefix from the same request is reused: re-running a day pays nothing.
+
+    :param manifest: the rows: a JSONL / CSV path or URL, an ObjectStoragePath, or a list of dicts.
+    :param output_prefix: the folder (local or object storage) the videos and results go to.
+    :param model: the model of rows that name none.
+    :param parameters: fields shared by every row (a row's own fields win).
+    :param key_field: the column holding the row key (default ``key``; rows without one are
+        ``row-00000``, ``row-00001``... by position).
+    :param max_active: most generations in flight at once (default 4).
+    :param fail_on_partial_error: fail the task when any row failed (default); False succeeds with the
+        failures listed in the results manifest and counted in the summary.
+    :param skip_existing: reuse videos already under the prefix from the same request (default True).
+    :param results_name: the results manifest's file name under ``output_prefix``.
+    :param download_concurrency: videos downloaded at once by the worker.
+    :param submit_concurrency: POSTs in flight at once while filling the window.
+    :param presign_seconds: validity of presigned input URLs.
+    :param timeout: how long the whole batch may take (default 24 hours).
+    """
+
+    template_fields: Sequence[str] = ("manifest", "output_prefix", "model", "parameters")
+    template_fields_renderers = {"parameters": "json"}
+    operator_extra_links = ()  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        *,
+        manifest: Any,
+        output_prefix: Any,
+        model: str = DEFAULT_MODEL,
+        key_field: str = "key",
+        max_active: int = 4,
+        fail_on_partial_error: bool = True,
+        skip_existing: bool = True,
+        results_name: str = "results.jsonl",
+        download_concurrency: int = 4,
+        submit_concurrency: int = 8,
+        presign_seconds: int = 900,
+        timeout: timedelta | float = timedelta(hours=24),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model=model, skip_existing=skip_existing, timeout=timeout, **kwargs)
+        self.manifest = manifest
+        self.output_prefix = output_prefix
+        self.key_field = key_field
+        self.max_active = max_active
+        self.fail_on_partial_error = fail_on_partial_error
+        self.results_name = results_name
+        self.download_concurrency = max(1, int(download_concurrency))
+        self.submit_concurrency = max(1, int(submit_concurrency))
+        self.presign_seconds = int(presign_seconds)
+
+    @property
+    def timeout_seconds(self) -> float:
+        return timeout_seconds(self.timeout)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_kling.batch import BatchRun
+        from airflow_provider_kling.hooks.kling import check_poll_settings
+
+        try:
+            if (
+                not isinstance(self.max_active, int)
+                or isinstance(self.max_active, bool)
+                or self.max_active < 1
+            ):
+                from airflow_provider_kling.exceptions import KlingValidationError
+
+                raise KlingValidationError(
+                    [("max_active", f"must be a whole number >= 1, got {self.max_active!r}")]
+                )
+            check_poll_settings(self.poll_interval, self.timeout_seconds)
+            run = BatchRun(self, context)
+            self.log.info(
+                "Kling batch: %s rows validated; videos go to %s; at most %s in flight; state in %s",
+                len(run.rows),
+                run.prefix,
+                self.max_active,
+                run.state.where,
+            )
+        except Exception as exc:
+            raise fail_fast(exc) from exc
+        return self._drive(context, run, None)
+
+    def execute_complete(  # type: ignore[override]
+        self, context: Context, event: dict[str, Any] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Resume after the batch trigger: apply what ended, store videos, submit more, defer again."""
+        from airflow_provider_kling.batch import BatchRun
+
+        try:
+            run = BatchRun(self, context, probe_files=False)
+        except Exception as exc:
+            raise fail_fast(exc) from exc
+        finished = event.get("finished") if isinstance(event, dict) else None
+        if isinstance(event, dict) and event.get("status") == "error":
+            self.log.warning("The batch trigger stopped: %s; polling resumes", event.get("message"))
+        return self._drive(context, run, finished if isinstance(finished, dict) else None)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """A deferral that timed out (no triggerer ran it) resumes the batch: it polls from the worker."""
+        if next_method == "__fail__":
+            self.log.warning(
+                "The batch's deferral timed out (is a triggerer with airflow-provider-kling running?): "
+                "the worker polls the batch's generations itself"
+            )
+            return self.execute_complete(context, None)
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _drive(self, context: Context, run: Any, finished: dict[str, Any] | None) -> dict[str, Any]:
+        """Run the batch loop until it has to wait (defer) or is done (results and summary)."""
+        from airflow_provider_kling.exceptions import KlingError
+
+        try:
+            outcome = run.step(finished)
+            while outcome.pending or outcome.waiting:
+                if run.time_left() <= 0:
+                    run.expire_in_flight(f"still pending when the batch's timeout of {self.timeout} passed")
+                    break
+                if outcome.backoff:
+                    time.sleep(min(outcome.backoff, max(0.0, run.time_left())))
+                    outcome = run.step()
+                    continue
+                if not outcome.pending:
+                    outcome = run.step()
+                    continue
+                if self.deferrable:
+                    self._defer_batch(run, outcome)
+                time.sleep(min(self.poll_interval, max(0.0, run.time_left())))
+                run.poll_in_flight()
+                outcome = run.step()
+            summary = run.finish()
+        except KlingError as exc:
+            raise fail_fast(exc) from exc
+        self.log.info(
+            "Kling batch finished: %s of %s rows completed (%s reused), %s failed, %s generation(s) paid "
+            "by this try; results in %s",
+            summary["completed"],
+            summary["rows"],
+            summary["reused"],
+            summary["failed"],
+            summary["posts"],
+            summary["results"],
+        )
+        if summary["failed"] and self.fail_on_partial_error:
+            context["ti"].xcom_push(key="batch_summary", value=summary)
+            raise AirflowFailException(
+                f"{summary['failed']} of {summary['rows']} rows failed (see {summary['results']}); the "
+                "others are stored. A retry or clear pays only for rows that were never sent "
+                "(fail_on_partial_error=False succeeds with the failures listed)."
+            )
+        return summary
+
+    def _defer_batch(self, run: Any, outcome: Any) -> None:
+        from airflow_provider_kling.triggers.kling import KlingBatchTrigger
+
+        pending = outcome.pending
+        # With rows still to submit, come back when half the window is free; else when all ended.
+        min_finished = max(1, (len(pending) + 1) // 2) if outcome.waiting else len(pending)
+        end_time = float(run.state.meta["deadline"])
+        self.log.info(
+            "Deferring: %s generation(s) in flight, %s row(s) still to submit; the triggerer reports when "
+            "%s have ended",
+            len(pending),
+            outcome.waiting,
+            min_finished,
+        )
+        self.defer(
+            trigger=KlingBatchTrigger(
+                pending=pending,
+                kling_conn_id=self.kling_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=end_time,
+                min_finished=min_finished,
+            ),
+            method_name="execute_complete",
+            # Slightly past the trigger's own deadline: the trigger reports the timeout itself.
+            timeout=timedelta(seconds=max(1.0, end_time - time.time()) + 60),
+        )
+
+
 def _read_state(stored: Any) -> tuple[str, str | None, str | None]:
     """(id, request hash, endpoint) from a task_state_store value (the first release stored the id alone)."""
     if isinstance(stored, dict):
@@ -727,6 +980,50 @@ def generation_from_event(event: Any, timeout: float) -> Generation:
 def sidecar_path(target: Any) -> Any:
     """Where the small JSON describing a downloaded video lives: ``<video>.kling.json`` beside it."""
     return target.parent / f"{target.name}.kling.json"
+
+
+def find_existing_video(
+    destination: Any, fingerprint: str, log: Any = None
+) -> tuple[Any, dict[str, Any]] | None:
+    """The video at ``destination`` made from the request with this fingerprint, and its sidecar.
+
+    A file destination is checked alone; a folder's ``*.kling.json`` sidecars are read (small) until
+    one names the fingerprint. The video must exist with the size its sidecar recorded.
+    """
+    from airflow_provider_kling.hooks.kling import resolve_destination
+
+    probe = "kling-destination-probe.mp4"
+    target = resolve_destination(destination, probe)
+    if target.name != probe:
+        candidates = [target]
+    else:
+        folder = target.parent
+        try:
+            candidates = sorted(
+                (
+                    folder / p.name[: -len(".kling.json")]
+                    for p in folder.iterdir()
+                    if p.name.endswith(".kling.json")
+                ),
+                key=str,
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except Exception as exc:
+            if log is not None:
+                log.warning("Could not list %s for skip_existing (%s): generating anew", folder, exc)
+            return None
+    for video in candidates:
+        record = _read_sidecar(video)
+        if record is None or record.get("request") != fingerprint:
+            continue
+        try:
+            size = video.stat().st_size
+        except Exception:
+            continue
+        if size == record.get("file_size"):
+            return video, record
+    return None
 
 
 def _read_sidecar(target: Any) -> dict[str, Any] | None:

@@ -273,65 +273,65 @@ class KlingBatchTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # One generator (as KlingGenerationTrigger): the triggerer may abandon it after its event.
+        from airflow_provider_kling.exceptions import KlingNotFoundError
+
         finished: dict[str, list[Any]] = {}
+        waiting = {key: (gid, api or None) for key, gid, api in self.pending}
         try:
-            async for event in self._rounds(finished):
-                yield event
-                return
-        except asyncio.CancelledError:
-            raise
+            hook = KlingHook(self.kling_conn_id, max_attempts=self.max_attempts)
+            gate = asyncio.Semaphore(self.concurrency)
+            target = min(self.min_finished, len(waiting))
+
+            async def poll(key: str, gid: str, api: str | None) -> None:
+                async with gate:
+                    try:
+                        generation = await hook.aget_generation(gid, api=api, deadline=self.end_time)
+                    except KlingDeadlineExceeded:
+                        return
+                    except KlingNotFoundError as exc:
+                        finished[key] = ["failed", redact_urls(str(exc))[:300]]
+                        return
+                    except KlingError:
+                        return  # transient after its retries: stays pending, polled next round
+                if generation.status is GenerationStatus.COMPLETED:
+                    finished[key] = ["completed", None]
+                elif generation.status is GenerationStatus.FAILED:
+                    finished[key] = ["failed", (generation.error or str(generation.raw_status))[:300]]
+
+            started = time.monotonic()
+            async with hook.async_session():
+                while True:
+                    todo = [(k, g, a) for k, (g, a) in waiting.items() if k not in finished]
+                    await asyncio.gather(*(poll(k, g, a) for k, g, a in todo))
+                    done = len(finished)
+                    if done >= target or done == len(waiting):
+                        self.log.info(
+                            "%s of %s batch generation(s) ended after %.1f s",
+                            done,
+                            len(waiting),
+                            time.monotonic() - started,
+                        )
+                        yield TriggerEvent(
+                            {"status": "success", "finished": finished, "polled": len(waiting)}
+                        )
+                        return
+                    remaining = self.end_time - time.time()
+                    if remaining <= 0:
+                        yield TriggerEvent(
+                            {"status": "timeout", "finished": finished, "polled": len(waiting)}
+                        )
+                        return
+                    await asyncio.sleep(min(self.poll_interval, remaining))
         except Exception as exc:  # nothing leaves run() without becoming an event
             yield TriggerEvent(
                 {
                     "status": "error",
                     "message": redact_urls(f"{type(exc).__name__}: {exc}")[:500],
                     "finished": finished,
-                    "polled": len(self.pending),
+                    "polled": len(waiting),
                 }
             )
-
-    async def _rounds(self, finished: dict[str, list[Any]]) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_kling.exceptions import KlingNotFoundError
-
-        hook = KlingHook(self.kling_conn_id, max_attempts=self.max_attempts)
-        gate = asyncio.Semaphore(self.concurrency)
-        waiting = {key: (gid, api or None) for key, gid, api in self.pending}
-        target = min(self.min_finished, len(waiting))
-
-        async def poll(key: str, gid: str, api: str | None) -> None:
-            async with gate:
-                try:
-                    generation = await hook.aget_generation(gid, api=api, deadline=self.end_time)
-                except KlingDeadlineExceeded:
-                    return
-                except KlingNotFoundError as exc:
-                    finished[key] = ["failed", redact_urls(str(exc))[:300]]
-                    return
-                except KlingError:
-                    return  # transient after its retries: stays pending, polled next round
-            if generation.status is GenerationStatus.COMPLETED:
-                finished[key] = ["completed", None]
-            elif generation.status is GenerationStatus.FAILED:
-                finished[key] = ["failed", (generation.error or str(generation.raw_status))[:300]]
-
-        started = time.monotonic()
-        async with hook.async_session():
-            while True:
-                todo = [(k, g, a) for k, (g, a) in waiting.items() if k not in finished]
-                await asyncio.gather(*(poll(k, g, a) for k, g, a in todo))
-                done = len(finished)
-                if done >= target or done == len(waiting):
-                    self.log.info(
-                        "%s of %s batch generation(s) ended after %.1f s", done, len(waiting),
-                        time.monotonic() - started,
-                    )  # fmt: skip
-                    yield TriggerEvent({"status": "success", "finished": finished, "polled": len(waiting)})
-                    return
-                remaining = self.end_time - time.time()
-                if remaining <= 0:
-                    yield TriggerEvent({"status": "timeout", "finished": finished, "polled": len(waiting)})
-                    return
-                await asyncio.sleep(min(self.poll_interval, remaining))
 
     async def cleanup(self) -> None:
         """The generations go on at the service; the task's state still holds every id."""

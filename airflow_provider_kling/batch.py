@@ -1,0 +1,758 @@
+"""Catalog-scale batches for :class:`~airflow_provider_kling.operators.kling.KlingBatchVideoOperator`.
+
+Loaded only when a batch task runs (never at DAG parse). What lives here:
+
+- reading a manifest (JSONL or CSV in object storage or a local file, or a list of dicts from XCom)
+  and validating every row before anything is paid (:func:`read_manifest`, :func:`validate_rows`);
+- the batch's durable state, one small record per row, in ``task_state_store`` (Airflow 3.3+) or in
+  state objects under the output prefix (Airflow 2.11, or with no store) (:class:`BatchState`);
+- one run of the batch loop in the worker: reconcile what the trigger reported, download finished
+  videos (bounded concurrency), submit new rows up to ``max_active`` in flight, then defer again or
+  write the results manifest (:class:`BatchRun`).
+
+A row's record is written right after its paid POST answers, before anything else happens, so a
+crash, a retry or a clear reconnects to the generation instead of paying again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import threading
+import time
+import zlib
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_kling.exceptions import KlingValidationError
+
+if TYPE_CHECKING:
+    from airflow_provider_kling.models import KlingRequest
+
+#: task_state_store key of the batch's meta record; row records live under ``kling_batch/<shard>``.
+STATE_KEY = "kling_batch"
+#: Rows per state shard (one shard is rewritten after each POST: small shards keep that cheap).
+ROWS_PER_SHARD = 64
+#: Row keys become file names: letters, digits, ``.``, ``_`` and ``-``, at most 128 characters.
+KEY_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: Columns whose CSV cells stay text even when they look like numbers.
+_TEXT_COLUMNS = ("model", "prompt", "negative_prompt", "aspect_ratio")
+#: Most bad rows named in the exception (every one is logged).
+_REPORT_ROWS = 25
+
+# Row statuses in the state.
+SUBMITTED = "submitted"  # paid for, pending at the service
+COMPLETED = "completed"  # finished at the service, not yet stored
+DONE = "done"  # stored under the output prefix
+REUSED = "reused"  # the output prefix already held it (skip_existing): nothing paid
+FAILED = "failed"  # the service failed it, or it could not be sent
+UNKNOWN = "unknown"  # the POST failed in a way that may have created (and billed) a generation
+FINAL = (DONE, REUSED, FAILED, UNKNOWN)
+
+
+# ------------------------------------------------------------------------------------ manifest
+def read_manifest(source: Any) -> list[dict[str, Any]]:
+    """The rows of a manifest: a list of dicts (XCom), or a JSONL / CSV file (local or object storage).
+
+    A file whose name ends in ``.csv`` is read as CSV with a header row (empty cells are left out;
+    cells that are JSON numbers, booleans, lists or objects are decoded, except text columns such as
+    ``prompt``); anything else as JSON Lines (one object per line, blank lines skipped).
+    """
+    if isinstance(source, (list, tuple)):
+        rows = list(source)
+        bad = [i for i, r in enumerate(rows) if not isinstance(r, dict)]
+        if bad:
+            raise KlingValidationError([(f"manifest[{i}]", "must be a mapping of fields") for i in bad[:10]])
+        return [dict(r) for r in rows]
+    if isinstance(source, str) and source.lstrip().startswith("["):
+        return read_manifest(json.loads(source))
+    path = open_path(source)
+    try:
+        with path.open("rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise KlingValidationError([("manifest", f"{source} does not exist")]) from None
+    text = data.decode("utf-8-sig")
+    if str(source).lower().endswith(".csv"):
+        return [_csv_row(row) for row in csv.DictReader(io.StringIO(text))]
+    rows = []
+    errors = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            errors.append((f"manifest line {number}", f"is not JSON: {exc}"))
+            continue
+        if not isinstance(row, dict):
+            errors.append((f"manifest line {number}", "must be a JSON object"))
+            continue
+        rows.append(row)
+    if errors:
+        raise KlingValidationError(errors)
+    return rows
+
+
+def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, cell in row.items():
+        if name is None or cell is None or cell == "":
+            continue
+        name = name.strip()
+        value: Any = cell
+        if name not in _TEXT_COLUMNS and not name.endswith("_url"):
+            try:
+                value = json.loads(cell)
+            except ValueError:
+                value = cell
+            if isinstance(value, str) or value is None:
+                value = cell
+        out[name] = value
+    return out
+
+
+def open_path(location: Any) -> Any:
+    """A local Path or an ObjectStoragePath for ``location`` (a path, a URL, or either object)."""
+    from pathlib import Path
+
+    if hasattr(location, "fs") or isinstance(location, Path):
+        return location
+    text = str(location)
+    if "://" in text and not text.startswith("file://"):
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(text)
+    return Path(text.removeprefix("file://")).expanduser()
+
+
+@dataclass
+class Row:
+    """One validated manifest row.
+
+    :param index: its position in the manifest (0-based).
+    :param key: the row key (the video is ``<output_prefix>/<key>.mp4``).
+    :param request: the validated request (file inputs not yet read or signed).
+    :param spec: a hash of the row as written (no I/O): a changed row is a new generation.
+    """
+
+    index: int
+    key: str
+    request: KlingRequest
+    spec: str
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+
+def validate_rows(
+    rows: list[dict[str, Any]],
+    *,
+    model: str,
+    parameters: dict[str, Any] | None,
+    key_field: str,
+    check_capabilities: bool,
+    probe_files: bool = True,
+) -> list[Row]:
+    """Validate every row against the catalog before anything is paid.
+
+    Each row is ``parameters`` with the row's own fields on top (``model`` too); ``key_field`` names
+    the row key (default: the row's position, ``row-00000``). File inputs are checked too (they exist,
+    within the model's size limit, PNG or JPEG by their first bytes) without being downloaded.
+
+    :raises KlingValidationError: one report naming every bad row and field; nothing was sent.
+    """
+    from airflow_provider_kling.models import build_request
+
+    errors: list[tuple[str, str]] = []
+    out: list[Row] = []
+    seen: dict[str, int] = {}
+    if not rows:
+        raise KlingValidationError([("manifest", "holds no rows")])
+    for index, raw in enumerate(rows):
+        fields = {**(parameters or {}), **{k: v for k, v in raw.items() if k != key_field}}
+        fields.setdefault("model", model)
+        key_value = raw.get(key_field, f"row-{index:05d}")
+        key = str(key_value).strip()
+        where = f"row {index} ({key_field} {key!r})" if key_field in raw else f"row {index}"
+        if not KEY_RULE.match(key) or key.endswith(".kling.json"):
+            errors.append(
+                (
+                    where,
+                    f"{key_field} must be 1-128 letters, digits, '.', '_' or '-' (it names the video file)",
+                )
+            )
+        elif key in seen:
+            errors.append((where, f"{key_field} {key!r} is also the key of row {seen[key]}"))
+        else:
+            seen[key] = index
+        try:
+            request = build_request(fields, check_capabilities=check_capabilities)
+        except KlingValidationError as exc:
+            errors.extend((f"{where} {name}", message) for name, message in exc.errors)
+            continue
+        spec = request.fingerprint()
+        out.append(Row(index, key, request, spec))
+    if probe_files and not errors:
+        errors.extend(_probe_file_inputs(out))
+    if errors:
+        raise KlingValidationError(errors)
+    return out
+
+
+def _probe_file_inputs(rows: list[Row]) -> list[tuple[str, str]]:
+    """Check every file input of every row (exists, size, PNG/JPEG) with a few threads."""
+    from airflow_provider_kling import catalog
+    from airflow_provider_kling.models import _image_slots, image_mime, is_file_reference, presign_image
+
+    jobs: list[tuple[str, str, int]] = []
+    for row in rows:
+        for label, container, slot in _image_slots(row.request.fields):
+            value = container[slot]
+            if isinstance(value, str) and is_file_reference(value):
+                top = label.split(".")[0]
+                name = "image_url" if top in ("elements", "image_list") else top
+                name = "static_mask" if top == "dynamic_masks" else name
+                limit = catalog.field_spec(row.model, name).get("max_bytes", 10 * catalog.MB)
+                jobs.append((f"row {row.index} ({row.key!r}) {label}", value, limit))
+
+    def probe(job: tuple[str, str, int]) -> tuple[str, str] | None:
+        where, ref, limit = job
+        try:
+            if presign_image(ref, limit, 60, mask=False) is not None:
+                return None
+            path = open_path(ref)
+            size = path.stat().st_size
+            if size > limit:
+                return where, f"is a file of {size} bytes; this model takes images of at most {limit} bytes"
+            with path.open("rb") as handle:
+                head = handle.read(16)
+            if image_mime(head) is None:
+                return where, f"names {ref!r}, which is neither a PNG nor a JPEG image (by its first bytes)"
+        except FileNotFoundError:
+            return where, f"names {ref!r}, which does not exist"
+        except ValueError as exc:
+            return where, str(exc)
+        except Exception as exc:
+            return where, f"names {ref!r}, which could not be read: {type(exc).__name__}: {exc}"
+        return None
+
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
+        return [found for found in pool.map(probe, jobs) if found is not None]
+
+
+def validation_report(exc: KlingValidationError, total: int) -> str:
+    """The message that fails a batch whose rows did not validate: every bad row, up to a cap."""
+    errors = list(exc.errors)
+    rows = {name.split(" ", 2)[1] for name, _ in errors if name.startswith("row ")}
+    lines = [f"  {name}: {message}" for name, message in errors[:_REPORT_ROWS]]
+    more = len(errors) - _REPORT_ROWS
+    tail = f"\n  ... and {more} more problem(s), each in the log above" if more > 0 else ""
+    return (
+        f"{len(rows) or len(errors)} of {total} manifest rows are not valid; nothing was sent, nothing "
+        "paid:\n" + "\n".join(lines) + tail
+    )
+
+
+# ------------------------------------------------------------------------------------ state
+class BatchState:
+    """The batch's durable record: a meta dict and one small record per row, in shards.
+
+    Backed by ``task_state_store`` when the context has one (Airflow 3.3+), else by JSON objects under
+    ``<output_prefix>/.kling-batch/<dag>.<task>.<run>.<map_index>/`` (Airflow 2.11). A shard is
+    rewritten whenever one of its rows changes; only changed shards are written.
+    """
+
+    def __init__(self, context: Any, output_prefix: Any, rows: int) -> None:
+        self.store = context.get("task_state_store")
+        self.folder: Any = None
+        if self.store is None:
+            ti = context["ti"]
+            from airflow_provider_kling.hooks.kling import safe_file_name
+
+            name = safe_file_name(f"{ti.dag_id}.{ti.task_id}.{context['run_id']}.{ti.map_index}")
+            self.folder = open_path(output_prefix) / ".kling-batch" / name
+        self.meta: dict[str, Any] = self._get(STATE_KEY) or {}
+        if not self.meta.get("shards"):
+            self.meta["shards"] = max(1, math.ceil(rows / ROWS_PER_SHARD))
+        self.rows: dict[str, dict[str, Any]] = {}
+        for shard in range(int(self.meta["shards"])):
+            self.rows.update(self._get(f"{STATE_KEY}/{shard}") or {})
+        self._dirty: set[int] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def where(self) -> str:
+        return "task_state_store" if self.store is not None else str(self.folder)
+
+    def _get(self, key: str) -> Any:
+        if self.store is not None:
+            return self.store.get(key)
+        path = self.folder / f"{key.replace('/', '-')}.json"
+        try:
+            with path.open("rb") as handle:
+                return json.loads(handle.read())
+        except FileNotFoundError:
+            return None
+
+    def _set(self, key: str, value: Any) -> None:
+        if self.store is not None:
+            self.store.set(key, value)
+            return
+        path = self.folder / f"{key.replace('/', '-')}.json"
+        if not hasattr(path, "fs"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as out:
+            out.write(json.dumps(value, separators=(",", ":")))
+
+    def shard_of(self, key: str) -> int:
+        return zlib.crc32(key.encode()) % int(self.meta["shards"])
+
+    def update(self, key: str, **values: Any) -> dict[str, Any]:
+        with self._lock:
+            record = self.rows.setdefault(key, {})
+            record.update({k: v for k, v in values.items()})
+            self._dirty.add(self.shard_of(key))
+            return record
+
+    def save_row(self, key: str, **values: Any) -> None:
+        """Update one row and write its shard now (right after a paid POST)."""
+        with self._lock:
+            record = self.rows.setdefault(key, {})
+            record.update(values)
+            shard = self.shard_of(key)
+            self._dirty.discard(shard)
+            self._set(f"{STATE_KEY}/{shard}", self._shard(shard))
+
+    def _shard(self, shard: int) -> dict[str, Any]:
+        return {k: v for k, v in self.rows.items() if self.shard_of(k) == shard}
+
+    def flush(self) -> None:
+        """Write the meta record and every changed shard."""
+        with self._lock:
+            for shard in sorted(self._dirty):
+                self._set(f"{STATE_KEY}/{shard}", self._shard(shard))
+            self._dirty.clear()
+            self._set(STATE_KEY, self.meta)
+
+
+# ------------------------------------------------------------------------------------ the run
+@dataclass
+class Outcome:
+    """What one pass of the batch loop left to do."""
+
+    pending: list[list[str]] = field(default_factory=list)  # [key, generation id, api] at the service
+    waiting: int = 0  # rows not yet submitted
+    backoff: float = 0.0  # seconds to wait before submitting again (429)
+
+
+class BatchRun:
+    """One execution (or resumption) of a batch task in the worker.
+
+    :param operator: the :class:`KlingBatchVideoOperator`.
+    :param context: the task's context.
+    :param probe_files: check every row's file inputs up front (the first pass; resumptions skip it).
+    """
+
+    def __init__(self, operator: Any, context: Any, *, probe_files: bool = True) -> None:
+        self.op = operator
+        self.context = context
+        self.log = operator.log
+        self.hook = operator.hook
+        self.prefix = open_path(_folder(operator.output_prefix))
+        self.api = self.hook.endpoint.api
+        rows = read_manifest(operator.manifest)
+        try:
+            self.rows = validate_rows(
+                rows,
+                model=operator.model,
+                parameters=operator.parameters,
+                key_field=operator.key_field,
+                check_capabilities=operator.check_capabilities,
+                probe_files=probe_files,
+            )
+        except KlingValidationError as exc:
+            for name, message in exc.errors:
+                self.log.error("Manifest: %s: %s", name, message)
+            raise KlingValidationError([("manifest", validation_report(exc, len(rows)))]) from None
+        self.by_key = {row.key: row for row in self.rows}
+        self.state = BatchState(context, self.prefix, len(self.rows))
+        meta = self.state.meta
+        try_number = str(getattr(context["ti"], "try_number", 1))
+        if meta.get("try") != try_number:
+            # A new try (a retry or a clear): rows that failed get another chance; rows whose POST may
+            # have created a generation (UNKNOWN) are never sent again.
+            for key in [k for k, r in self.state.rows.items() if r.get("st") == FAILED]:
+                self.state.rows.pop(key)
+                self.state._dirty.add(self.state.shard_of(key))
+            meta["try"] = try_number
+            meta["posts"] = 0
+            meta["reused"] = 0
+            meta["started"] = time.time()
+        if not meta.get("deadline") or meta.get("deadline_try") != try_number:
+            meta["deadline"] = time.time() + operator.timeout_seconds
+            meta["deadline_try"] = try_number
+        self._limit = max(1, int(operator.max_active))
+
+    # -------------------------------------------------------------- helpers
+    def video_path(self, key: str) -> Any:
+        return self.prefix / f"{key}.mp4"
+
+    def _record(self, key: str) -> dict[str, Any] | None:
+        """The row's state record, when it belongs to the row as it is written now."""
+        record = self.state.rows.get(key)
+        if record is None or record.get("spec") != self.by_key[key].spec:
+            return None
+        return record
+
+    def in_flight(self) -> list[list[str]]:
+        out = []
+        for row in self.rows:
+            record = self._record(row.key)
+            if record is not None and record.get("st") == SUBMITTED:
+                out.append([row.key, record["id"], record.get("api") or self.api])
+        return out
+
+    def unsubmitted(self) -> list[Row]:
+        return [row for row in self.rows if self._record(row.key) is None]
+
+    # -------------------------------------------------------------- one pass
+    def step(self, finished: dict[str, Any] | None = None) -> Outcome:
+        """Apply what the trigger reported, store finished videos, submit up to the limit."""
+        if finished:
+            self._apply_finished(finished)
+        self._store_completed()
+        backoff = self._submit()
+        self.state.flush()
+        return Outcome(pending=self.in_flight(), waiting=len(self.unsubmitted()), backoff=backoff)
+
+    def _apply_finished(self, finished: dict[str, Any]) -> None:
+        for key, verdict in finished.items():
+            record = self._record(key) if key in self.by_key else None
+            if record is None or record.get("st") != SUBMITTED:
+                continue
+            status, message = [*verdict, None][:2] if isinstance(verdict, list) else (verdict, None)
+            if status == "completed":
+                self.state.update(key, st=COMPLETED)
+            else:
+                self.state.update(key, st=FAILED, error=str(message or "the service ended it in error"))
+
+    def poll_in_flight(self) -> None:
+        """Poll every in-flight generation once from the worker (non-deferrable mode)."""
+        from airflow_provider_kling.exceptions import KlingError
+        from airflow_provider_kling.models import GenerationStatus
+
+        pending = self.in_flight()
+
+        def poll(item: list[str]) -> tuple[str, Any]:
+            key, gid, api = item
+            try:
+                return key, self.hook.get_generation(gid, api=api, deadline=self.state.meta["deadline"])
+            except KlingError as exc:
+                return key, exc
+
+        finished: dict[str, Any] = {}
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(pending)))) as pool:
+            for key, answer in pool.map(poll, pending):
+                if isinstance(answer, Exception):
+                    if not getattr(answer, "retryable", True):
+                        finished[key] = ["failed", str(answer)]
+                    continue
+                if answer.status is GenerationStatus.COMPLETED:
+                    finished[key] = ["completed", None]
+                elif answer.status is GenerationStatus.FAILED:
+                    finished[key] = ["failed", answer.error or answer.raw_status]
+        self._apply_finished(finished)
+
+    def _store_completed(self) -> None:
+        """Download every completed generation to ``<prefix>/<key>.mp4`` with its sidecar."""
+        from airflow_provider_kling.exceptions import KlingError
+        from airflow_provider_kling.operators.kling import download
+
+        todo = [
+            row.key
+            for row in self.rows
+            if (record := self._record(row.key)) is not None and record.get("st") == COMPLETED
+        ]
+        if not todo:
+            return
+
+        def store(key: str) -> tuple[str, dict[str, Any]]:
+            record = dict(self.state.rows[key])
+            try:
+                generation = self.hook.get_generation(record["id"], api=record.get("api"))
+                if not generation.video_url:
+                    raise KlingError(f"generation {generation.id} is completed but has no video URL yet")
+                sidecar = {
+                    "model": self.by_key[key].model,
+                    "request": record.get("request"),
+                    "api": record.get("api"),
+                    "row_key": key,
+                }
+                path = download(self.hook, generation, self.video_path(key), True, sidecar=sidecar)
+                size = generation.file_size
+                if size is None:
+                    size = open_path(path).stat().st_size
+                usage = {**(record.get("usage") or {}), **generation.usage}
+                return key, {"st": DONE, "video": str(path), "size": size, "usage": usage, "error": None}
+            except Exception as exc:
+                # Kept as completed: a later pass or a retry of the task downloads it, paying nothing.
+                return key, {"error": f"download failed: {type(exc).__name__}: {exc}"}
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.op.download_concurrency, len(todo)))) as pool:
+            for key, values in pool.map(store, todo):
+                self.state.update(key, **values)
+        failed = sum(1 for key in todo if self.state.rows[key].get("st") == COMPLETED)
+        self.log.info(
+            "Stored %s finished video(s) under %s%s",
+            len(todo) - failed,
+            self.prefix,
+            f"; {failed} download(s) failed and will be tried again" if failed else "",
+        )
+
+    def _reuse(self, row: Row, fingerprint: str) -> dict[str, Any] | None:
+        """The video already under the prefix for this row, when made from the same request."""
+        from airflow_provider_kling.operators.kling import _read_sidecar
+
+        video = self.video_path(row.key)
+        record = _read_sidecar(video)
+        if record is None or record.get("request") != fingerprint:
+            return None
+        try:
+            size = video.stat().st_size
+        except Exception:
+            return None
+        if size != record.get("file_size"):
+            return None
+        usage = record.get("usage") if isinstance(record.get("usage"), dict) else {}
+        return {
+            "st": REUSED,
+            "id": record.get("generation_id"),
+            "video": str(video),
+            "size": size,
+            "usage": usage,
+            "request": fingerprint,
+            "error": None,
+        }
+
+    def _submit(self) -> float:
+        """Submit rows until ``max_active`` generations are in flight; return a backoff after a 429."""
+        from airflow_provider_kling.exceptions import (
+            KlingAuthError,
+            KlingConfigError,
+            KlingForbiddenError,
+            KlingValidationError,
+        )
+        from airflow_provider_kling.hooks.kling import _created_nothing, post_may_have_created
+        from airflow_provider_kling.models import resolve_file_inputs
+
+        waiting = self.unsubmitted()
+        free = self._limit - len(self.in_flight())
+        if not waiting or free <= 0:
+            return 0.0
+        backoff = 0.0
+        stop = threading.Event()
+        meta = self.state.meta
+
+        def prepare(row: Row) -> tuple[Row, Any, str | None, dict[str, Any] | None]:
+            """Resolve inputs, check skip_existing, POST: (row, generation or error, hash, reuse)."""
+            if stop.is_set():
+                return row, None, None, None
+            try:
+                request = resolve_file_inputs(
+                    row.request, presign=self.op.presign_inputs, presign_seconds=self.op.presign_seconds
+                )
+            except KlingValidationError as exc:
+                return row, exc, None, None
+            fingerprint = request.fingerprint()
+            if self.op.skip_existing:
+                found = self._reuse(row, fingerprint)
+                if found is not None:
+                    return row, None, fingerprint, found
+            if stop.is_set():
+                return row, None, None, None
+            try:
+                return row, self.hook.submit(request), fingerprint, None
+            except Exception as exc:
+                return row, exc, fingerprint, None
+
+        submitted = reused = failed = 0
+        # Rows answered by reuse do not take a slot: keep feeding until the slots are full.
+        queue = iter(waiting)
+        active = 0
+        threads = max(1, min(self.op.submit_concurrency, free))
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            futures: set[Any] = set()
+
+            def feed() -> None:
+                nonlocal active
+                while active + len(futures) < free and not stop.is_set():
+                    row = next(queue, None)
+                    if row is None:
+                        return
+                    futures.add(pool.submit(prepare, row))
+
+            feed()
+            while futures:
+                done = next(as_completed(futures))
+                futures.discard(done)
+                row, answer, fingerprint, found = done.result()
+                if found is not None:
+                    self.state.update(row.key, spec=row.spec, **found)
+                    reused += 1
+                elif answer is None:
+                    pass  # skipped after a stop
+                elif isinstance(answer, Exception):
+                    exc = answer
+                    if isinstance(exc, (KlingAuthError, KlingForbiddenError, KlingConfigError)):
+                        stop.set()
+                        raise exc
+                    if _created_nothing(exc):
+                        # The service's concurrency limit: slow down, never fail the row.
+                        stop.set()
+                        self._limit = max(1, len(self.in_flight()) + active)
+                        backoff = max(backoff, float(getattr(exc, "retry_after", None) or 5.0))
+                    elif post_may_have_created(exc):
+                        self.state.save_row(
+                            row.key,
+                            spec=row.spec,
+                            st=UNKNOWN,
+                            request=fingerprint,
+                            error=(
+                                f"the POST failed in a way that may have created a paid generation ({exc}); "
+                                "not sent again, so nothing is paid twice: check the service's dashboard"
+                            ),
+                        )
+                        failed += 1
+                    else:
+                        self.state.update(
+                            row.key, spec=row.spec, st=FAILED, request=fingerprint, error=str(exc)
+                        )
+                        failed += 1
+                else:
+                    generation = answer
+                    # The paid id is recorded before anything else: a crash after this pays nothing twice.
+                    self.state.save_row(
+                        row.key,
+                        spec=row.spec,
+                        st=SUBMITTED,
+                        id=generation.id,
+                        api=self.api,
+                        request=fingerprint,
+                        usage=dict(generation.usage),
+                        at=time.time(),
+                    )
+                    submitted += 1
+                    active += 1
+                feed()
+        meta["posts"] = int(meta.get("posts") or 0) + submitted
+        meta["reused"] = int(meta.get("reused") or 0) + reused
+        if submitted or reused or failed:
+            from airflow_provider_kling import metrics
+
+            if submitted:
+                metrics.incr(metrics.SUBMITTED, self.op.model, count=submitted)
+            if reused:
+                metrics.incr(metrics.REUSED, self.op.model, count=reused)
+            self.log.info(
+                "Submitted %s generation(s), reused %s existing video(s), %s row(s) failed to send; "
+                "%s in flight, %s rows still to submit%s",
+                submitted,
+                reused,
+                failed,
+                len(self.in_flight()),
+                len(self.unsubmitted()),
+                f"; the service asked to slow down: waiting {backoff:.0f} s" if backoff else "",
+            )
+        return backoff
+
+    # -------------------------------------------------------------- the end
+    def time_left(self) -> float:
+        return float(self.state.meta["deadline"]) - time.time()
+
+    def expire_in_flight(self, reason: str) -> None:
+        for key, _gid, _api in self.in_flight():
+            self.state.update(key, st=FAILED, error=reason)
+
+    def finish(self) -> dict[str, Any]:
+        """Write the results manifest next to the videos; return the small XCom summary."""
+        lines = []
+        counts = {DONE: 0, REUSED: 0, FAILED: 0}
+        credits = tokens = 0.0
+        usd = 0.0
+        for row in self.rows:
+            record = self._record(row.key) or {}
+            status = record.get("st")
+            if status == COMPLETED:  # its download kept failing
+                status = FAILED
+            elif status == SUBMITTED:
+                status = FAILED
+            elif status == UNKNOWN or status is None:
+                status = FAILED
+            counts[status] = counts.get(status, 0) + 1
+            usage = record.get("usage") or {}
+            if record.get("st") != REUSED:
+                credits += float(usage.get("credits_used") or 0)
+                tokens += float(usage.get("tokens_used") or 0)
+                usd += float(usage.get("usd_spent") or 0)
+            lines.append(
+                {
+                    "key": row.key,
+                    "generation_id": record.get("id"),
+                    "status": {DONE: "completed"}.get(status, status),
+                    "model": row.model,
+                    "video": record.get("video") if status in (DONE, REUSED) else None,
+                    "file_size": record.get("size") if status in (DONE, REUSED) else None,
+                    "usage": usage,
+                    "error": record.get("error") if status == FAILED else None,
+                }
+            )
+        results = self.prefix / self.op.results_name
+        write_jsonl(results, lines)
+        meta = self.state.meta
+        usage_total = {
+            k: v
+            for k, v in (
+                ("credits_used", int(credits)),
+                ("tokens_used", int(tokens)),
+                ("usd_spent", round(usd, 4)),
+            )
+            if v
+        }
+        summary = {
+            "results": str(results),
+            "output_prefix": str(self.prefix),
+            "rows": len(self.rows),
+            "completed": counts[DONE] + counts[REUSED],
+            "failed": counts[FAILED],
+            "reused": counts[REUSED],
+            "posts": int(meta.get("posts") or 0),
+            "usage": usage_total,
+            "state": self.state.where if self.state.store is None else "task_state_store",
+        }
+        self.state.flush()
+        return summary
+
+
+def _folder(prefix: Any) -> Any:
+    """The output prefix as a folder (a trailing separator is implied)."""
+    if hasattr(prefix, "fs"):
+        return prefix
+    return str(prefix).rstrip("/")
+
+
+def write_jsonl(path: Any, lines: Iterable[dict[str, Any]]) -> None:
+    """Write JSON Lines to a local path or object storage (one PUT; parents made for local paths)."""
+    body = "".join(json.dumps(line, separators=(",", ":"), default=str) + "\n" for line in lines)
+    if not hasattr(path, "fs"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        out.write(body)

@@ -1,0 +1,62 @@
+"""Batch DAGs for tests/test_batch.py and the real deployment (tests/test_batch.py's e2e tests).
+
+Everything comes from the environment the test sets: the manifest and output prefix (local paths or
+``s3://kling_s3@bucket/...``), the window and the poll interval.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.providers.common.compat.sdk import DAG
+
+from airflow_provider_kling.operators.kling import KlingBatchVideoOperator
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+class MarkedBatchOperator(KlingBatchVideoOperator):
+    """Writes its process id to KLING_BATCH_PID_FILE on every pass (the e2e test kills that process)."""
+
+    def _drive(self, context: Any, run: Any, finished: Any) -> Any:
+        marker = os.environ.get("KLING_BATCH_PID_FILE")
+        if marker:
+            Path(marker).parent.mkdir(parents=True, exist_ok=True)
+            Path(marker).write_text(f"{os.getpid()} {context['ti'].try_number}\n")
+        return super()._drive(context, run, finished)
+
+
+def _batch(dag_id: str, deferrable: bool) -> DAG:
+    with DAG(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        default_args={"retries": int(_env("KLING_BATCH_RETRIES", "2")), "retry_delay": timedelta(seconds=0)},
+        params={
+            "manifest": _env("KLING_BATCH_MANIFEST", ""),
+            "output_prefix": _env("KLING_BATCH_OUT", "/tmp/kling-batch"),
+        },
+    ) as dag:
+        MarkedBatchOperator(
+            task_id="batch",
+            manifest="{{ params.manifest }}",
+            output_prefix="{{ params.output_prefix }}",
+            max_active=int(_env("KLING_BATCH_MAX_ACTIVE", "50")),
+            poll_interval=float(_env("KLING_BATCH_POLL", "0.5")),
+            deferrable=deferrable,
+            fail_on_partial_error=_env("KLING_BATCH_FAIL_ON_PARTIAL", "1") == "1",
+            submit_concurrency=int(_env("KLING_BATCH_SUBMIT_CONCURRENCY", "8")),
+            download_concurrency=int(_env("KLING_BATCH_DOWNLOAD_CONCURRENCY", "8")),
+            timeout=float(_env("KLING_BATCH_TIMEOUT", "1800")),
+        )
+    return dag
+
+
+dag = _batch("kling_batch", deferrable=True)
+dag_polling = _batch("kling_batch_polling", deferrable=False)
