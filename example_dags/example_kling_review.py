@@ -123,7 +123,9 @@ if HITLBranchOperator is not None:
             options_mapping={"Publish": "publish", "Regenerate": "regenerate"},
             params={
                 "revised_prompt": Param(
-                    "", type="string", description="For Regenerate: the new prompt (empty: the same one)"
+                    None,
+                    type=["null", "string"],
+                    description="For Regenerate: the new prompt (empty: the same one)",
                 )
             },
             response_timeout=timedelta(days=7),

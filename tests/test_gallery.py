@@ -75,7 +75,9 @@ def gallery_get(deployment: Deployment, token: str | None, path: str, **kwargs: 
     )
 
 
-def sign_in(browser: Any, deployment: Deployment, url: str, user: str, password: str) -> None:
+def sign_in(
+    browser: Any, deployment: Deployment, url: str, user: str, password: str, arrived: str = "/kling/"
+) -> None:
     """Open ``url`` signed out: through the Simple auth manager's login page, then back to ``url``."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -89,7 +91,7 @@ def sign_in(browser: Any, deployment: Deployment, url: str, user: str, password:
     field.send_keys(user)
     browser.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(password)
     browser.find_element(By.XPATH, "//button[normalize-space()='Sign in']").click()
-    wait.until(lambda d: "/kling/" in d.current_url and d.find_elements(By.TAG_NAME, "h1"))
+    wait.until(lambda d: arrived in d.current_url and "/auth/login" not in d.current_url)
 
 
 def cards(browser: Any) -> list[dict[str, str]]:
@@ -462,8 +464,11 @@ def review_runs(deployment: Deployment) -> dict[str, Any]:
 
 @e2e
 def test_review_body_shows_prompt_model_cost_and_gallery_link(
-    deployment: Deployment, review_runs: dict
+    browser: Any, deployment: Deployment, review_runs: dict
 ) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
     run = review_runs["approve"]
     detail = run["detail"]
     assert detail["options"] == ["Publish", "Regenerate"]
@@ -479,6 +484,16 @@ def test_review_body_shows_prompt_model_cost_and_gallery_link(
     # The link shows that one video to the admin.
     listing = gallery_get(deployment, deployment.token(), "/api/generations?" + urlsplit(link).query).json()
     assert [i["prompt"] for i in listing["items"]] == [run["prompt"]]
+
+    # What the reviewer sees in the Airflow UI: the task's "Required Actions" tab.
+    url = f"{deployment.base_url}/dags/{REVIEW}/runs/{run['run_id']}/tasks/review/required_actions"
+    sign_in(browser, deployment, url, "admin", deployment.admin_password, arrived="required_actions")
+    WebDriverWait(browser, 60).until(lambda d: run["prompt"] in d.find_element(By.TAG_NAME, "body").text)
+    assert browser.find_elements(By.CSS_SELECTOR, f"a[href='{link}']")
+    time.sleep(1)  # the form's fields settle
+    # The revised prompt is optional: Publish needs nothing typed.
+    assert browser.find_element(By.XPATH, "//button[normalize-space()='Publish']").is_enabled()
+    browser.save_screenshot(str(SHOTS / "review.png"))
 
 
 @e2e
