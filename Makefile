@@ -75,3 +75,26 @@ clean:
 docs: $(STAMP)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[docs]"
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
+# The provider on CeleryExecutor with PostgreSQL and Redis: two Celery workers, two triggerers, failover
+# (a triggerer and a worker SIGKILLed, PostgreSQL restarted mid-run) and 200 mapped generations
+# (tests/test_e2e_distributed.py). scripts/ensure_postgres_redis.sh installs Debian's postgresql and
+# redis-server when missing; the celery and postgres extras bring the Celery provider and the drivers.
+# Prints the measured figures; logs land in test-artifacts/e2e-distributed-logs/.
+.PHONY: e2e-distributed
+e2e-distributed: $(STAMP)
+	bash scripts/ensure_postgres_redis.sh
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test,celery,postgres]"
+	$(BIN)/pytest -q -s -m distributed tests/test_e2e_distributed.py
+	@echo "Figures:" && cat test-artifacts/e2e-distributed-figures.txt
+
+# The release files: sdist and wheel into dist/, their metadata checked by twine, then the wheel
+# installed into a clean venv with Airflow, where the demo DAG runs against the wheel's own emulator
+# (tests/test_wheel.py).
+.PHONY: dist
+dist: $(STAMP)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test,dist]"
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+	KLING_WHEEL_DIST=dist $(BIN)/pytest -q -m wheel tests/test_wheel.py
