@@ -122,7 +122,7 @@ BAD = [
     (V1, {"duration": 15}, "duration", ["5 or 10 seconds", "got 15"]),
     (V3_PRO_I2V, {"duration": 2}, "duration", ["from 3 to 15", "got 2"]),
     (V3_PRO_I2V, {"duration": 16}, "duration", ["from 3 to 15"]),
-    (V3_PRO_I2V, {"duration": "7.5"}, "duration", ["valid integer"]),
+    (V3_PRO_I2V, {"duration": "7.5"}, "duration", ["seconds: 3 to 15", "got '7.5'"]),
     (V3_TURBO_T2V, {"duration": 0}, "duration", ["from 3 to 15"]),
     (AVATAR, {"duration": 5}, "duration", ["not a field of model", "image_url, audio_url"]),
     (MOTION_V26, {"duration": 5}, "duration", ["not a field of model"]),
