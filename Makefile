@@ -85,7 +85,7 @@ docs: $(STAMP)
 e2e-distributed: $(STAMP)
 	bash scripts/ensure_postgres_redis.sh
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test,celery,postgres]"
-	$(BIN)/pytest -q -s -m distributed tests/test_e2e_distributed.py
+	$(BIN)/pytest -q -s --durations=0 -m distributed tests/test_e2e_distributed.py
 	@echo "Figures:" && cat test-artifacts/e2e-distributed-figures.txt
 
 # The release files: sdist and wheel into dist/, their metadata checked by twine, then the wheel

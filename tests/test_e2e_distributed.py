@@ -87,6 +87,8 @@ class Sampler:
     holders: dict[int, list[tuple[float, int | None]]] = field(default_factory=dict)
     states: dict[int, set[str]] = field(default_factory=dict)
     max_deferred: int = 0
+    #: per triggerer job id, the most triggers it held at one time.
+    max_held: Counter[int] = field(default_factory=Counter)
     errors: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -121,15 +123,20 @@ class Sampler:
         rows = self.rows()
         now = time.time()
         deferred = 0
+        held: Counter[int] = Counter()
         for map_index, state, trigger_id, triggerer_id in rows:
             self.states.setdefault(map_index, set()).add(str(state))
             if state == "deferred":
                 deferred += 1
+            if triggerer_id is not None:
+                held[int(triggerer_id)] += 1
             if trigger_id is not None:
                 seen = self.holders.setdefault(map_index, [])
                 if not seen or seen[-1][1] != triggerer_id:
                     seen.append((now, triggerer_id))
         self.max_deferred = max(self.max_deferred, deferred)
+        for job_id, n in held.items():
+            self.max_held[job_id] = max(self.max_held[job_id], n)
         return rows
 
 
@@ -239,12 +246,15 @@ def test_200_generations_spread_over_both_workers_and_both_triggerers(dist: Dist
         assert held <= {job_id}, (i, held, job_id)
         ran_on[names[job_id]] += 1
     assert set(ran_on) == set(TRIGGERERS), ran_on
-    assert all(n <= TRIGGERER_CAPACITY for n in ran_on.values()), ran_on
+    # Each triggerer held at most its capacity at any one time.
+    assert max(sampler.max_held.values()) <= TRIGGERER_CAPACITY, sampler.max_held
     figure(
         f"{BIG_RUN} mapped deferrable generations in {elapsed:.0f} s: {BIG_RUN} successes, "
         f"{sum(posts_per_generation(dist, run_id, BIG_RUN).values())} POSTs; "
         f"workers {dict(sorted(workers.items()))}; triggerers {dict(sorted(ran_on.items()))}; "
-        f"at most {sampler.max_deferred} deferred at once (pool {POOL} counts them)"
+        f"at most {sampler.max_deferred} deferred at once (pool {POOL} counts them), at most "
+        f"{dict(sorted((names[j], n) for j, n in sampler.max_held.items()))} triggers held at once "
+        f"(capacity {TRIGGERER_CAPACITY} each)"
     )
 
 
@@ -287,8 +297,8 @@ def test_triggerer_killed_its_triggers_are_adopted(dist: DistributedDeployment) 
         assert holders[-1] in survivor_jobs, (i, sampler.holders[i])
         moves.append(next(t for t, h in sampler.holders[i] if h in survivor_jobs) - killed_at)
         runs = trigger_runs(dist, MAPPED, run_id, i)
-        assert victim_job in runs, runs.keys()
-        assert "is completed" not in runs[victim_job]
+        # The dead triggerer may have held a trigger without having logged anything of it yet.
+        assert "is completed" not in runs.get(victim_job, "")
         assert any("is completed" in runs[j] for j in runs.keys() & survivor_jobs), runs.keys()
     for i in set(range(count)) - victims:
         assert victim_job not in {h for _, h in sampler.holders[i]}, (i, sampler.holders[i])
@@ -364,17 +374,22 @@ def test_postgres_restarted_mid_run(dist: DistributedDeployment) -> None:
 
         wait_for("some tasks deferred", midway, timeout=300)
         before = Counter(r[1] for r in sampler.rows())
-        dist.stop_postgres()
-        down_at = time.monotonic()
-        time.sleep(3)
-        dist.start_postgres()
-        downtime = time.monotonic() - down_at
-        dist.wait_run(MAPPED, run_id, timeout=600)
+        # Airflow's scheduler and dag-processor exit when they lose their database; in production
+        # their supervisor (Kubernetes, systemd, the Helm chart's deployments) starts them again,
+        # and so does the harness here, counting each restart.
+        with dist.supervised():
+            dist.stop_postgres()
+            down_at = time.monotonic()
+            time.sleep(3)
+            dist.start_postgres()
+            downtime = time.monotonic() - down_at
+            dist.wait_run(MAPPED, run_id, timeout=600)
+            dist.wait_healthy()
 
     history = assert_all_succeeded_once_paid(dist, MAPPED, run_id, count)
     retried = {i: h for i, h in history.items() if len(h) > 1}
-    dist.wait_healthy()
+    restarted = dict(sorted(dist.restarts.items())) or "none"
     figure(
         f"PostgreSQL restarted ({downtime:.1f} s down) with tasks {dict(before)}: {count} successes, "
-        f"1 POST each, {len(retried)} tasks retried, every component still up"
+        f"1 POST each, {len(retried)} tasks retried; components that exited and were restarted: {restarted}"
     )
