@@ -25,7 +25,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -271,7 +271,7 @@ class BatchState:
     rewritten whenever one of its rows changes; only changed shards are written.
     """
 
-    def __init__(self, context: Any, output_prefix: Any, rows: int) -> None:
+    def __init__(self, context: Any, output_prefix: Any, keys: list[str]) -> None:
         self.store = context.get("task_state_store")
         self.folder: Any = None
         if self.store is None:
@@ -281,11 +281,19 @@ class BatchState:
             name = safe_file_name(f"{ti.dag_id}.{ti.task_id}.{context['run_id']}.{ti.map_index}")
             self.folder = open_path(output_prefix) / ".kling-batch" / name
         self.meta: dict[str, Any] = self._get(STATE_KEY) or {}
-        if not self.meta.get("shards"):
-            self.meta["shards"] = max(1, math.ceil(rows / ROWS_PER_SHARD))
+        # Rows are sharded by their position: rows submitted together share a shard, so recording a
+        # group of answers is one write. Shards written by an earlier try are all read back (a
+        # reordered manifest moves rows between shards: the newest record of a row wins).
+        shards = max(1, math.ceil(len(keys) / ROWS_PER_SHARD))
+        stored = int(self.meta.get("shards") or 0)
+        self.meta["shards"] = max(shards, stored)
+        self._index = {key: i for i, key in enumerate(keys)}
         self.rows: dict[str, dict[str, Any]] = {}
-        for shard in range(int(self.meta["shards"])):
-            self.rows.update(self._get(f"{STATE_KEY}/{shard}") or {})
+        for shard in range(max(shards, stored)):
+            for key, record in (self._get(f"{STATE_KEY}/{shard}") or {}).items():
+                known = self.rows.get(key)
+                if known is None or float(record.get("at") or 0) >= float(known.get("at") or 0):
+                    self.rows[key] = record
         self._dirty: set[int] = set()
         self._lock = threading.Lock()
 
@@ -314,23 +322,28 @@ class BatchState:
             out.write(json.dumps(value, separators=(",", ":")))
 
     def shard_of(self, key: str) -> int:
-        return zlib.crc32(key.encode()) % int(self.meta["shards"])
+        index = self._index.get(key)
+        if index is None:
+            return zlib.crc32(key.encode()) % int(self.meta["shards"])
+        return index // ROWS_PER_SHARD
 
     def update(self, key: str, **values: Any) -> dict[str, Any]:
         with self._lock:
             record = self.rows.setdefault(key, {})
-            record.update({k: v for k, v in values.items()})
+            record.update(values, at=time.time())
             self._dirty.add(self.shard_of(key))
             return record
 
-    def save_row(self, key: str, **values: Any) -> None:
-        """Update one row and write its shard now (right after a paid POST)."""
+    def save_rows(self, updates: dict[str, dict[str, Any]]) -> None:
+        """Update rows and write their shards now (right after paid POSTs answered): one write per shard."""
         with self._lock:
-            record = self.rows.setdefault(key, {})
-            record.update(values)
-            shard = self.shard_of(key)
-            self._dirty.discard(shard)
-            self._set(f"{STATE_KEY}/{shard}", self._shard(shard))
+            shards = set()
+            for key, values in updates.items():
+                self.rows.setdefault(key, {}).update(values, at=time.time())
+                shards.add(self.shard_of(key))
+            for shard in sorted(shards):
+                self._dirty.discard(shard)
+                self._set(f"{STATE_KEY}/{shard}", self._shard(shard))
 
     def _shard(self, shard: int) -> dict[str, Any]:
         return {k: v for k, v in self.rows.items() if self.shard_of(k) == shard}
@@ -384,7 +397,7 @@ class BatchRun:
                 self.log.error("Manifest: %s: %s", name, message)
             raise KlingValidationError([("manifest", validation_report(exc, len(rows)))]) from None
         self.by_key = {row.key: row for row in self.rows}
-        self.state = BatchState(context, self.prefix, len(self.rows))
+        self.state = BatchState(context, self.prefix, [row.key for row in self.rows])
         meta = self.state.meta
         try_number = str(getattr(context["ti"], "try_number", 1))
         if meta.get("try") != try_number:
@@ -401,6 +414,7 @@ class BatchRun:
             meta["deadline"] = time.time() + operator.timeout_seconds
             meta["deadline_try"] = try_number
         self._limit = max(1, int(operator.max_active))
+        self._retry_after = 5.0
 
     # -------------------------------------------------------------- helpers
     def video_path(self, key: str) -> Any:
@@ -426,11 +440,12 @@ class BatchRun:
 
     # -------------------------------------------------------------- one pass
     def step(self, finished: dict[str, Any] | None = None) -> Outcome:
-        """Apply what the trigger reported, store finished videos, submit up to the limit."""
+        """Apply what the trigger reported, submit up to the limit, store finished videos."""
         if finished:
             self._apply_finished(finished)
-        self._store_completed()
+        # Refill the service's window first, then store what finished while the new ones run.
         backoff = self._submit()
+        self._store_completed()
         self.state.flush()
         return Outcome(pending=self.in_flight(), waiting=len(self.unsubmitted()), backoff=backoff)
 
@@ -545,13 +560,6 @@ class BatchRun:
 
     def _submit(self) -> float:
         """Submit rows until ``max_active`` generations are in flight; return a backoff after a 429."""
-        from airflow_provider_kling.exceptions import (
-            KlingAuthError,
-            KlingConfigError,
-            KlingForbiddenError,
-            KlingValidationError,
-        )
-        from airflow_provider_kling.hooks.kling import _created_nothing, post_may_have_created
         from airflow_provider_kling.models import resolve_file_inputs
 
         waiting = self.unsubmitted()
@@ -602,56 +610,25 @@ class BatchRun:
 
             feed()
             while futures:
-                done = next(as_completed(futures))
-                futures.discard(done)
-                row, answer, fingerprint, found = done.result()
-                if found is not None:
-                    self.state.update(row.key, spec=row.spec, **found)
-                    reused += 1
-                elif answer is None:
-                    pass  # skipped after a stop
-                elif isinstance(answer, Exception):
-                    exc = answer
-                    if isinstance(exc, (KlingAuthError, KlingForbiddenError, KlingConfigError)):
-                        stop.set()
-                        raise exc
-                    if _created_nothing(exc):
-                        # The service's concurrency limit: slow down, never fail the row.
-                        stop.set()
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                futures.difference_update(finished)
+                paid: dict[str, dict[str, Any]] = {}
+                for done in finished:
+                    row, answer, fingerprint, found = done.result()
+                    outcome = self._one_answer(row, answer, fingerprint, found, paid, stop)
+                    if outcome == "submitted":
+                        submitted += 1
+                        active += 1
+                    elif outcome == "reused":
+                        reused += 1
+                    elif outcome == "failed":
+                        failed += 1
+                    elif outcome == "slow_down":
                         self._limit = max(1, len(self.in_flight()) + active)
-                        backoff = max(backoff, float(getattr(exc, "retry_after", None) or 5.0))
-                    elif post_may_have_created(exc):
-                        self.state.save_row(
-                            row.key,
-                            spec=row.spec,
-                            st=UNKNOWN,
-                            request=fingerprint,
-                            error=(
-                                f"the POST failed in a way that may have created a paid generation ({exc}); "
-                                "not sent again, so nothing is paid twice: check the service's dashboard"
-                            ),
-                        )
-                        failed += 1
-                    else:
-                        self.state.update(
-                            row.key, spec=row.spec, st=FAILED, request=fingerprint, error=str(exc)
-                        )
-                        failed += 1
-                else:
-                    generation = answer
-                    # The paid id is recorded before anything else: a crash after this pays nothing twice.
-                    self.state.save_row(
-                        row.key,
-                        spec=row.spec,
-                        st=SUBMITTED,
-                        id=generation.id,
-                        api=self.api,
-                        request=fingerprint,
-                        usage=dict(generation.usage),
-                        at=time.time(),
-                    )
-                    submitted += 1
-                    active += 1
+                        backoff = max(backoff, self._retry_after)
+                # The paid ids are recorded before anything else: a crash after this pays nothing twice.
+                if paid:
+                    self.state.save_rows(paid)
                 feed()
         meta["posts"] = int(meta.get("posts") or 0) + submitted
         meta["reused"] = int(meta.get("reused") or 0) + reused
@@ -673,6 +650,60 @@ class BatchRun:
                 f"; the service asked to slow down: waiting {backoff:.0f} s" if backoff else "",
             )
         return backoff
+
+    def _one_answer(
+        self,
+        row: Row,
+        answer: Any,
+        fingerprint: str | None,
+        found: dict[str, Any] | None,
+        paid: dict[str, dict[str, Any]],
+        stop: threading.Event,
+    ) -> str:
+        """Take one row's submit outcome into the state (paid ids into ``paid``, written by the caller)."""
+        from airflow_provider_kling.exceptions import KlingAuthError, KlingConfigError, KlingForbiddenError
+        from airflow_provider_kling.hooks.kling import _created_nothing, post_may_have_created
+
+        if found is not None:
+            self.state.update(row.key, spec=row.spec, **found)
+            return "reused"
+        if answer is None:
+            return "skipped"  # not sent: a stop came first
+        if not isinstance(answer, Exception):
+            paid[row.key] = {
+                "spec": row.spec,
+                "st": SUBMITTED,
+                "id": answer.id,
+                "api": self.api,
+                "request": fingerprint,
+                "usage": dict(answer.usage),
+                "error": None,
+            }
+            return "submitted"
+        exc = answer
+        if isinstance(exc, (KlingAuthError, KlingForbiddenError)) or (
+            isinstance(exc, KlingConfigError) and not isinstance(exc, KlingValidationError)
+        ):
+            stop.set()
+            raise exc
+        if _created_nothing(exc):
+            # The service's concurrency limit (429/503) or no connection: slow down, never fail the row.
+            stop.set()
+            self._retry_after = float(getattr(exc, "retry_after", None) or 5.0)
+            return "slow_down"
+        if post_may_have_created(exc):
+            paid[row.key] = {
+                "spec": row.spec,
+                "st": UNKNOWN,
+                "request": fingerprint,
+                "error": (
+                    f"the POST failed in a way that may have created a paid generation ({exc}); not sent "
+                    "again, so nothing is paid twice: check the service's dashboard"
+                ),
+            }
+            return "failed"
+        self.state.update(row.key, spec=row.spec, st=FAILED, request=fingerprint, error=str(exc))
+        return "failed"
 
     # -------------------------------------------------------------- the end
     def time_left(self) -> float:

@@ -4,7 +4,7 @@ Nothing is mocked inside the provider's process: the provider reaches the server
 ``ObjectStoragePath`` and the Amazon provider's ``aws`` connection (its ``endpoint_url`` extra), with
 s3fs and botocore speaking real HTTP, as in a deployment. Use the fixtures::
 
-    from tests.s3_server import s3, s3_server  # noqa: F401
+    from tests.s3_server import s3_fixture, s3_server_fixture  # noqa: F401
 
 ``s3_server`` (session) starts the process once and stops it at the end; ``s3`` (per test) gives a
 fresh, empty bucket and the connection ``kling_s3`` (an ``AIRFLOW_CONN_`` variable) pointing at it.
@@ -132,8 +132,8 @@ class Bucket:
         return int(self.server.client().head_object(Bucket=self.name, Key=key)["ContentLength"])
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
+@pytest.fixture(scope="session", name="s3_server")
+def s3_server_fixture() -> Iterator[S3Server]:
     """The session's S3 API server process."""
     server = S3Server().start()
     try:
@@ -142,8 +142,8 @@ def s3_server() -> Iterator[S3Server]:
         server.stop()
 
 
-@pytest.fixture
-def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Bucket:
+@pytest.fixture(name="s3")
+def s3_fixture(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Bucket:
     """A new empty bucket and the ``kling_s3`` connection to it."""
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(connection(s3_server.endpoint_url)))
     name = f"kling-{uuid.uuid4().hex[:12]}"
