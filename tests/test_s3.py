@@ -37,7 +37,8 @@ from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 size, base_url, dest = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 hook = KlingHook("kling_default")
-ObjectStoragePath(dest.rsplit("/videos/", 1)[0] + "/warm-up").write_bytes(b"x")  # the S3 client and its pools, before measuring
+# The S3 client and its pools exist before measuring.
+ObjectStoragePath(dest.rsplit("/videos/", 1)[0] + "/warm-up").write_bytes(b"x")
 
 def status(key):
     for line in Path("/proc/self/status").read_text().splitlines():
