@@ -424,12 +424,8 @@ def test_v3_audio_example_on_the_unified_endpoint_reports_credits_and_usd(
     assert Path(out["video_path"]).read_bytes() == SAMPLE_MP4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Airflow 3.3.2's dag.test() resumes a deferred task with next_kwargs={'event': ...} only "
-    "(sdk/definitions/dag.py), dropping the operator's own kwargs (api, usage, sidecar); the result "
-    "must not depend on them. A real triggerer merges them, so only `airflow dags test` shows it.",
-)
+# Airflow 3.3.2's dag.test() resumes a deferred task with next_kwargs={'event': ...} only, dropping the
+# operator's own kwargs (api, usage, sidecar); the operator keeps them in XCom too.
 def test_deferred_example_names_its_endpoint_under_dag_test(emulator, airflow_db, dag_env):
     module = load_dag_file(EXAMPLES / "example_kling_v3_audio.py")
     result = run_dag(module.dag, logical_date=None)

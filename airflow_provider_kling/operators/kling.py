@@ -28,6 +28,8 @@ DEFAULT_TEXT_MODEL = "kling-video/v1.6/standard/text-to-video"
 GENERATION_ID_STATE_KEY = "kling_generation_id"
 #: XCom key of the generation id, pushed right after the POST, before any waiting.
 GENERATION_ID_XCOM_KEY = "generation_id"
+#: XCom key of what a deferred task needs when it resumes (endpoint, submit usage, sidecar fields).
+RESUME_XCOM_KEY = "kling_resume"
 #: The keys of the dict every Kling task returns as XCom (operators and sensor alike).
 RESULT_KEYS = (
     "generation_id",
@@ -333,6 +335,8 @@ class KlingBaseVideoOperator(BaseOperator):
                 self.poll_interval,
                 time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(end_time)),
             )
+            # Also kept in XCom: `dag.test()` resumes with the event alone, dropping these kwargs.
+            context["ti"].xcom_push(key=RESUME_XCOM_KEY, value=done)
             self.defer(
                 trigger=KlingGenerationTrigger(
                     generation_id=generation_id,
@@ -542,6 +546,11 @@ class KlingBaseVideoOperator(BaseOperator):
         count_credits: bool = False,
     ) -> dict[str, Any]:
         """Resume after the trigger: validate its event, then finish or fail."""
+        if api is None:
+            kept = context["ti"].xcom_pull(task_ids=self.task_id, key=RESUME_XCOM_KEY)
+            if isinstance(kept, dict):
+                api, usage, sidecar = kept.get("api"), kept.get("usage"), kept.get("sidecar")
+                count_credits = bool(kept.get("count_credits"))
         self._generation_id = event.get("generation_id") if isinstance(event, dict) else None
         generation = generation_from_event(event, timeout_seconds(self.timeout))
         return self._finish(
