@@ -21,7 +21,23 @@ pytestmark = [pytest.mark.e2e, pytest.mark.airflow3]
 
 TRIGGER_CLASSPATH = "airflow_provider_kling.triggers.kling.KlingGenerationTrigger"
 SENSOR_TRIGGER_PREFIX = "airflow_provider_kling.triggers.kling."
-EXAMPLES = ("example_kling_basic", "example_kling_pipeline", "example_kling_sensor")
+#: The catalog-era examples: (DAG, task, model, download folder).
+CATALOG_EXAMPLES = (
+    (
+        "example_kling_v3_audio",
+        "image_to_video_with_audio",
+        "klingai/video-v3-pro-image-to-video",
+        "v3_audio",
+    ),
+    ("example_kling_text_to_video", "text_to_video", "klingai/v2.5-turbo/pro/text-to-video", "text_to_video"),
+    ("example_kling_avatar", "avatar", "klingai/avatar-pro", "avatar"),
+)
+EXAMPLES = (
+    "example_kling_basic",
+    "example_kling_pipeline",
+    "example_kling_sensor",
+    *(dag_id for dag_id, *_ in CATALOG_EXAMPLES),
+)
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +170,25 @@ def test_example_pipeline_maps_shots_in_the_kling_pool(
     generations = deployment.emulator("GET", "/generations")
     first, second, third = sorted((generations[i] for i in ids), key=lambda g: g["created_at"])
     assert third["created_at"] >= min(first["ready_at"], second["ready_at"])
+
+
+@pytest.mark.parametrize(("dag_id", "task_id", "model", "folder"), CATALOG_EXAMPLES)
+def test_catalog_examples(
+    deployment: Deployment, runs: dict[str, RunWatch], dag_id: str, task_id: str, model: str, folder: str
+) -> None:
+    watch = runs[dag_id]
+    assert watch.final_state == "success", deployment.describe_run(watch.dag_id, watch.run_id)
+    result = _result(deployment, watch, task_id)
+    assert (result["status"], result["model"]) == ("completed", model)
+    video = Path(result["video_path"])
+    assert video.parent == deployment.videos / folder
+    assert video.stat().st_size == result["file_size"] > 0
+    posts = [
+        r
+        for r in deployment.emulator("GET", "/requests")
+        if r["method"] == "POST" and isinstance(r["json"], dict) and r["json"].get("model") == model
+    ]
+    assert len(posts) == 1
 
 
 def test_example_sensor_waits_in_the_triggerer(deployment: Deployment, runs: dict[str, RunWatch]) -> None:
