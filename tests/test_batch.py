@@ -158,3 +158,186 @@ def test_20_percent_faults_no_duplicates(emulator, airflow_db, batch_env, n):
     assert sum(faults.values()) > n // 5, faults
     assert faults.get("reset_mid") == 25
     check_complete(result, emulator, rows, out, tag)
+
+
+def test_every_bad_row_is_reported_and_nothing_is_sent(emulator, airflow_db, batch_env):
+    rows = manifest_rows(6, "bad")
+    rows[1]["duration"] = 7  # not 5 or 10
+    rows[3]["model"] = "kling-video/v9/imaginary"
+    rows[4]["key"] = "../escape"
+    rows[5]["key"] = rows[0]["key"]
+    rows.append({"key": "no-image", "prompt": "bad, no image"})
+    manifest = write_manifest(batch_env / "in" / "bad.jsonl", rows)
+    result = run_batch(manifest, str(batch_env / "out"), KLING_BATCH_RETRIES="0")
+    assert result.state == "failed"
+    assert posts(emulator) == []
+    assert not (batch_env / "out" / "results.jsonl").exists()
+
+
+def test_report_names_every_bad_row():
+    from airflow_provider_kling.batch import validate_rows, validation_report
+    from airflow_provider_kling.exceptions import KlingValidationError
+
+    rows = manifest_rows(5, "report")
+    rows[1]["duration"] = 7
+    rows[2]["key"] = "a/b"
+    rows[4]["key"] = rows[0]["key"]
+    with pytest.raises(KlingValidationError) as caught:
+        validate_rows(rows, model=MODEL, parameters=None, key_field="key", check_capabilities=True)
+    report = validation_report(caught.value, len(rows))
+    assert report.startswith("3 of 5 manifest rows are not valid; nothing was sent")
+    assert "row 1 ('sku-00001') duration" in report or "row 1 (key 'sku-00001') duration" in report
+    assert "row 2 (key 'a/b')" in report
+    assert "row 4 (key 'sku-00000')" in report
+    assert "also the key of row 0" in report
+
+
+def test_csv_manifest_in_s3_to_s3_and_a_rerun_pays_nothing(emulator, airflow_db, batch_env, s3):
+    image = s3.put("private/sku.png", b"\x89PNG\r\n\x1a\n" + b"p" * 300)
+    lines = ["key,prompt,image_url,duration"]
+    lines += [f"s3sku-{i},s3 catalog item {i} [seconds:0.5],{image},5" for i in range(8)]
+    manifest = s3.put("manifests/2026-01-01.csv", ("\n".join(lines) + "\n").encode())
+    out = f"{s3.url}/videos/2026-01-01"
+    first = run_batch(manifest, out, KLING_BATCH_MAX_ACTIVE="4")
+    assert first.state == "success"
+    summary = first.xcom("batch")
+    assert summary == {
+        **summary,
+        "rows": 8,
+        "completed": 8,
+        "failed": 0,
+        "reused": 0,
+        "posts": 8,
+        "results": f"{out}/results.jsonl",
+    }
+    keys = s3.keys("videos/2026-01-01/")
+    assert sorted(k.rsplit("/", 1)[1] for k in keys if k.endswith(".mp4")) == [
+        f"s3sku-{i}.mp4" for i in range(8)
+    ]
+    results = [json.loads(line) for line in s3.get("videos/2026-01-01/results.jsonl").decode().splitlines()]
+    assert [r["status"] for r in results] == ["completed"] * 8
+    assert all(r["video"].startswith(f"{out}/s3sku-") for r in results)
+    sent = posts(emulator, "s3 catalog")
+    assert all(p.json["image_url"].startswith(s3.server.endpoint_url) for p in sent)
+    assert all(p.json["duration"] == "5" for p in sent)
+
+    # The same run again: every video is already there from the same request, nothing is paid.
+    emulator.reset()
+    again = run_batch(manifest, out, KLING_BATCH_MAX_ACTIVE="4")
+    assert again.state == "success"
+    summary = again.xcom("batch")
+    assert (summary["posts"], summary["reused"], summary["completed"]) == (0, 8, 8)
+    assert posts(emulator) == []
+    results = [json.loads(line) for line in s3.get("videos/2026-01-01/results.jsonl").decode().splitlines()]
+    assert [r["status"] for r in results] == ["reused"] * 8
+
+
+@pytest.mark.parametrize("store", ["task_state_store", "objects"])
+def test_a_lost_worker_is_retried_without_paying_twice(emulator, airflow_db, batch_env, store):
+    tag = f"crash-{store}"
+    rows = manifest_rows(30, tag, seconds=0.5)
+    manifest = write_manifest(batch_env / "in" / "m.jsonl", rows)
+    out = batch_env / "out"
+    env = {"KLING_BATCH_CRASH": "1", "KLING_BATCH_MAX_ACTIVE": "10"}
+    if store == "objects":
+        env["KLING_BATCH_NO_STORE"] = "1"
+    result = run_batch(manifest, str(out), **env)
+    assert result.state == "success"
+    assert result.ti("batch").try_number == 2
+    check_complete(result, emulator, rows, out, tag)
+    # The retry reconnected to the first try's 10 generations and paid only for the other 20.
+    assert result.xcom("batch")["posts"] == 20
+    if store == "objects":
+        assert list((out / ".kling-batch").iterdir())
+        assert result.xcom("batch")["state"].startswith(str(out / ".kling-batch"))
+
+
+# ------------------------------------------------------------------------------------ real deployment
+E2E_ROWS = 2000
+#: In flight at once in the deployment: 2,000 rows in a few trigger rounds keep these runs short.
+E2E_MAX_ACTIVE = 500
+
+
+def _e2e_batch(deployment: Any, tag: str, **conf: Any) -> tuple[str, list[dict[str, Any]], Path]:
+    rows = manifest_rows(E2E_ROWS, tag, seconds=2.0)
+    manifest = write_manifest(deployment.home / "manifests" / f"{tag}.jsonl", rows)
+    out = deployment.videos / tag
+    conf = {"manifest": manifest, "output_prefix": str(out), "max_active": E2E_MAX_ACTIVE, **conf}
+    run_id = deployment.trigger("kling_batch", conf=conf)
+    return run_id, rows, out
+
+
+def _check_e2e(
+    deployment: Any, run_id: str, rows: list[dict[str, Any]], out: Path, tag: str
+) -> dict[str, Any]:
+    watch = deployment.watch_run("kling_batch", run_id, timeout=900)
+    assert watch.final_state == "success", deployment.describe_run("kling_batch", run_id)
+    gens = deployment.generations_for(tag)
+    assert len(gens) == E2E_ROWS, f"{len(gens)} generations for {E2E_ROWS} rows"
+    assert len({g["prompt"] for g in gens}) == E2E_ROWS  # no row paid twice
+    lines = read_results(out / "results.jsonl")
+    assert len(lines) == E2E_ROWS
+    assert all(line["status"] == "completed" for line in lines)
+    assert len(list(out.glob("*.mp4"))) == E2E_ROWS
+    return dict(deployment.xcoms("kling_batch", run_id, "batch")["return_value"])
+
+
+@pytest.mark.e2e
+def test_e2e_worker_killed_mid_batch_pays_nothing_twice(deployment: Any) -> None:
+    import signal
+
+    from tests.deployment import wait_for
+
+    tag = "e2e-sigkill"
+    pid_file = deployment.home / "markers" / f"{tag}.pid"
+    run_id, rows, out = _e2e_batch(deployment, tag, pid_file=str(pid_file))
+
+    def submitting() -> int | None:
+        if not pid_file.exists() or deployment.posts_for(tag) < 20:
+            return None
+        pid, try_number = pid_file.read_text().split()
+        return int(pid) if try_number == "1" else None
+
+    pid = wait_for("the first try to be submitting", submitting, timeout=300, interval=0.5)
+    os.kill(pid, signal.SIGKILL)
+    killed_at = deployment.posts_for(tag)
+    assert killed_at < E2E_ROWS
+    summary = _check_e2e(deployment, run_id, rows, out, tag)
+    tries = deployment.tries("kling_batch", run_id, "batch")
+    assert [t["try_number"] for t in tries][-1] >= 2
+    # The retry reconnected to what the killed try had paid for: 2,000 POSTs in all, not more.
+    assert deployment.posts_for(tag) == E2E_ROWS
+    assert summary["completed"] == E2E_ROWS
+
+
+@pytest.mark.e2e
+def test_e2e_triggerer_restart_and_a_rerun_that_pays_nothing(deployment: Any) -> None:
+    from tests.deployment import wait_for
+
+    tag = "e2e-triggerer"
+    run_id, rows, out = _e2e_batch(deployment, tag)
+    deployment.wait_ti_state("kling_batch", run_id, "batch", "deferred", timeout=300)
+    wait_for("polls of the batch", lambda: deployment.posts_for(tag) > 0, timeout=60)
+    deployment.stop_component("triggerer")
+    time.sleep(3)
+    deployment.start_component("triggerer")
+    deployment.wait_healthy()
+    summary = _check_e2e(deployment, run_id, rows, out, tag)
+    assert summary["posts"] == E2E_ROWS
+    assert deployment.posts_for(tag) == E2E_ROWS
+
+    # Re-running the same DAG run (a clear): every video is there from the same request.
+    deployment.api(
+        "POST",
+        "/dags/kling_batch/clearTaskInstances",
+        json={
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": ["batch"],
+            "only_failed": False,
+            "reset_dag_runs": True,
+        },
+    )
+    again = _check_e2e(deployment, run_id, rows, out, tag)
+    assert (again["posts"], again["reused"], again["completed"]) == (0, E2E_ROWS, E2E_ROWS)
+    assert deployment.posts_for(tag) == E2E_ROWS

@@ -762,7 +762,7 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
     :param parameters: fields shared by every row (a row's own fields win).
     :param key_field: the column holding the row key (default ``key``; rows without one are
         ``row-00000``, ``row-00001``... by position).
-    :param max_active: most generations in flight at once (default 4).
+    :param max_active: most generations in flight at once (default 4; templated).
     :param fail_on_partial_error: fail the task when any row failed (default); False succeeds with the
         failures listed in the results manifest and counted in the summary.
     :param skip_existing: reuse videos already under the prefix from the same request (default True).
@@ -773,7 +773,7 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
     :param timeout: how long the whole batch may take (default 24 hours).
     """
 
-    template_fields: Sequence[str] = ("manifest", "output_prefix", "model", "parameters")
+    template_fields: Sequence[str] = ("manifest", "output_prefix", "model", "parameters", "max_active")
     template_fields_renderers = {"parameters": "json"}
     operator_extra_links = ()  # type: ignore[assignment]
 
@@ -814,6 +814,8 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
         from airflow_provider_kling.hooks.kling import check_poll_settings
 
         try:
+            if isinstance(self.max_active, str) and self.max_active.strip().isdigit():
+                self.max_active = int(self.max_active)  # rendered from a template
             if (
                 not isinstance(self.max_active, int)
                 or isinstance(self.max_active, bool)
@@ -844,6 +846,8 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
         from airflow_provider_kling.batch import BatchRun
 
         try:
+            if isinstance(self.max_active, str) and self.max_active.strip().isdigit():
+                self.max_active = int(self.max_active)
             run = BatchRun(self, context, probe_files=False)
         except Exception as exc:
             raise fail_fast(exc) from exc

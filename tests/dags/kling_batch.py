@@ -22,13 +22,36 @@ def _env(name: str, default: str) -> str:
 
 
 class MarkedBatchOperator(KlingBatchVideoOperator):
-    """Writes its process id to KLING_BATCH_PID_FILE on every pass (the e2e test kills that process)."""
+    """The batch operator, with test switches from the environment.
+
+    - ``KLING_BATCH_PID_FILE``: write the process id and try number there on every pass (the e2e test
+      kills that process);
+    - ``KLING_BATCH_CRASH``: on the first try, die right after the first window was submitted (as a
+      lost worker would), so the retry must reconnect to those generations;
+    - ``KLING_BATCH_NO_STORE``: run without ``task_state_store`` (as on Airflow 2.11): the state then
+      lives in objects under the output prefix.
+    """
+
+    def _context(self, context: Any) -> Any:
+        if os.environ.get("KLING_BATCH_NO_STORE"):
+            context = dict(context)
+            context.pop("task_state_store", None)
+        return context
+
+    def execute(self, context: Any) -> Any:
+        return super().execute(self._context(context))
+
+    def execute_complete(self, context: Any, event: Any = None, **kwargs: Any) -> Any:
+        return super().execute_complete(self._context(context), event, **kwargs)
 
     def _drive(self, context: Any, run: Any, finished: Any) -> Any:
-        marker = os.environ.get("KLING_BATCH_PID_FILE")
+        marker = os.environ.get("KLING_BATCH_PID_FILE") or (context.get("params") or {}).get("pid_file")
         if marker:
             Path(marker).parent.mkdir(parents=True, exist_ok=True)
             Path(marker).write_text(f"{os.getpid()} {context['ti'].try_number}\n")
+        if os.environ.get("KLING_BATCH_CRASH") and context["ti"].try_number == 1:
+            run.step(finished)
+            raise RuntimeError("worker lost after submitting the first window")
         return super()._drive(context, run, finished)
 
 
@@ -41,13 +64,15 @@ def _batch(dag_id: str, deferrable: bool) -> DAG:
         params={
             "manifest": _env("KLING_BATCH_MANIFEST", ""),
             "output_prefix": _env("KLING_BATCH_OUT", "/tmp/kling-batch"),
+            "max_active": int(_env("KLING_BATCH_MAX_ACTIVE", "50")),
+            "pid_file": "",
         },
     ) as dag:
         MarkedBatchOperator(
             task_id="batch",
             manifest="{{ params.manifest }}",
             output_prefix="{{ params.output_prefix }}",
-            max_active=int(_env("KLING_BATCH_MAX_ACTIVE", "50")),
+            max_active="{{ params.max_active }}",
             poll_interval=float(_env("KLING_BATCH_POLL", "0.5")),
             deferrable=deferrable,
             fail_on_partial_error=_env("KLING_BATCH_FAIL_ON_PARTIAL", "1") == "1",
