@@ -1,6 +1,6 @@
 """Run every benchmark (``make bench``): tables as they finish, a summary, exit 1 if a target failed.
 
-Usage: ``python -m benchmarks.run [--only import,triggerer,download,polling] [--report FILE.md]``.
+Usage: ``python -m benchmarks.run [--only import,triggerer,download,polling,batch] [--report FILE.md]``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from benchmarks.common import PYTHON, ROOT, cache_bytecode, machine_line, render_markdown
 
-BENCHMARKS = ("import", "triggerer", "download", "polling")
+BENCHMARKS = ("import", "triggerer", "download", "polling", "batch")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.deployment import deployment_fixture  # noqa: F401  (fixture)
 from tests.s3_server import s3_fixture, s3_server_fixture  # noqa: F401  (fixtures)
 from tests.test_example_dags import TEST_DAGS, load_dag_file, posts, run_dag
 
@@ -341,3 +342,40 @@ def test_e2e_triggerer_restart_and_a_rerun_that_pays_nothing(deployment: Any) ->
     again = _check_e2e(deployment, run_id, rows, out, tag)
     assert (again["posts"], again["reused"], again["completed"]) == (0, E2E_ROWS, E2E_ROWS)
     assert deployment.posts_for(tag) == E2E_ROWS
+
+
+def test_catalog_example_from_s3_to_s3_is_rerun_safe(emulator, airflow_db, s3, monkeypatch):
+    import pendulum
+
+    from tests.test_example_dags import EXAMPLES
+
+    image = s3.put("images/sku-1.png", b"\x89PNG\r\n\x1a\n" + b"i" * 200)
+    rows = [
+        {"key": "sku-1", "image_url": image, "prompt": "catalog: the mug turns [seconds:0.5]"},
+        {"key": "sku-2", "prompt": "catalog: the lamp glows [seconds:0.5]"},
+    ]
+    s3.put("manifests/2026-03-01.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    monkeypatch.setenv("KLING_CATALOG_MANIFEST", f"{s3.url}/manifests/{{{{ ds }}}}.jsonl")
+    monkeypatch.setenv("KLING_CATALOG_OUTPUT", f"{s3.url}/videos/{{{{ ds }}}}/")
+    monkeypatch.setenv("KLING_POLL_INTERVAL", "0.2")
+    module = load_dag_file(EXAMPLES / "example_kling_catalog_batch.py")
+    day = pendulum.datetime(2026, 3, 1, tz="UTC")
+    first = run_dag(module.dag, logical_date=day)
+    assert first.state == "success"
+    summary = first.xcom("catalog_videos")
+    assert (summary["completed"], summary["posts"]) == (2, 2)
+    assert summary["results"] == f"{s3.url}/videos/2026-03-01/results.jsonl"
+    assert s3.keys("videos/2026-03-01/") == sorted(
+        ["videos/2026-03-01/results.jsonl"]
+        + [f"videos/2026-03-01/sku-{i}.mp4{ext}" for i in (1, 2) for ext in ("", ".kling.json")]
+    )
+    sent = {p.json["prompt"]: p.json["image_url"] for p in posts(emulator, "catalog:")}
+    assert sent["catalog: the lamp glows [seconds:0.5]"] == module.FALLBACK_IMAGE
+    assert sent["catalog: the mug turns [seconds:0.5]"].startswith(s3.server.endpoint_url)
+
+    emulator.reset()
+    module = load_dag_file(EXAMPLES / "example_kling_catalog_batch.py")
+    again = run_dag(module.dag, logical_date=day)
+    assert again.state == "success"
+    assert (again.xcom("catalog_videos")["posts"], again.xcom("catalog_videos")["reused"]) == (0, 2)
+    assert posts(emulator) == []

@@ -85,3 +85,36 @@ def _batch(dag_id: str, deferrable: bool) -> DAG:
 
 dag = _batch("kling_batch", deferrable=True)
 dag_polling = _batch("kling_batch_polling", deferrable=False)
+
+
+# The same rows as dynamically mapped single tasks (benchmarks/bench_batch.py compares the two).
+with DAG(
+    dag_id="kling_batch_mapped",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    params={"manifest": "", "output_prefix": "/tmp/kling-batch-mapped"},
+    max_active_tasks=1024,
+) as dag_mapped:
+    from airflow.providers.common.compat.sdk import task
+
+    from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
+
+    @task
+    def manifest_rows(**context: Any) -> list[dict[str, Any]]:
+        import json
+
+        text = Path(context["params"]["manifest"]).read_text()
+        return [
+            {"image_url": row["image_url"], "prompt": row["prompt"]}
+            for row in map(json.loads, text.splitlines())
+            if row
+        ]
+
+    KlingImageToVideoOperator.partial(
+        task_id="generate",
+        download_to="{{ params.output_prefix }}/",
+        deferrable=True,
+        poll_interval=float(_env("KLING_BATCH_POLL", "1")),
+        retries=2,
+        retry_delay=timedelta(seconds=0),
+    ).expand_kwargs(manifest_rows())
