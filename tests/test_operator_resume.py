@@ -344,11 +344,6 @@ class _GateServer:
         self.server.server_close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="provider bug: download() checks target.exists() then os.replace()s its temporary file, so "
-    "two concurrent downloads to one file both succeed and the last one silently wins",
-)
 def test_concurrent_downloads_to_one_file_keep_exactly_one(emulator, tmp_path):
     """Issue 10 suspicion: two instances downloading to one file at the same time (different workers).
 

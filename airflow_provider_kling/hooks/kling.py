@@ -1023,7 +1023,9 @@ class KlingHook(BaseHook):
         )
         for attempt in retry:
             with attempt:
-                written = self._download_once(url, target, expected_size, allow_loopback, timeout)
+                written = self._download_once(
+                    url, target, expected_size, allow_loopback, timeout, overwrite=overwrite
+                )
         self.log.info("Downloaded %s bytes to %s", written, target)
         return str(target)
 
@@ -1058,7 +1060,14 @@ class KlingHook(BaseHook):
         raise KlingDownloadError(f"more than {_MAX_REDIRECTS} redirects downloading the video")
 
     def _download_once(
-        self, url: str, target: Any, expected_size: int | None, allow_loopback: bool, budget: float
+        self,
+        url: str,
+        target: Any,
+        expected_size: int | None,
+        allow_loopback: bool,
+        budget: float,
+        *,
+        overwrite: bool = True,
     ) -> int:
         started = time.monotonic()
         resp = self._open_following_redirects(url, allow_loopback, budget)
@@ -1087,7 +1096,7 @@ class KlingHook(BaseHook):
                 raise KlingDownloadError(
                     f"video is {written} bytes but the API announced file_size {expected_size}; not kept"
                 )
-            _move_into_place(tmp, target)
+            _move_into_place(tmp, target, overwrite=overwrite)
         except BaseException:
             _remove_quietly(tmp)
             raise
@@ -1493,11 +1502,26 @@ def _open_for_write(path: Any) -> Iterator[Any]:
             yield out
 
 
-def _move_into_place(tmp: Any, target: Any) -> None:
-    if _is_local(tmp):
+def _move_into_place(tmp: Any, target: Any, *, overwrite: bool = True) -> None:
+    """Put a finished download in place; without ``overwrite``, never over a file that appeared meanwhile.
+
+    Locally a hard link is the atomic "create only if absent", so of two tasks downloading to one file
+    at the same moment exactly one keeps it. Object stores have no such primitive here: the earlier
+    existence check is all there is.
+    """
+    if not _is_local(tmp):
+        tmp.rename(target)
+    elif overwrite:
         os.replace(tmp, target)
     else:
-        tmp.rename(target)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise KlingDownloadError(
+                f"{target} already exists (another download finished it first); nothing was replaced: "
+                "pass overwrite=True to replace it"
+            ) from None
+        os.unlink(tmp)
 
 
 def _remove_quietly(path: Any) -> None:
