@@ -46,6 +46,7 @@ _TEXT_COLUMNS = ("model", "prompt", "negative_prompt", "aspect_ratio")
 _REPORT_ROWS = 25
 
 # Row statuses in the state.
+SENDING = "sending"  # its POST is about to be sent or in flight (recorded before the POST)
 SUBMITTED = "submitted"  # paid for, pending at the service
 COMPLETED = "completed"  # finished at the service, not yet stored
 DONE = "done"  # stored under the output prefix
@@ -334,6 +335,12 @@ class BatchState:
             self._dirty.add(self.shard_of(key))
             return record
 
+    def forget(self, key: str) -> None:
+        """Drop a row's record (its POST surely created nothing): the row is to be sent again."""
+        with self._lock:
+            if self.rows.pop(key, None) is not None:
+                self._dirty.add(self.shard_of(key))
+
     def save_rows(self, updates: dict[str, dict[str, Any]]) -> None:
         """Update rows and write their shards now (right after paid POSTs answered): one write per shard."""
         with self._lock:
@@ -400,6 +407,23 @@ class BatchRun:
         self.state = BatchState(context, self.prefix, [row.key for row in self.rows])
         meta = self.state.meta
         try_number = str(getattr(context["ti"], "try_number", 1))
+        # Rows marked as being sent when the last process stopped (a killed worker): their POST may
+        # have created, and billed, a generation whose id never came back. Never sent again
+        # automatically: reported as unknown (resend_unknown=True sends them again).
+        for key, record in list(self.state.rows.items()):
+            if record.get("st") == SENDING:
+                if operator.resend_unknown:
+                    self.state.forget(key)
+                else:
+                    self.state.update(
+                        key,
+                        st=UNKNOWN,
+                        error=(
+                            "the worker stopped while this row's POST was in flight: it may have created "
+                            "(and billed) a generation whose id never came back; not sent again "
+                            "(resend_unknown=True sends it again)"
+                        ),
+                    )
         if meta.get("try") != try_number:
             # A new try (a retry or a clear): rows that failed get another chance; rows whose POST may
             # have created a generation (UNKNOWN) are never sent again.
@@ -600,15 +624,23 @@ class BatchRun:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             futures: set[Any] = set()
 
-            def feed() -> None:
-                nonlocal active
-                while active + len(futures) < free and not stop.is_set():
+            def feed(paid: dict[str, dict[str, Any]]) -> None:
+                """Record what was paid and the rows about to be sent (one write), then send them."""
+                batch: list[Row] = []
+                while active + len(futures) + len(batch) < free and not stop.is_set():
                     row = next(queue, None)
                     if row is None:
-                        return
+                        break
+                    batch.append(row)
+                # A row is marked as being sent before its POST: a worker killed while POSTs are in
+                # flight leaves those rows marked, and they are never sent again (see UNKNOWN).
+                intents = {row.key: {"spec": row.spec, "st": SENDING, "error": None} for row in batch}
+                if paid or intents:
+                    self.state.save_rows({**paid, **intents})
+                for row in batch:
                     futures.add(pool.submit(prepare, row))
 
-            feed()
+            feed({})
             while futures:
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
                 futures.difference_update(finished)
@@ -627,9 +659,7 @@ class BatchRun:
                         self._limit = max(1, len(self.in_flight()) + active)
                         backoff = max(backoff, self._retry_after)
                 # The paid ids are recorded before anything else: a crash after this pays nothing twice.
-                if paid:
-                    self.state.save_rows(paid)
-                feed()
+                feed(paid)
         meta["posts"] = int(meta.get("posts") or 0) + submitted
         meta["reused"] = int(meta.get("reused") or 0) + reused
         if submitted or reused or failed:
@@ -668,6 +698,7 @@ class BatchRun:
             self.state.update(row.key, spec=row.spec, **found)
             return "reused"
         if answer is None:
+            self.state.forget(row.key)
             return "skipped"  # not sent: a stop came first
         if not isinstance(answer, Exception):
             paid[row.key] = {
@@ -689,6 +720,7 @@ class BatchRun:
         if _created_nothing(exc):
             # The service's concurrency limit (429/503) or no connection: slow down, never fail the row.
             stop.set()
+            self.state.forget(row.key)
             self._retry_after = float(getattr(exc, "retry_after", None) or 5.0)
             return "slow_down"
         if post_may_have_created(exc):
@@ -716,7 +748,7 @@ class BatchRun:
     def finish(self) -> dict[str, Any]:
         """Write the results manifest next to the videos; return the small XCom summary."""
         lines = []
-        counts = {DONE: 0, REUSED: 0, FAILED: 0}
+        counts = {DONE: 0, REUSED: 0, FAILED: 0, UNKNOWN: 0}
         credits = tokens = 0.0
         usd = 0.0
         for row in self.rows:
@@ -726,7 +758,7 @@ class BatchRun:
                 status = FAILED
             elif status == SUBMITTED:
                 status = FAILED
-            elif status == UNKNOWN or status is None:
+            elif status is None or status == SENDING:
                 status = FAILED
             counts[status] = counts.get(status, 0) + 1
             usage = record.get("usage") or {}
@@ -743,7 +775,7 @@ class BatchRun:
                     "video": record.get("video") if status in (DONE, REUSED) else None,
                     "file_size": record.get("size") if status in (DONE, REUSED) else None,
                     "usage": usage,
-                    "error": record.get("error") if status == FAILED else None,
+                    "error": record.get("error") if status in (FAILED, UNKNOWN) else None,
                 }
             )
         results = self.prefix / self.op.results_name
@@ -763,7 +795,8 @@ class BatchRun:
             "output_prefix": str(self.prefix),
             "rows": len(self.rows),
             "completed": counts[DONE] + counts[REUSED],
-            "failed": counts[FAILED],
+            "failed": counts[FAILED] + counts[UNKNOWN],
+            "unknown": counts[UNKNOWN],
             "reused": counts[REUSED],
             "posts": int(meta.get("posts") or 0),
             "usage": usage_total,

@@ -285,13 +285,18 @@ def _check_e2e(
 
 @pytest.mark.e2e
 def test_e2e_worker_killed_mid_batch_pays_nothing_twice(deployment: Any) -> None:
+    """SIGKILL of the task process while it submits: the retry reconnects, no row is paid twice.
+
+    The POSTs in flight at the kill (at most ``submit_concurrency``, 8) may have created generations
+    whose ids never came back: those rows are reported ``unknown`` and never sent again.
+    """
     import signal
 
     from tests.deployment import wait_for
 
     tag = "e2e-sigkill"
     pid_file = deployment.home / "markers" / f"{tag}.pid"
-    run_id, rows, out = _e2e_batch(deployment, tag, pid_file=str(pid_file))
+    run_id, _rows, out = _e2e_batch(deployment, tag, pid_file=str(pid_file), fail_on_partial=False)
 
     def submitting() -> int | None:
         if not pid_file.exists() or deployment.posts_for(tag) < 20:
@@ -301,14 +306,23 @@ def test_e2e_worker_killed_mid_batch_pays_nothing_twice(deployment: Any) -> None
 
     pid = wait_for("the first try to be submitting", submitting, timeout=300, interval=0.5)
     os.kill(pid, signal.SIGKILL)
-    killed_at = deployment.posts_for(tag)
-    assert killed_at < E2E_ROWS
-    summary = _check_e2e(deployment, run_id, rows, out, tag)
-    tries = deployment.tries("kling_batch", run_id, "batch")
-    assert [t["try_number"] for t in tries][-1] >= 2
-    # The retry reconnected to what the killed try had paid for: 2,000 POSTs in all, not more.
-    assert deployment.posts_for(tag) == E2E_ROWS
-    assert summary["completed"] == E2E_ROWS
+    assert deployment.posts_for(tag) < E2E_ROWS
+    watch = deployment.watch_run("kling_batch", run_id, timeout=900)
+    assert watch.final_state == "success", deployment.describe_run("kling_batch", run_id)
+    assert deployment.tries("kling_batch", run_id, "batch")[-1]["try_number"] >= 2
+    gens = deployment.generations_for(tag)
+    assert len({g["prompt"] for g in gens}) == len(gens)  # no row paid twice
+    assert len(gens) <= E2E_ROWS
+    assert deployment.posts_for(tag) == len(gens)
+    lines = read_results(out / "results.jsonl")
+    status = Counter(line["status"] for line in lines)
+    assert len(lines) == E2E_ROWS
+    assert status["completed"] + status["unknown"] == E2E_ROWS, status
+    assert status["unknown"] <= 16, status
+    assert len(list(out.glob("*.mp4"))) == status["completed"]
+    summary = deployment.xcoms("kling_batch", run_id, "batch")["return_value"]
+    assert summary["unknown"] == status["unknown"]
+    print(f"SIGKILL mid-batch: {len(gens)} generations, {status}")
 
 
 @pytest.mark.e2e
@@ -340,7 +354,8 @@ def test_e2e_triggerer_restart_and_a_rerun_that_pays_nothing(deployment: Any) ->
         },
     )
     again = _check_e2e(deployment, run_id, rows, out, tag)
-    assert (again["posts"], again["reused"], again["completed"]) == (0, E2E_ROWS, E2E_ROWS)
+    # The task's state still holds every row (stored): nothing to send, nothing paid.
+    assert (again["posts"], again["completed"], again["failed"]) == (0, E2E_ROWS, 0)
     assert deployment.posts_for(tag) == E2E_ROWS
 
 

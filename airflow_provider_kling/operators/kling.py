@@ -771,6 +771,9 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
     :param submit_concurrency: POSTs in flight at once while filling the window.
     :param presign_seconds: validity of presigned input URLs.
     :param timeout: how long the whole batch may take (default 24 hours).
+    :param resend_unknown: send again the rows whose POST may have created a generation whose id never
+        came back (a worker killed mid-POST, a dropped answer). Default False: they are reported as
+        ``unknown`` and never paid twice; True may pay twice for them.
     """
 
     template_fields: Sequence[str] = ("manifest", "output_prefix", "model", "parameters", "max_active")
@@ -792,6 +795,7 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
         submit_concurrency: int = 8,
         presign_seconds: int = 900,
         timeout: timedelta | float = timedelta(hours=24),
+        resend_unknown: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(model=model, skip_existing=skip_existing, timeout=timeout, **kwargs)
@@ -804,6 +808,7 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
         self.download_concurrency = max(1, int(download_concurrency))
         self.submit_concurrency = max(1, int(submit_concurrency))
         self.presign_seconds = int(presign_seconds)
+        self.resend_unknown = resend_unknown
 
     @property
     def timeout_seconds(self) -> float:

@@ -49,6 +49,8 @@ class MarkedBatchOperator(KlingBatchVideoOperator):
         if marker:
             Path(marker).parent.mkdir(parents=True, exist_ok=True)
             Path(marker).write_text(f"{os.getpid()} {context['ti'].try_number}\n")
+        if "fail_on_partial" in (context.get("params") or {}):
+            self.fail_on_partial_error = bool(context["params"]["fail_on_partial"])
         if os.environ.get("KLING_BATCH_CRASH") and context["ti"].try_number == 1:
             run.step(finished)
             raise RuntimeError("worker lost after submitting the first window")
@@ -66,6 +68,7 @@ def _batch(dag_id: str, deferrable: bool) -> DAG:
             "output_prefix": _env("KLING_BATCH_OUT", "/tmp/kling-batch"),
             "max_active": int(_env("KLING_BATCH_MAX_ACTIVE", "50")),
             "pid_file": "",
+            "fail_on_partial": _env("KLING_BATCH_FAIL_ON_PARTIAL", "1") == "1",
         },
     ) as dag:
         MarkedBatchOperator(
