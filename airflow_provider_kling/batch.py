@@ -627,7 +627,12 @@ class BatchRun:
             def feed(paid: dict[str, dict[str, Any]]) -> None:
                 """Record what was paid and the rows about to be sent (one write), then send them."""
                 batch: list[Row] = []
-                while active + len(futures) + len(batch) < free and not stop.is_set():
+                # Only as many rows as there are threads are queued (and marked) at a time.
+                while (
+                    active + len(futures) + len(batch) < free
+                    and len(futures) + len(batch) < threads
+                    and not stop.is_set()
+                ):
                     row = next(queue, None)
                     if row is None:
                         break
