@@ -213,3 +213,57 @@ def test_an_object_that_is_not_an_image_is_refused_before_anything_is_sent(s3):
                 {"model": request.model, "image_url": f"{s3.url}/private/missing.png", "prompt": "p"}
             )
         )
+
+
+class _TI:
+    """What the batch reads of a task instance when it runs outside a DAG run (both Airflow majors)."""
+
+    dag_id = "kling_batch_direct"
+    task_id = "batch"
+    map_index = -1
+
+    def __init__(self, try_number: int) -> None:
+        self.try_number = try_number
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def test_batch_keeps_its_state_in_the_bucket_without_a_task_state_store(emulator, s3):
+    """As on Airflow 2.11: the paid ids live in state objects under the output prefix."""
+    from airflow_provider_kling.operators.kling import KlingBatchVideoOperator
+    from tests.test_example_dags import posts
+
+    rows = [
+        {
+            "key": f"row-{i}",
+            "image_url": "https://images.example.org/a.png",
+            "prompt": f"direct {i} [seconds:0.3]",
+        }
+        for i in range(5)
+    ]
+    out = f"{s3.url}/videos/direct"
+
+    def run(try_number: int) -> dict[str, Any]:
+        op = KlingBatchVideoOperator(
+            task_id="batch",
+            manifest=rows,
+            output_prefix=out,
+            max_active=2,
+            deferrable=False,
+            poll_interval=0.2,
+        )
+        return op.execute({"ti": _TI(try_number), "run_id": "manual__1"})  # type: ignore[arg-type]
+
+    first = run(1)
+    assert (first["completed"], first["posts"], first["failed"]) == (5, 5, 0)
+    assert first["state"].startswith(f"{out}/.kling-batch/")
+    assert any(k.startswith("videos/direct/.kling-batch/") for k in s3.keys())
+    assert len(posts(emulator, "direct")) == 5
+    # A retry of the same task instance finds every row in the bucket's state: nothing is paid.
+    again = run(2)
+    assert (again["completed"], again["posts"]) == (5, 0)
+    assert len(posts(emulator, "direct")) == 5
+    results = [json.loads(line) for line in s3.get("videos/direct/results.jsonl").decode().splitlines()]
+    assert [r["key"] for r in results] == [f"row-{i}" for i in range(5)]
