@@ -858,7 +858,13 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
             raise fail_fast(exc) from exc
         finished = event.get("finished") if isinstance(event, dict) else None
         if isinstance(event, dict) and event.get("status") == "error":
-            self.log.warning("The batch trigger stopped: %s; polling resumes", event.get("message"))
+            # Poll once from here before deferring again, so a trigger that keeps failing at once
+            # (a connection the triggerer cannot see) cannot spin: each round takes a poll interval.
+            self.log.warning(
+                "The batch trigger stopped: %s; polling once from the worker", event.get("message")
+            )
+            time.sleep(min(self.poll_interval, max(0.0, run.time_left())))
+            run.poll_in_flight()
         return self._drive(context, run, finished if isinstance(finished, dict) else None)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
