@@ -46,6 +46,9 @@ TRIGGERER_HEALTH_CHECK_THRESHOLD = 10
 #: Seconds without a task heartbeat after which the scheduler fails a running task instance (Airflow's
 #: default is 300): how soon a task on a killed worker is retried.
 TASK_HEARTBEAT_TIMEOUT = 20
+#: Seconds a task may stay queued with no worker running it before the scheduler requeues it
+#: (Airflow's default is 600).
+TASK_QUEUED_TIMEOUT = 60
 #: Triggers one triggerer runs at most: fewer than the big run keeps in flight, so both triggerers must
 #: share it (and enough for one to adopt all of a smaller run).
 TRIGGERER_CAPACITY = 40
@@ -358,6 +361,12 @@ class DistributedDeployment(Deployment):
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(TASK_HEARTBEAT_TIMEOUT),
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "30",
+                # A Celery message a worker took while the database was down can leave its task
+                # queued with no process behind it: the scheduler requeues such tasks after this
+                # many seconds (default 600), and adopts a dead scheduler's tasks every 30 s.
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(TASK_QUEUED_TIMEOUT),
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
+                "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
                 "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": "64",
             }
         )

@@ -32,6 +32,7 @@ import pytest
 from tests.deployment import ARTIFACTS, wait_for
 from tests.deployment_distributed import (
     TASK_HEARTBEAT_TIMEOUT,
+    TASK_QUEUED_TIMEOUT,
     TRIGGERER_CAPACITY,
     TRIGGERER_HEALTH_CHECK_THRESHOLD,
     TRIGGERERS,
@@ -392,6 +393,7 @@ def test_postgres_restarted_mid_run(dist: DistributedDeployment) -> None:
             dist.start_postgres()
             downtime = time.monotonic() - down_at
             dist.wait_run(MAPPED, run_id, timeout=600)
+            finished = time.monotonic() - down_at - downtime
             dist.wait_healthy()
 
     history = assert_all_succeeded_once_paid(dist, MAPPED, run_id, count)
@@ -399,5 +401,6 @@ def test_postgres_restarted_mid_run(dist: DistributedDeployment) -> None:
     restarted = dict(sorted(dist.restarts.items())) or "none"
     figure(
         f"PostgreSQL restarted ({downtime:.1f} s down) with tasks {dict(before)}: {count} successes, "
-        f"1 POST each, {len(retried)} tasks retried; components that exited and were restarted: {restarted}"
+        f"1 POST each, {len(retried)} tasks retried; components that exited and were restarted: {restarted}; "
+        f"run done {finished:.0f} s after the restart (task_queued_timeout {TASK_QUEUED_TIMEOUT} s)"
     )
