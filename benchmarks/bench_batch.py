@@ -189,9 +189,9 @@ def _result(measured: dict[str, dict[str, Any]], args: argparse.Namespace) -> Re
         Row("CPU: triggerer", "s", *cpu("triggerer")),
         Row("CPU: api-server (execution API)", "s", *cpu("api-server")),
         Row("CPU: all components", "s", total[0], total[1], "< mapped tasks",
-            None if not (batch and mapped) else total[0] < total[1]),  # type: ignore[operator]
+            None if not (batch and mapped) else total[0] < total[1]["mapped tasks"]),  # type: ignore[operator]
         Row("metadata-DB rows added", "", rows_db[0], rows_db[1], "< mapped tasks",
-            None if not (batch and mapped) else rows_db[0] < rows_db[1]),  # type: ignore[operator]
+            None if not (batch and mapped) else rows_db[0] < rows_db[1]["mapped tasks"]),  # type: ignore[operator]
     ]  # fmt: skip
     notes = [
         f"{n} rows, generations of {args.seconds:g} s, each video downloaded to a local folder; one "
