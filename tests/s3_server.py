@@ -13,6 +13,7 @@ fresh, empty bucket and the connection ``kling_s3`` (an ``AIRFLOW_CONN_`` variab
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import socket
@@ -148,4 +149,26 @@ def s3_fixture(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Bucket:
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(connection(s3_server.endpoint_url)))
     name = f"kling-{uuid.uuid4().hex[:12]}"
     s3_server.client().create_bucket(Bucket=name)
+    forget_cached_listings()
     return Bucket(s3_server, name)
+
+
+def forget_cached_listings() -> None:
+    """Drop s3fs's cached instances and listings, so a bucket made since an earlier test is seen.
+
+    s3fs caches its filesystems and their directory listings per process; an earlier test's listing
+    of the server's buckets would hide this test's new bucket.
+    """
+    try:
+        import s3fs
+    except ImportError:
+        return
+    for fs in list(s3fs.S3FileSystem._cache.values()):
+        fs.invalidate_cache()
+    s3fs.S3FileSystem.clear_instance_cache()
+    for module in ("airflow.sdk.io.store", "airflow.io.store"):  # Airflow 3, Airflow 2
+        try:
+            cache = importlib.import_module(module)._STORE_CACHE
+        except (ImportError, AttributeError):
+            continue
+        cache.clear()
