@@ -61,9 +61,12 @@ def test_task_killed_after_post_reconnects_on_retry(deployment: Deployment) -> N
     task_processes = _processes_with_cmdline(f"airflow worker -- {ti['id']}")
     assert submitted["pid"] in task_processes, (submitted, task_processes)
     assert deployment.posts_for(run_id) == 1
-    assert _state_store(deployment, DAG_KILLED, run_id, "generate") == {
-        "kling_generation_id": submitted["generation_id"]
-    }
+    # The id is stored with the request's hash, its endpoint and when it was submitted.
+    (stored,) = _state_store(deployment, DAG_KILLED, run_id, "generate").values()
+    stored = json.loads(stored) if isinstance(stored, str) else stored
+    assert stored["id"] == submitted["generation_id"]
+    assert stored["api"] == "legacy"
+    assert len(stored["request"]) == 32
 
     os.kill(submitted["pid"], signal.SIGKILL)
 
