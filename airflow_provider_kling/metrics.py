@@ -25,13 +25,11 @@ CREDITS = "kling.credits_used"
 
 
 def _stats() -> Any:
-    try:
-        from airflow.sdk.observability import stats as module
+    try:  # Airflow 3: a Stats with incr/timing on every minor (module functions only from 3.3)
+        from airflow.sdk.observability.stats import Stats
     except ImportError:  # Airflow 2
         from airflow.stats import Stats
-
-        return Stats
-    return module
+    return Stats
 
 
 def _tags(model: str | None, outcome: str | None = None) -> dict[str, str]:
