@@ -409,6 +409,11 @@ class KlingBaseVideoOperator(BaseOperator):
 
         :return: the generation id, and the earlier generation when reconnecting (the submit answer
             of a new one is kept in ``self._submitted``).
+
+        Not Airflow 3.3's ``ResumableJobMixin``: it gives weaker guarantees here. A failed
+        ``task_state_store.set`` after its submit is a plain retryable error (the retry pays again),
+        it reconnects without comparing the request (a cleared task with an edited prompt would get
+        the old video), and it covers the synchronous poll only, not the deferrable path.
         """
         from airflow_provider_kling.exceptions import KlingError, KlingNotFoundError
         from airflow_provider_kling.hooks.kling import post_may_have_created
