@@ -46,7 +46,7 @@ def test_retry_without_task_state_store_warns_and_submits_anew(emulator, airflow
     assert "file_size" in output  # the first try failed on the short download, as arranged
     # No resume: the retry paid for a second generation, and only its video was kept.
     assert emulator.count(method="POST") == 2
-    videos = sorted(p.name for p in (tmp_path / "out").iterdir())
+    videos = sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".mp4")
     assert len(videos) == 1, videos
     assert videos[0].endswith(".mp4")
     assert API_KEY not in output

@@ -186,6 +186,7 @@ def test_connections_add_defines_the_same_connection_as_the_env_var(cli_env):
         assert stored["extra"] == expected.get("extra", {})
 
 
+@pytest.mark.airflow3  # the README's commands and answers are Airflow 3's
 def test_connections_test_cli_succeeds_against_the_emulator(emulator, cli_env):
     """The README's ``airflow connections test`` block, with the connection from the env var."""
     block = block_with("airflow connections test kling_default", "bash")
@@ -270,6 +271,7 @@ def test_airflow_332s_test_endpoint_refuses_the_connection_lists_test_icon(emula
 
 
 # ------------------------------------------------------------------------------ pools
+@pytest.mark.airflow3  # the README's commands and answers are Airflow 3's
 def test_pool_commands_create_the_pool_the_pipeline_example_uses(cli_env):
     from tests.test_example_dags import EXAMPLES, load_dag_file
 
