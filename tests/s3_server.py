@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,14 +132,33 @@ class Bucket:
         return int(self.server.client().head_object(Bucket=self.name, Key=key)["ContentLength"])
 
 
-@pytest.fixture(scope="session", name="s3_server")
-def s3_server_fixture() -> Iterator[S3Server]:
-    """The session's S3 API server process."""
-    server = S3Server().start()
-    try:
-        yield server
-    finally:
+_shared: S3Server | None = None
+
+
+def shared_server(config: pytest.Config) -> S3Server:
+    """The one server of the pytest session, whichever module asks first (stopped when pytest exits).
+
+    One process for every module: Airflow caches the filesystem of a connection id for the life of
+    the process, so a second server behind the same ``kling_s3`` connection would never be reached.
+    """
+    global _shared
+    if _shared is None:
+        _shared = S3Server().start()
+        config.add_cleanup(_release)
+    return _shared
+
+
+def _release() -> None:
+    global _shared
+    server, _shared = _shared, None
+    if server is not None:
         server.stop()
+
+
+@pytest.fixture(scope="session", name="s3_server")
+def s3_server_fixture(request: pytest.FixtureRequest) -> S3Server:
+    """The session's S3 API server process."""
+    return shared_server(request.config)
 
 
 @pytest.fixture(name="s3")

@@ -133,7 +133,7 @@ def test_2000_rows_one_post_each(emulator, airflow_db, batch_env, deferrable):
     print(f"2,000 rows, max_active 50, deferrable={deferrable}: {took:.0f} s")
 
 
-@pytest.mark.parametrize("n", [300, pytest.param(2000, marks=slow)])
+@pytest.mark.parametrize("n", [200, pytest.param(2000, marks=slow)])
 def test_20_percent_faults_no_duplicates(emulator, airflow_db, batch_env, n):
     """~20% of API calls fail (5xx and resets on polls, 429/503 on submits) and some downloads drop."""
     emulator.set_fault_rate(
