@@ -15,10 +15,8 @@ revised prompt, whose video is then published.
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ import pytest
 import requests
 
 from airflow_provider_kling.operators.kling import describe_usage
+from tests.browser import chromium
 from tests.deployment import ARTIFACTS, ROOT, Deployment, DeploymentError, deployment_fixture, wait_for  # noqa: F401
 
 
@@ -39,8 +38,6 @@ def e2e(test: Any) -> Any:
 
 
 SHOTS = ARTIFACTS / "gallery"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 GALLERY = "kling_gallery"
 PRIVATE = "kling_gallery_private"
 REVIEW = "example_kling_review"
@@ -150,37 +147,8 @@ def gallery_runs(deployment: Deployment) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Debian Chromium through ChromeDriver, with a fresh profile and no background traffic."""
-    subprocess.run(["bash", str(ROOT / "scripts" / "ensure_chromium.sh")], check=True, timeout=900)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="kling-gallery-chromium-")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--autoplay-policy=no-user-gesture-required",
-        "--window-size=1400,1000",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.implicitly_wait(0)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    try:
+    with chromium("gallery", SHOTS, "--autoplay-policy=no-user-gesture-required") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------ no deployment

@@ -9,58 +9,26 @@ Screenshots go to test-artifacts/ui/. Chromium and ChromeDriver come from Debian
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import chromium
 from tests.deployment import ARTIFACTS, ROOT, Deployment, deployment_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow3]
 
 SHOTS = ARTIFACTS / "ui"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 #: Not the deployment's key: what is typed here ends up in the metadata DB (encrypted).
 UI_KEY = "typed-in-the-ui-form"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Debian Chromium through ChromeDriver, with a fresh profile and no background traffic."""
-    subprocess.run(["bash", str(ROOT / "scripts" / "ensure_chromium.sh")], check=True, timeout=900)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="kling-ui-chromium-")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1000",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.implicitly_wait(0)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    try:
+    with chromium("ui", SHOTS) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_connection_form_offers_kling(browser: Any, deployment: Deployment) -> None:
