@@ -379,10 +379,12 @@ class BatchRun:
 
     :param operator: the :class:`KlingBatchVideoOperator`.
     :param context: the task's context.
-    :param probe_files: check every row's file inputs up front (the first pass; resumptions skip it).
+    :param first_pass: the try's first pass in the worker (``execute``): every row's file inputs are
+        checked up front and, with ``resend_unknown``, rows left ``unknown`` are sent again.
+        Resumptions after a deferral do neither.
     """
 
-    def __init__(self, operator: Any, context: Any, *, probe_files: bool = True) -> None:
+    def __init__(self, operator: Any, context: Any, *, first_pass: bool = True) -> None:
         self.op = operator
         self.context = context
         self.log = operator.log
@@ -397,7 +399,7 @@ class BatchRun:
                 parameters=operator.parameters,
                 key_field=operator.key_field,
                 check_capabilities=operator.check_capabilities,
-                probe_files=probe_files,
+                probe_files=first_pass,
             )
         except KlingValidationError as exc:
             for name, message in exc.errors:
@@ -408,22 +410,32 @@ class BatchRun:
         meta = self.state.meta
         try_number = str(getattr(context["ti"], "try_number", 1))
         # Rows marked as being sent when the last process stopped (a killed worker): their POST may
-        # have created, and billed, a generation whose id never came back. Never sent again
-        # automatically: reported as unknown (resend_unknown=True sends them again).
+        # have created, and billed, a generation whose id never came back. Reported as unknown and
+        # never sent again, unless the user asked for it (resend_unknown) and a try starts.
+        resend = bool(operator.resend_unknown) and first_pass
+        again = []
         for key, record in list(self.state.rows.items()):
-            if record.get("st") == SENDING:
-                if operator.resend_unknown:
-                    self.state.forget(key)
-                else:
-                    self.state.update(
-                        key,
-                        st=UNKNOWN,
-                        error=(
-                            "the worker stopped while this row's POST was in flight: it may have created "
-                            "(and billed) a generation whose id never came back; not sent again "
-                            "(resend_unknown=True sends it again)"
-                        ),
-                    )
+            status = record.get("st")
+            if resend and status in (SENDING, UNKNOWN):
+                again.append(key)
+                self.state.forget(key)
+            elif status == SENDING:
+                self.state.update(
+                    key,
+                    st=UNKNOWN,
+                    error=(
+                        "the worker stopped while this row's POST was in flight: it may have created "
+                        "(and billed) a generation whose id never came back; not sent again "
+                        "(a clear with resend_unknown=True sends it again)"
+                    ),
+                )
+        if again:
+            self.log.warning(
+                "resend_unknown: sending %s row(s) again whose earlier POST may have created a generation "
+                "whose id never came back; each of them may be paid twice: %s",
+                len(again),
+                ", ".join(again[:20]) + (" ..." if len(again) > 20 else ""),
+            )
         if meta.get("try") != try_number:
             # A new try (a retry or a clear): rows that failed get another chance; rows whose POST may
             # have created a generation (UNKNOWN) are never sent again.
@@ -735,7 +747,8 @@ class BatchRun:
                 "request": fingerprint,
                 "error": (
                     f"the POST failed in a way that may have created a paid generation ({exc}); not sent "
-                    "again, so nothing is paid twice: check the service's dashboard"
+                    "again, so nothing is paid twice: check the service's dashboard (a clear with "
+                    "resend_unknown=True sends it again)"
                 ),
             }
             return "failed"

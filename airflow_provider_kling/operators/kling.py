@@ -776,9 +776,11 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
     :param submit_concurrency: POSTs in flight at once while filling the window.
     :param presign_seconds: validity of presigned input URLs.
     :param timeout: how long the whole batch may take (default 24 hours).
-    :param resend_unknown: send again the rows whose POST may have created a generation whose id never
-        came back (a worker killed mid-POST, a dropped answer). Default False: they are reported as
-        ``unknown`` and never paid twice; True may pay twice for them.
+    :param resend_unknown: at the start of a try (a retry or a clear), send again the rows whose POST
+        may have created a generation whose id never came back (a worker killed mid-POST, a dropped
+        answer). Default False: they are reported as ``unknown`` and never paid twice. The service
+        takes no idempotency key, so nothing can tell whether such a POST was billed: True may pay
+        twice for those rows; set it after checking the service's dashboard.
     """
 
     template_fields: Sequence[str] = ("manifest", "output_prefix", "model", "parameters", "max_active")
@@ -858,7 +860,7 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
         try:
             if isinstance(self.max_active, str) and self.max_active.strip().isdigit():
                 self.max_active = int(self.max_active)
-            run = BatchRun(self, context, probe_files=False)
+            run = BatchRun(self, context, first_pass=False)
         except Exception as exc:
             raise fail_fast(exc) from exc
         finished = event.get("finished") if isinstance(event, dict) else None

@@ -7,12 +7,14 @@ Everything comes from the environment the test sets: the manifest and output pre
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.providers.common.compat.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG, AirflowException, AirflowFailException
 
 from airflow_provider_kling.operators.kling import KlingBatchVideoOperator
 
@@ -29,7 +31,9 @@ class MarkedBatchOperator(KlingBatchVideoOperator):
     - ``KLING_BATCH_CRASH``: on the first try, die right after the first window was submitted (as a
       lost worker would), so the retry must reconnect to those generations;
     - ``KLING_BATCH_NO_STORE``: run without ``task_state_store`` (as on Airflow 2.11): the state then
-      lives in objects under the output prefix.
+      lives in objects under the output prefix;
+    - ``KLING_BATCH_RETRY_PARTIAL``: on the first try, a partial failure is retried (as a user's clear
+      would start a new try of the same task instance; ``dag.test()`` cannot clear a run).
     """
 
     def _context(self, context: Any) -> Any:
@@ -39,10 +43,21 @@ class MarkedBatchOperator(KlingBatchVideoOperator):
         return context
 
     def execute(self, context: Any) -> Any:
-        return super().execute(self._context(context))
+        with self._partial_retried(context):
+            return super().execute(self._context(context))
 
     def execute_complete(self, context: Any, event: Any = None, **kwargs: Any) -> Any:
-        return super().execute_complete(self._context(context), event, **kwargs)
+        with self._partial_retried(context):
+            return super().execute_complete(self._context(context), event, **kwargs)
+
+    @contextmanager
+    def _partial_retried(self, context: Any) -> Iterator[None]:
+        try:
+            yield
+        except AirflowFailException as exc:
+            if os.environ.get("KLING_BATCH_RETRY_PARTIAL") and context["ti"].try_number == 1:
+                raise AirflowException(f"retried as a clear would: {exc}") from exc
+            raise
 
     def _drive(self, context: Any, run: Any, finished: Any) -> Any:
         marker = os.environ.get("KLING_BATCH_PID_FILE") or (context.get("params") or {}).get("pid_file")
@@ -82,6 +97,7 @@ def _batch(dag_id: str, deferrable: bool) -> DAG:
             submit_concurrency=int(_env("KLING_BATCH_SUBMIT_CONCURRENCY", "8")),
             download_concurrency=int(_env("KLING_BATCH_DOWNLOAD_CONCURRENCY", "8")),
             timeout=float(_env("KLING_BATCH_TIMEOUT", "1800")),
+            resend_unknown=_env("KLING_BATCH_RESEND_UNKNOWN", "0") == "1",
         )
     return dag
 
