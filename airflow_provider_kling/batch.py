@@ -677,6 +677,11 @@ class BatchRun:
                         backoff = max(backoff, self._retry_after)
                 # The paid ids are recorded before anything else: a crash after this pays nothing twice.
                 feed(paid)
+        ceiling = max(1, int(self.op.max_active))
+        if submitted and not backoff and self._limit < ceiling:
+            # A round the service took without a 429: widen the window again (it narrowed to what was
+            # in flight at the last 429), by what it took, up to max_active.
+            self._limit = min(ceiling, self._limit + submitted)
         meta["posts"] = int(meta.get("posts") or 0) + submitted
         meta["reused"] = int(meta.get("reused") or 0) + reused
         if submitted or reused or failed:

@@ -292,6 +292,28 @@ def test_unknown_rows_are_sent_again_only_when_asked(emulator, airflow_db, batch
         assert "resend_unknown: sending 2 row(s) again" in capfd.readouterr().out
 
 
+def test_a_429_narrows_the_window_only_for_a_while(emulator, airflow_db, batch_env):
+    """A burst of 429s at the start narrows the window to what is in flight; it widens again after.
+
+    The worker polls here (one process for the whole batch), so the window is never reset by a
+    resumption: without widening, one 429 would keep the batch at one generation at a time.
+    """
+    tag = "window"
+    rows = manifest_rows(60, tag, seconds=1.0)
+    manifest = write_manifest(batch_env / "in" / "m.jsonl", rows)
+    out = batch_env / "out"
+    # 8 rows in flight x the hook's 6 attempts: every first row runs out of attempts and slows the batch.
+    emulator.inject("429", method="POST", times=48, retry_after=0.05)
+    result = run_batch(manifest, str(out), deferrable=False, KLING_BATCH_MAX_ACTIVE="20")
+    assert result.state == "success"
+    check_complete(result, emulator, rows, out, tag)
+    assert emulator.fault_counts.get("429") == 48
+    gens = sorted(emulator.generations.values(), key=lambda g: g.created_at)
+    overlap = max(sum(1 for g in gens if g.created_at <= at.created_at < g.ready_at) for at in gens)
+    assert overlap >= 15, f"at most {overlap} generations in flight at once after the 429s (max_active 20)"
+    assert overlap <= 20
+
+
 # ------------------------------------------------------------------------------------ real deployment
 E2E_ROWS = 2000
 #: In flight at once in the deployment: 2,000 rows in a few trigger rounds keep these runs short.
