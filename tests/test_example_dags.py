@@ -147,8 +147,11 @@ class _Detached:
 
 
 def task_state_rows(dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """Everything the tasks of one run kept in ``task_state_store``."""
-    from airflow.models.task_state_store import TaskStateStoreModel
+    """Everything the tasks of one run kept in ``task_state_store`` (none before Airflow 3.3)."""
+    try:
+        from airflow.models.task_state_store import TaskStateStoreModel
+    except ImportError:
+        return []
     from airflow.utils.session import create_session
     from sqlalchemy import select
 

@@ -864,7 +864,7 @@ def test_a_key_is_registered_with_the_masker_once_per_process(
         async def amask(secret: str, name: str | None = None) -> None:
             registered.append(secret)
 
-        monkeypatch.setattr(sdk_log, "amask_secret", amask)
+        monkeypatch.setattr(sdk_log, "amask_secret", amask, raising=False)  # 3.3+ only
     key = f"once-per-process-{os.getpid()}-{time.monotonic_ns()}"
     use(monkeypatch, "kling_once", host=emulator.base_url, password=key)
 
