@@ -438,7 +438,7 @@ class BatchRun:
             )
         if meta.get("try") != try_number:
             # A new try (a retry or a clear): rows that failed get another chance; rows whose POST may
-            # have created a generation (UNKNOWN) are never sent again.
+            # have created a generation (UNKNOWN) are kept, unless resend_unknown (above).
             for key in [k for k, r in self.state.rows.items() if r.get("st") == FAILED]:
                 self.state.rows.pop(key)
                 self.state._dirty.add(self.state.shard_of(key))
@@ -449,7 +449,9 @@ class BatchRun:
         if not meta.get("deadline") or meta.get("deadline_try") != try_number:
             meta["deadline"] = time.time() + operator.timeout_seconds
             meta["deadline_try"] = try_number
-        self._limit = max(1, int(operator.max_active))
+        # The window: max_active, narrowed by a 429 to what is in flight, widened again after.
+        self._ceiling = max(1, int(operator.max_active))
+        self._limit = self._ceiling
         self._retry_after = 5.0
 
     # -------------------------------------------------------------- helpers
@@ -677,11 +679,9 @@ class BatchRun:
                         backoff = max(backoff, self._retry_after)
                 # The paid ids are recorded before anything else: a crash after this pays nothing twice.
                 feed(paid)
-        ceiling = max(1, int(self.op.max_active))
-        if submitted and not backoff and self._limit < ceiling:
-            # A round the service took without a 429: widen the window again (it narrowed to what was
-            # in flight at the last 429), by what it took, up to max_active.
-            self._limit = min(ceiling, self._limit + submitted)
+        if submitted and not backoff and self._limit < self._ceiling:
+            # A round the service took without a 429: widen the window by what it took.
+            self._limit = min(self._ceiling, self._limit + submitted)
         meta["posts"] = int(meta.get("posts") or 0) + submitted
         meta["reused"] = int(meta.get("reused") or 0) + reused
         if submitted or reused or failed:
