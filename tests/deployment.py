@@ -374,6 +374,8 @@ class Deployment:
                 "KLING_DEPLOY_OUT": str(self.videos),
                 # Read by the example DAGs: poll fast against the emulator, download under the home.
                 "KLING_DOWNLOAD_DIR": str(self.videos),
+                # The gallery streams only what lies under the folder the DAGs download to.
+                "AIRFLOW__KLING__GALLERY_ROOTS": str(self.videos),
                 "KLING_POLL_INTERVAL": "1",
                 "KLING_TIMEOUT": "600",
                 "PYTHONUNBUFFERED": "1",

@@ -205,6 +205,9 @@ def test_byte_ranges() -> None:
     with pytest.raises(HTTPException) as refused:
         byte_range("bytes=1000-", 1000)
     assert refused.value.status_code == 416
+    with pytest.raises(HTTPException) as too_long:  # Python's int() refuses over 4,300 digits: not a 500
+        byte_range("bytes=" + "9" * 5000 + "-", 1000)
+    assert too_long.value.status_code == 416
 
 
 # ------------------------------------------------------------------------------------------ gallery
@@ -332,6 +335,71 @@ def test_gallery_streams_reported_videos_with_ranges(deployment: Deployment, gal
     page = gallery_get(deployment, None, "/")
     assert page.status_code in (302, 303, 307)
     assert "/auth/login" in page.headers["location"]
+
+
+HOSTILE = "kling_gallery_hostile"
+
+
+@e2e
+def test_results_naming_other_files_are_never_streamed_nor_run(browser: Any, deployment: Deployment) -> None:
+    """A task's result names the api-server's files, a page that would run script and a javascript: link."""
+    from selenium.webdriver.common.by import By
+
+    page_file = deployment.videos / "hostile" / "page.html"
+    page_file.parent.mkdir(parents=True, exist_ok=True)
+    page_file.write_text("<script>document.title = 'owned'; localStorage.owned = '1'</script>")
+    (page_file.parent / "page.html.kling.json").write_text('{"generation_id": "gen-html"}')
+    secrets_file = deployment.home / "passwords.json"
+    assert secrets_file.exists()
+    results = [
+        {"generation_id": "gen-secret", "status": "completed", "model": "m", "video_path": str(secrets_file)},
+        {"generation_id": "gen-passwd", "status": "completed", "model": "m", "video_path": "/etc/passwd"},
+        {
+            "generation_id": "gen-up",
+            "status": "completed",
+            "model": "m",
+            "video_path": f"{deployment.videos}/../passwords.json",
+        },
+        {"generation_id": "gen-html", "status": "completed", "model": "m", "video_path": str(page_file)},
+        {"generation_id": "gen-js", "status": "completed", "model": "m", "video_url": "javascript:alert(1)"},
+    ]
+    run_id = deployment.trigger(HOSTILE, conf={"results": results})
+    assert deployment.wait_run(HOSTILE, run_id, timeout=300) == "success", deployment.describe_run(
+        HOSTILE, run_id
+    )
+    token = deployment.token()
+    query = {"dag_id": HOSTILE, "run_id": run_id, "task_id": "report"}
+    for index in range(3):
+        refused = gallery_get(deployment, token, "/video", params={**query, "map_index": index})
+        assert refused.status_code == 404, refused.text
+        assert "password" not in refused.text.lower()
+    inert = gallery_get(deployment, token, "/video", params={**query, "map_index": 3})
+    assert inert.status_code == 200
+    assert inert.headers["content-type"] == "application/octet-stream"
+    assert inert.headers["x-content-type-options"] == "nosniff"
+    assert inert.headers["content-security-policy"] == "sandbox; default-src 'none'"
+
+    # In the browser: no javascript: link on the page, and the page file's script never runs here.
+    sign_in(
+        browser,
+        deployment,
+        f"{deployment.base_url}/kling/?dag_id={HOSTILE}",
+        "admin",
+        deployment.admin_password,
+    )
+    hrefs = browser.execute_script(
+        "return [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))"
+    )
+    assert not [h for h in hrefs if h and h.strip().lower().startswith("javascript:")], hrefs
+    assert not browser.find_elements(By.CSS_SELECTOR, "article[data-generation-id=gen-secret] video")
+    browser.save_screenshot(str(SHOTS / "gallery-hostile.png"))
+    browser.get(
+        f"{deployment.base_url}/kling/video?dag_id={HOSTILE}&run_id={run_id}&task_id=report&map_index=3"
+    )
+    time.sleep(2)
+    assert browser.title != "owned"
+    browser.get(f"{deployment.base_url}/kling/?dag_id={HOSTILE}")
+    assert browser.execute_script("return localStorage.getItem('owned')") is None
 
 
 @e2e

@@ -20,12 +20,11 @@ first. The newest :data:`SCAN_LIMIT` candidate results (``[kling] gallery_scan_l
 
 from __future__ import annotations
 
-import mimetypes
 import re
+import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
@@ -34,10 +33,30 @@ from airflow.api_fastapi.core_api.security import GetUserDep
 from airflow.configuration import conf
 from airflow.models.xcom import XComModel
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, status
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from sqlalchemy import Text, cast, select
 
 from airflow_provider_kling.plugins import URL_PREFIX
+from airflow_provider_kling.plugins.streaming import (
+    HOW_TO_ENABLE,
+    SAFE_HEADERS,
+    LocalVideo,
+    Roots,
+    StreamRefused,
+    configured_roots,
+    may_stream,
+    media_type,
+    open_local,
+    open_remote,
+    range_too_long,
+)
 
 #: How many of the newest candidate XCom results one page request reads at most.
 SCAN_LIMIT = conf.getint("kling", "gallery_scan_limit", fallback=2000)
@@ -199,12 +218,21 @@ def _duration(value: Any) -> str:
     return f"{seconds:g} s"
 
 
-def describe(entry: dict[str, Any], prefix: str, ui_base: str) -> dict[str, Any]:
+def _web_link(value: Any) -> str | None:
+    """``value`` when it is an absolute http(s) URL (a link the page may show), else None."""
+    if not isinstance(value, str):
+        return None
+    parts = urlsplit(value.strip())
+    return value.strip() if parts.scheme.lower() in ("http", "https") and parts.netloc else None
+
+
+def describe(entry: dict[str, Any], prefix: str, ui_base: str, roots: Roots | None = None) -> dict[str, Any]:
     """One card's data (also the JSON API's item).
 
     :param entry: ``{"row": XComModel, "result": dict}`` from :func:`generations`.
     :param prefix: the gallery app's path (for the video URL).
     :param ui_base: the Airflow UI's base path (for links to the run and the task).
+    :param roots: where videos may be streamed from (none: nothing is streamed).
     """
     row, result = entry["row"], entry["result"]
     ti = {"dag_id": row.dag_id, "run_id": row.run_id, "task_id": row.task_id, "map_index": row.map_index}
@@ -212,6 +240,7 @@ def describe(entry: dict[str, Any], prefix: str, ui_base: str) -> dict[str, Any]
     task_link = f"{run_link}/tasks/{quote(row.task_id, safe='')}"
     if row.map_index >= 0:
         task_link += f"/mapped/{row.map_index}"
+    streamable = roots is not None and roots.enabled and may_stream(result.get("video_path"), roots)
     return {
         **ti,
         "timestamp": row.timestamp.isoformat(timespec="seconds") if row.timestamp else None,
@@ -224,9 +253,10 @@ def describe(entry: dict[str, Any], prefix: str, ui_base: str) -> dict[str, Any]
         "duration_text": _duration(result.get("duration")),
         "usage": result.get("usage") or {},
         "cost": _cost(result.get("usage") or {}),
-        "has_video": bool(result.get("video_path")),
-        "video_src": f"{prefix}/video?{urlencode(ti)}" if result.get("video_path") else None,
-        "video_url": result.get("video_url") if not result.get("video_path") else None,
+        "has_video": streamable,
+        "downloaded": bool(result.get("video_path")),
+        "video_src": f"{prefix}/video?{urlencode(ti)}" if streamable else None,
+        "video_url": None if streamable else _web_link(result.get("video_url")),
         "run_link": run_link,
         "task_link": task_link,
     }
@@ -253,7 +283,8 @@ def _listing(
     prefix, ui_base = _paths(request)
     pages = max(1, -(-len(items) // per_page))
     page = min(page, pages)
-    shown = [describe(e, prefix, ui_base) for e in items[(page - 1) * per_page : page * per_page]]
+    roots = configured_roots()
+    shown = [describe(e, prefix, ui_base, roots) for e in items[(page - 1) * per_page : page * per_page]]
     return {
         "items": shown,
         "total": len(items),
@@ -263,8 +294,25 @@ def _listing(
         "dag_ids": dag_ids,
         "models": models,
         "scan_limited": limited,
+        "streaming": roots.enabled,
+        "how_to_enable": HOW_TO_ENABLE,
         "prefix": prefix,
     }
+
+
+def page_security_headers(nonce: str) -> dict[str, str]:
+    """The page's own CSP: its styles, one script carrying ``nonce``, videos from this origin only.
+
+    :param nonce: the nonce of the page's one script.
+    """
+    policy = (
+        "default-src 'none'; "
+        f"script-src 'nonce-{nonce}'; "
+        "style-src 'unsafe-inline'; "
+        "img-src 'self'; media-src 'self'; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'self'"
+    )
+    return {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff"}
 
 
 Page = Annotated[int, Query(ge=1)]
@@ -292,8 +340,10 @@ def page(
         return urlencode({**filters, "page": number, "per_page": per_page})
 
     without_run = urlencode({k: v for k, v in filters.items() if k != "run_id"})
+    nonce = secrets.token_urlsafe(16)
     html = render(
         **data,
+        nonce=nonce,
         dag_id=dag_id or "",
         model=model or "",
         run_id=run_id or "",
@@ -301,7 +351,7 @@ def page(
         without_run=without_run,
         scan_limit=SCAN_LIMIT,
     )
-    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(html, headers={"Cache-Control": "no-store", **page_security_headers(nonce)})
 
 
 @router.get("/api/generations")
@@ -330,15 +380,6 @@ def icon() -> Response:
 # ----------------------------------------------------------------------------------------- streaming
 
 
-def open_storage(video_path: str) -> Any:
-    """A local Path or an ObjectStoragePath for a ``video_path`` a Kling task reported."""
-    if "://" in video_path and not video_path.startswith("file://"):
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-        return ObjectStoragePath(video_path)
-    return Path(video_path.removeprefix("file://"))
-
-
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``(first, last)`` byte offsets asked by a single-range ``Range`` header; None for the whole file.
 
@@ -348,6 +389,8 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """
     if not header:
         return None
+    if range_too_long(header):  # int() of thousands of digits raises (a 500): no file is that large
+        raise HTTPException(416, headers={"Content-Range": f"bytes */{size}"})
     match = _RANGE.match(header.strip())
     if not match:  # several ranges or another unit: the whole file (a server may ignore Range)
         return None
@@ -375,6 +418,20 @@ def _read(path: Any, start: int, length: int) -> Iterator[bytes]:
             yield chunk
 
 
+class _HeldFileResponse(FileResponse):
+    """A FileResponse of a descriptor opened and checked before: closed once sent, even on a disconnect."""
+
+    def __init__(self, video: LocalVideo, **kwargs: Any) -> None:
+        super().__init__(video.served_path, stat_result=video.stat_result, **kwargs)
+        self.video = video
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.video.close()
+
+
 @router.get("/video")
 def video(
     request: Request,
@@ -385,9 +442,16 @@ def video(
     task_id: str,
     map_index: int = -1,
 ) -> Response:
-    """Stream the video a Kling task instance reported (its XCom ``video_path``), Range requests included."""
+    """Stream the video a Kling task instance reported, when it lies under a configured root.
+
+    The XCom's ``video_path`` only selects among files the deployment allowed
+    (:mod:`airflow_provider_kling.plugins.streaming`); Range requests are answered.
+    """
     if dag_id not in readable_dag_ids(user, {dag_id}, session):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "You may not read this DAG's results")
+    roots = configured_roots()
+    if not roots.enabled:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Video streaming is off: {HOW_TO_ENABLE}")
     row = session.scalar(
         _candidates().where(
             XComModel.dag_id == dag_id,
@@ -397,25 +461,37 @@ def video(
         )
     )
     result = kling_result(row) if row is not None else None
-    if not result or not result.get("video_path"):
+    if not result or not isinstance(result.get("video_path"), str) or not result["video_path"]:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No downloaded Kling video for this task instance")
-    path = open_storage(str(result["video_path"]))
+    video_path, generation_id = result["video_path"], str(result["generation_id"])
+    range_header = request.headers.get("range")
     try:
-        size = int(path.stat().st_size)
-    except (FileNotFoundError, OSError) as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "The video is no longer in its storage") from exc
-    media_type = mimetypes.guess_type(str(result["video_path"]))[0] or "video/mp4"
-    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=300"}
-    asked = byte_range(request.headers.get("range"), size)
+        if not may_stream(video_path, roots):
+            raise StreamRefused("the video is outside the configured gallery roots")
+        if "://" not in video_path or video_path.startswith("file://"):
+            local = open_local(video_path, generation_id, roots)
+            if range_too_long(range_header):
+                size = local.stat_result.st_size
+                local.close()
+                raise HTTPException(416, headers={"Content-Range": f"bytes */{size}"})
+            return _HeldFileResponse(local, media_type=media_type(str(local.path)), headers={**SAFE_HEADERS})
+        path, size = open_remote(video_path, generation_id, roots)
+    except StreamRefused as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"This video is not streamed: {exc}") from None
+    if range_too_long(range_header):
+        raise HTTPException(416, headers={"Content-Range": f"bytes */{size}"})
+    headers = {"Accept-Ranges": "bytes", **SAFE_HEADERS}
+    kind = media_type(video_path)
+    asked = byte_range(range_header, size)
     if asked is None:
         headers["Content-Length"] = str(size)
-        return StreamingResponse(_read(path, 0, size), media_type=media_type, headers=headers)
+        return StreamingResponse(_read(path, 0, size), media_type=kind, headers=headers)
     start, end = asked
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1)
     return StreamingResponse(
         _read(path, start, end - start + 1),
         status_code=status.HTTP_206_PARTIAL_CONTENT,
-        media_type=media_type,
+        media_type=kind,
         headers=headers,
     )

@@ -40,6 +40,7 @@ TEMPLATE = """<!doctype html>
   .status.failed { background: #fed7d7; color: #742a2a; }
   a { color: var(--accent); }
   .pager { display: flex; gap: 14px; align-items: center; margin-top: 18px; }
+  .notice { padding: 8px 12px; border: 1px solid var(--line); border-radius: 8px; color: var(--muted); }
   .empty { padding: 40px; text-align: center; color: var(--muted); border: 1px dashed var(--line); border-radius: 10px; }
 </style>
 </head>
@@ -49,13 +50,13 @@ TEMPLATE = """<!doctype html>
   ({{ total }} shown to you{% if scan_limited %}, from the {{ scan_limit }} most recent results{% endif %}).</p>
 <form class="filters" method="get" action="{{ prefix }}/">
   <label>DAG
-    <select name="dag_id" onchange="this.form.submit()">
+    <select name="dag_id">
       <option value="">All DAGs</option>
       {% for d in dag_ids %}<option value="{{ d }}"{% if d == dag_id %} selected{% endif %}>{{ d }}</option>{% endfor %}
     </select>
   </label>
   <label>Model
-    <select name="model" onchange="this.form.submit()">
+    <select name="model">
       <option value="">All models</option>
       {% for m in models %}<option value="{{ m }}"{% if m == model %} selected{% endif %}>{{ m }}</option>{% endfor %}
     </select>
@@ -65,6 +66,12 @@ TEMPLATE = """<!doctype html>
   <input type="hidden" name="per_page" value="{{ per_page }}">
   <noscript><button type="submit">Filter</button></noscript>
 </form>
+<script nonce="{{ nonce }}">
+  for (const select of document.querySelectorAll("form.filters select")) {
+    select.addEventListener("change", () => select.form.submit());
+  }
+</script>
+{% if not streaming %}<p class="notice" id="streaming-off">Videos are not streamed here: to play downloaded videos, {{ how_to_enable }}.</p>{% endif %}
 {% if items %}
 <div class="grid">
 {% for it in items %}
@@ -72,7 +79,7 @@ TEMPLATE = """<!doctype html>
     {% if it.video_src %}
     <video controls muted playsinline preload="metadata" src="{{ it.video_src }}"></video>
     {% else %}
-    <div class="novideo">not downloaded{% if it.video_url %}: <a href="{{ it.video_url }}" target="_blank" rel="noopener">signed URL</a>{% endif %}</div>
+    <div class="novideo">{% if it.downloaded %}not streamed{% else %}not downloaded{% endif %}{% if it.video_url %}: <a href="{{ it.video_url }}" target="_blank" rel="noopener">signed URL</a>{% endif %}</div>
     {% endif %}
     <div class="meta">
       <div class="prompt">{{ it.prompt or "(no prompt)" }}</div>
