@@ -5,7 +5,10 @@ Loaded only when a batch task runs (never at DAG parse). What lives here:
 - reading a manifest (JSONL or CSV in object storage or a local file, or a list of dicts from XCom)
   and validating every row before anything is paid (:func:`read_manifest`, :func:`validate_rows`);
 - the batch's durable state, one small record per row, in ``task_state_store`` (Airflow 3.3+) or in
-  state objects under the output prefix (Airflow 2.11, or with no store) (:class:`BatchState`);
+  state objects under the output prefix (Airflow 2.11, or with no store) (:class:`BatchState`), each
+  object replaced whole or not at all (:func:`write_atomic`);
+- the lease that keeps two runs from writing (and paying for) the same output prefix at once
+  (:class:`BatchLease`);
 - one run of the batch loop in the worker: reconcile what the trigger reported, download finished
   videos (bounded concurrency), submit new rows up to ``max_active`` in flight, then defer again or
   write the results manifest (:class:`BatchRun`).
@@ -17,19 +20,24 @@ crash, a retry or a clear reconnects to the generation instead of paying again.
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import io
 import json
 import math
+import os
 import re
+import socket
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kling.exceptions import KlingValidationError
+from airflow_provider_kling.exceptions import KlingConfigError, KlingValidationError
 
 if TYPE_CHECKING:
     from airflow_provider_kling.models import KlingRequest
@@ -40,8 +48,12 @@ STATE_KEY = "kling_batch"
 ROWS_PER_SHARD = 64
 #: Row keys become file names: letters, digits, ``.``, ``_`` and ``-``, at most 128 characters.
 KEY_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-#: Columns whose CSV cells stay text even when they look like numbers.
-_TEXT_COLUMNS = ("model", "prompt", "negative_prompt", "aspect_ratio")
+#: Catalog field types whose CSV cells are text (every other type is decoded as JSON when it parses).
+_TEXT_TYPES = ("text", "image", "audio", "video", "choice")
+#: The lease file under the output prefix: the run writing there now (see :class:`BatchLease`).
+LEASE_NAME = ".kling-batch.lease"
+#: A lease outlives its batch's deadline by this much (the last downloads and the results manifest).
+LEASE_GRACE = 600.0
 #: Most bad rows named in the exception (every one is logged).
 _REPORT_ROWS = 25
 
@@ -57,12 +69,17 @@ FINAL = (DONE, REUSED, FAILED, UNKNOWN)
 
 
 # ------------------------------------------------------------------------------------ manifest
-def read_manifest(source: Any) -> list[dict[str, Any]]:
+def read_manifest(source: Any, key_field: str = "key") -> list[dict[str, Any]]:
     """The rows of a manifest: a list of dicts (XCom), or a JSONL / CSV file (local or object storage).
 
-    A file whose name ends in ``.csv`` is read as CSV with a header row (empty cells are left out;
-    cells that are JSON numbers, booleans, lists or objects are decoded, except text columns such as
-    ``prompt``); anything else as JSON Lines (one object per line, blank lines skipped).
+    A file whose name ends in ``.csv`` is read as CSV with a header row (empty cells are left out);
+    only the cells of columns whose catalog type is a number, a flag or a structure (``duration``,
+    ``cfg_scale``, ``generate_audio``, ``camera_control``...) are decoded as JSON; every other column,
+    the row key among them, stays text as written (``007``, ``12.50``, ``true``). Anything else is
+    read as JSON Lines (one object per line, blank lines skipped).
+
+    :param source: a path, URL, ObjectStoragePath, JSON list text, or a list of dicts.
+    :param key_field: the column holding the row key (never decoded).
     """
     if isinstance(source, (list, tuple)):
         rows = list(source)
@@ -71,7 +88,7 @@ def read_manifest(source: Any) -> list[dict[str, Any]]:
             raise KlingValidationError([(f"manifest[{i}]", "must be a mapping of fields") for i in bad[:10]])
         return [dict(r) for r in rows]
     if isinstance(source, str) and source.lstrip().startswith("["):
-        return read_manifest(json.loads(source))
+        return read_manifest(json.loads(source), key_field)
     path = open_path(source)
     try:
         with path.open("rb") as handle:
@@ -80,7 +97,7 @@ def read_manifest(source: Any) -> list[dict[str, Any]]:
         raise KlingValidationError([("manifest", f"{source} does not exist")]) from None
     text = data.decode("utf-8-sig")
     if str(source).lower().endswith(".csv"):
-        return [_csv_row(row) for row in csv.DictReader(io.StringIO(text))]
+        return [_csv_row(row, key_field) for row in csv.DictReader(io.StringIO(text))]
     rows = []
     errors = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -100,14 +117,30 @@ def read_manifest(source: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
+@functools.cache
+def _decoded_columns() -> frozenset[str]:
+    """Fields whose type, for some model of the catalog, is a number, a flag or a structure."""
+    from airflow_provider_kling import catalog
+
+    names = set()
+    for model_id in catalog.MODELS:
+        for name in catalog.model_fields(model_id):
+            if name.endswith("_url") or name not in catalog.FIELDS:
+                continue  # URLs and anything the catalog does not know stay text
+            if catalog.field_spec(model_id, name).get("type") not in _TEXT_TYPES:
+                names.add(name)
+    return frozenset(names)
+
+
+def _csv_row(row: dict[str, Any], key_field: str = "key") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, cell in row.items():
         if name is None or cell is None or cell == "":
             continue
         name = name.strip()
         value: Any = cell
-        if name not in _TEXT_COLUMNS and not name.endswith("_url"):
+        # Keys, ids and free text stay as written: "12.50" is not 12.5, "1e3" is not 1000.0.
+        if name != key_field and name in _decoded_columns():
             try:
                 value = json.loads(cell)
             except ValueError:
@@ -264,24 +297,56 @@ def validation_report(exc: KlingValidationError, total: int) -> str:
 
 
 # ------------------------------------------------------------------------------------ state
+class KlingBatchStateError(KlingConfigError):
+    """The batch's state or lease forbids sending anything: no retry can fix it, a person must look."""
+
+
+def _identity(context: Any) -> dict[str, Any]:
+    """The task instance a batch belongs to: its retries and resumptions share it, other runs do not."""
+    ti = context["ti"]
+    return {
+        "dag_id": ti.dag_id,
+        "task_id": ti.task_id,
+        "run_id": context.get("run_id") or getattr(ti, "run_id", None),
+        "map_index": getattr(ti, "map_index", -1),
+    }
+
+
 class BatchState:
     """The batch's durable record: a meta dict and one small record per row, in shards.
 
     Backed by ``task_state_store`` when the context has one (Airflow 3.3+), else by JSON objects under
     ``<output_prefix>/.kling-batch/<dag>.<task>.<run>.<map_index>/`` (Airflow 2.11). A shard is
-    rewritten whenever one of its rows changes; only changed shards are written.
+    rewritten whenever one of its rows changes; only changed shards are written, each replaced whole
+    (:func:`write_atomic`), and rows are indexed by shard so a write costs only its shard's rows.
+
+    The meta record is read at construction; the row records by :meth:`load`. A record that cannot be
+    read fails the batch closed (:class:`KlingBatchStateError`): it may hold ids already paid for.
     """
 
-    def __init__(self, context: Any, output_prefix: Any, keys: list[str]) -> None:
+    def __init__(self, context: Any, output_prefix: Any, keys: list[str] | None = None) -> None:
         self.store = context.get("task_state_store")
         self.folder: Any = None
         if self.store is None:
-            ti = context["ti"]
             from airflow_provider_kling.hooks.kling import safe_file_name
 
-            name = safe_file_name(f"{ti.dag_id}.{ti.task_id}.{context['run_id']}.{ti.map_index}")
+            ident = _identity(context)
+            parts = (ident["dag_id"], ident["task_id"], ident["run_id"], ident["map_index"])
+            name = safe_file_name(".".join(str(part) for part in parts))
             self.folder = open_path(output_prefix) / ".kling-batch" / name
         self.meta: dict[str, Any] = self._get(STATE_KEY) or {}
+        self.rows: dict[str, dict[str, Any]] = {}
+        self._by_shard: dict[int, dict[str, dict[str, Any]]] = {}
+        self._index: dict[str, int] = {}
+        self._dirty: set[int] = set()
+        self._lock = threading.Lock()
+        #: Row records serialised by state writes (what a write costs: its shard, never the batch).
+        self.rows_written = 0
+        if keys is not None:
+            self.load(keys)
+
+    def load(self, keys: list[str]) -> None:
+        """Read every row record (the manifest's keys, in order, fix each row's shard)."""
         # Rows are sharded by their position: rows submitted together share a shard, so recording a
         # group of answers is one write. Shards written by an earlier try are all read back (a
         # reordered manifest moves rows between shards: the newest record of a row wins).
@@ -289,38 +354,62 @@ class BatchState:
         stored = int(self.meta.get("shards") or 0)
         self.meta["shards"] = max(shards, stored)
         self._index = {key: i for i, key in enumerate(keys)}
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows = {}
+        self._by_shard = {}
         for shard in range(max(shards, stored)):
             for key, record in (self._get(f"{STATE_KEY}/{shard}") or {}).items():
                 known = self.rows.get(key)
                 if known is None or float(record.get("at") or 0) >= float(known.get("at") or 0):
                     self.rows[key] = record
-        self._dirty: set[int] = set()
-        self._lock = threading.Lock()
+        for key, record in self.rows.items():
+            self._by_shard.setdefault(self.shard_of(key), {})[key] = record
 
     @property
     def where(self) -> str:
         return "task_state_store" if self.store is not None else str(self.folder)
 
+    def _path(self, key: str) -> Any:
+        return self.folder / f"{key.replace('/', '-')}.json"
+
     def _get(self, key: str) -> Any:
         if self.store is not None:
-            return self.store.get(key)
-        path = self.folder / f"{key.replace('/', '-')}.json"
+            value = self.store.get(key)
+            if isinstance(value, str):  # a store that keeps text
+                value = self._decode(value.encode(), f"task_state_store key {key!r}")
+            if value is not None and not isinstance(value, dict):
+                raise self._unreadable(f"task_state_store key {key!r}", f"holds a {type(value).__name__}")
+            return value
+        path = self._path(key)
         try:
             with path.open("rb") as handle:
-                return json.loads(handle.read())
+                data = handle.read()
         except FileNotFoundError:
             return None
+        return self._decode(data, str(path))
+
+    def _decode(self, data: bytes, where: str) -> dict[str, Any]:
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            raise self._unreadable(where, f"is not valid JSON ({len(data)} bytes: {exc})") from None
+        if not isinstance(value, dict):
+            raise self._unreadable(where, f"holds a {type(value).__name__}, not the batch's JSON object")
+        return value
+
+    @staticmethod
+    def _unreadable(where: str, why: str) -> KlingBatchStateError:
+        return KlingBatchStateError(
+            f"The batch state {where} cannot be read: it {why}. It records the generations this batch "
+            "has already paid for, so nothing was sent. Inspect it and restore it (from a backup or an "
+            "earlier version of the object), then clear the task; or, after checking the service's "
+            "dashboard for the ids it held, delete it to start its rows over (they are paid again)."
+        )
 
     def _set(self, key: str, value: Any) -> None:
         if self.store is not None:
             self.store.set(key, value)
             return
-        path = self.folder / f"{key.replace('/', '-')}.json"
-        if not hasattr(path, "fs"):
-            path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as out:
-            out.write(json.dumps(value, separators=(",", ":")))
+        write_atomic(self._path(key), json.dumps(value, separators=(",", ":")).encode())
 
     def shard_of(self, key: str) -> int:
         index = self._index.get(key)
@@ -328,9 +417,17 @@ class BatchState:
             return zlib.crc32(key.encode()) % int(self.meta["shards"])
         return index // ROWS_PER_SHARD
 
+    def _record(self, key: str) -> dict[str, Any]:
+        """The row's record, created (and indexed under its shard) when missing."""
+        record = self.rows.get(key)
+        if record is None:
+            record = self.rows[key] = {}
+            self._by_shard.setdefault(self.shard_of(key), {})[key] = record
+        return record
+
     def update(self, key: str, **values: Any) -> dict[str, Any]:
         with self._lock:
-            record = self.rows.setdefault(key, {})
+            record = self._record(key)
             record.update(values, at=time.time())
             self._dirty.add(self.shard_of(key))
             return record
@@ -339,29 +436,133 @@ class BatchState:
         """Drop a row's record (its POST surely created nothing): the row is to be sent again."""
         with self._lock:
             if self.rows.pop(key, None) is not None:
-                self._dirty.add(self.shard_of(key))
+                shard = self.shard_of(key)
+                self._by_shard.get(shard, {}).pop(key, None)
+                self._dirty.add(shard)
 
     def save_rows(self, updates: dict[str, dict[str, Any]]) -> None:
         """Update rows and write their shards now (right after paid POSTs answered): one write per shard."""
         with self._lock:
             shards = set()
             for key, values in updates.items():
-                self.rows.setdefault(key, {}).update(values, at=time.time())
+                self._record(key).update(values, at=time.time())
                 shards.add(self.shard_of(key))
             for shard in sorted(shards):
                 self._dirty.discard(shard)
-                self._set(f"{STATE_KEY}/{shard}", self._shard(shard))
+                self._write_shard(shard)
 
-    def _shard(self, shard: int) -> dict[str, Any]:
-        return {k: v for k, v in self.rows.items() if self.shard_of(k) == shard}
+    def _write_shard(self, shard: int) -> None:
+        records = dict(self._by_shard.get(shard, {}))
+        self.rows_written += len(records)
+        self._set(f"{STATE_KEY}/{shard}", records)
 
     def flush(self) -> None:
         """Write the meta record and every changed shard."""
         with self._lock:
             for shard in sorted(self._dirty):
-                self._set(f"{STATE_KEY}/{shard}", self._shard(shard))
+                self._write_shard(shard)
             self._dirty.clear()
             self._set(STATE_KEY, self.meta)
+
+
+class BatchLease:
+    """``<output_prefix>/.kling-batch.lease``: which task instance writes (and pays for) the prefix now.
+
+    Two runs writing the same prefix at once would each pay for every row and overwrite each other's
+    videos, so a batch takes the lease before it sends anything. A lease names its holder's
+    dag_id/task_id/run_id/map_index (retries, clears and resumptions of that task instance take it
+    over), the try, host and process, when it was taken and when it expires: the holder's deadline
+    (``timeout`` after its try started) plus :data:`LEASE_GRACE`. An expired lease is stale and taken
+    over. The lease is deleted when the batch ends (results written) or fails with an error no retry
+    can fix; a run that died or ran out of retries keeps it until it expires.
+
+    On a local disk the lease is created with an atomic link (two runs cannot both create it); on
+    object storage it is written and read back, which leaves a window of one round trip.
+
+    :param prefix: the output prefix (a Path or ObjectStoragePath).
+    :param context: the task's context (its task instance is the holder).
+    """
+
+    def __init__(self, prefix: Any, context: Any) -> None:
+        self.path = prefix / LEASE_NAME
+        self.holder = _identity(context)
+        self.try_number = str(getattr(context["ti"], "try_number", 1))
+
+    def read(self) -> dict[str, Any] | None:
+        """The lease as stored, or None when there is none."""
+        try:
+            with self.path.open("rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return None
+        try:
+            value = json.loads(data)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            # Leases are written whole, so this is not a half-written lease of ours: fail closed.
+            raise KlingBatchStateError(
+                f"The batch lease {self.path} cannot be read, so another run may be writing this output "
+                "prefix; nothing was sent. Delete the lease if no other batch writes there."
+            )
+        return value
+
+    def ours(self, lease: dict[str, Any] | None) -> bool:
+        return lease is not None and all(lease.get(k) == v for k, v in self.holder.items())
+
+    def acquire(self, expires: float) -> None:
+        """Take the lease (or renew ours) until ``expires``; refuse when another run holds a live one."""
+        current = self.read()
+        now = time.time()
+        if current is not None and not self.ours(current) and float(current.get("expires") or 0) > now:
+            raise self._refused(current)
+        if (
+            self.ours(current)
+            and current is not None
+            and current.get("try") == self.try_number
+            and float(current.get("expires") or 0) >= expires
+        ):
+            return  # ours already, for this try: a resumption writes nothing
+        lease = {
+            **self.holder,
+            "try": self.try_number,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "token": uuid.uuid4().hex,
+            "acquired": now,
+            "expires": expires,
+        }
+        data = json.dumps(lease, separators=(",", ":")).encode()
+        if current is None and not hasattr(self.path, "fs"):
+            if not _link_new(self.path, data):  # another run created it meanwhile
+                raise self._refused(self.read() or {})
+        else:
+            write_atomic(self.path, data)
+        stored = self.read()
+        if stored is None or stored.get("token") != lease["token"]:
+            raise self._refused(stored or {})
+
+    def release(self) -> None:
+        """Delete the lease when it is still ours (a run that took over a stale one keeps it)."""
+        try:
+            if self.ours(self.read()):
+                self.path.unlink()
+        except (FileNotFoundError, KlingBatchStateError):
+            pass
+
+    def _refused(self, lease: dict[str, Any]) -> KlingBatchStateError:
+        holder = ", ".join(f"{k}={lease.get(k)!r}" for k in ("dag_id", "task_id", "run_id", "map_index"))
+
+        def when(at: Any) -> str:
+            return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(at or 0)))
+
+        return KlingBatchStateError(
+            f"Another batch writes this output prefix: the lease {self.path} is held by {holder} (try "
+            f"{lease.get('try')}, host {lease.get('host')}, since {when(lease.get('acquired'))}, until "
+            f"{when(lease.get('expires'))}). Two batches on one prefix would each pay for every row; "
+            "nothing was sent. Wait for that run to end, give this run another output_prefix, or delete "
+            "the lease if that run is no longer running."
+        )
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -380,8 +581,9 @@ class BatchRun:
     :param operator: the :class:`KlingBatchVideoOperator`.
     :param context: the task's context.
     :param first_pass: the try's first pass in the worker (``execute``): every row's file inputs are
-        checked up front and, with ``resend_unknown``, rows left ``unknown`` are sent again.
-        Resumptions after a deferral do neither.
+        checked up front (unless an earlier try checked this same manifest with the same settings) and,
+        with ``resend_unknown``, rows left ``unknown`` are sent again. Resumptions after a deferral do
+        neither.
     """
 
     def __init__(self, operator: Any, context: Any, *, first_pass: bool = True) -> None:
@@ -391,7 +593,19 @@ class BatchRun:
         self.hook = operator.hook
         self.prefix = open_path(_folder(operator.output_prefix))
         self.api = self.hook.endpoint.api
-        rows = read_manifest(operator.manifest)
+        rows = read_manifest(operator.manifest, operator.key_field)
+        # The manifest and the settings its rows were checked with: a try that finds them unchanged
+        # in the state does not check every file input again.
+        settings = [operator.model, operator.parameters, operator.key_field, operator.check_capabilities]
+        checked = hashlib.sha256(
+            json.dumps([settings, rows], sort_keys=True, separators=(",", ":"), default=str).encode()
+        ).hexdigest()
+        # The meta record first: one that cannot be read stops the batch before anything is sent.
+        self.state = BatchState(context, self.prefix)
+        meta = self.state.meta
+        probe = first_pass and meta.get("validated") != checked
+        if first_pass and not probe:
+            self.log.info("The manifest's file inputs were checked by an earlier try: not checked again")
         try:
             self.rows = validate_rows(
                 rows,
@@ -399,15 +613,16 @@ class BatchRun:
                 parameters=operator.parameters,
                 key_field=operator.key_field,
                 check_capabilities=operator.check_capabilities,
-                probe_files=first_pass,
+                probe_files=probe,
             )
         except KlingValidationError as exc:
             for name, message in exc.errors:
                 self.log.error("Manifest: %s: %s", name, message)
             raise KlingValidationError([("manifest", validation_report(exc, len(rows)))]) from None
+        if probe:
+            meta["validated"] = checked
         self.by_key = {row.key: row for row in self.rows}
-        self.state = BatchState(context, self.prefix, [row.key for row in self.rows])
-        meta = self.state.meta
+        self.state.load([row.key for row in self.rows])
         try_number = str(getattr(context["ti"], "try_number", 1))
         # Rows marked as being sent when the last process stopped (a killed worker): their POST may
         # have created, and billed, a generation whose id never came back. Reported as unknown and
@@ -440,8 +655,7 @@ class BatchRun:
             # A new try (a retry or a clear): rows that failed get another chance; rows whose POST may
             # have created a generation (UNKNOWN) are kept, unless resend_unknown (above).
             for key in [k for k, r in self.state.rows.items() if r.get("st") == FAILED]:
-                self.state.rows.pop(key)
-                self.state._dirty.add(self.state.shard_of(key))
+                self.state.forget(key)
             meta["try"] = try_number
             meta["posts"] = 0
             meta["reused"] = 0
@@ -449,6 +663,9 @@ class BatchRun:
         if not meta.get("deadline") or meta.get("deadline_try") != try_number:
             meta["deadline"] = time.time() + operator.timeout_seconds
             meta["deadline_try"] = try_number
+        # Before anything is sent: no other run may be writing (and paying for) this prefix.
+        self.lease = BatchLease(self.prefix, context)
+        self.lease.acquire(float(meta["deadline"]) + LEASE_GRACE)
         # The window: max_active, narrowed by a 429 to what is in flight, widened again after.
         self._ceiling = max(1, int(operator.max_active))
         self._limit = self._ceiling
@@ -826,6 +1043,7 @@ class BatchRun:
             "state": self.state.where if self.state.store is None else "task_state_store",
         }
         self.state.flush()
+        self.lease.release()
         return summary
 
 
@@ -837,9 +1055,62 @@ def _folder(prefix: Any) -> Any:
 
 
 def write_jsonl(path: Any, lines: Iterable[dict[str, Any]]) -> None:
-    """Write JSON Lines to a local path or object storage (one PUT; parents made for local paths)."""
+    """Write JSON Lines to a local path or object storage, whole or not at all (:func:`write_atomic`)."""
     body = "".join(json.dumps(line, separators=(",", ":"), default=str) + "\n" for line in lines)
-    if not hasattr(path, "fs"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as out:
-        out.write(body)
+    write_atomic(path, body.encode())
+
+
+def write_atomic(path: Any, data: bytes) -> None:
+    """Replace ``path`` with ``data`` whole or not at all: a failed write leaves the old content.
+
+    On a local disk: a temporary file beside it, flushed and fsynced, renamed into place (parents are
+    made). On object storage (an ObjectStoragePath): one PUT of the whole body (fsspec ``pipe_file``),
+    never a streamed file whose close would store what was written before an error.
+    """
+    if hasattr(path, "fs"):
+        path.fs.pipe_file(path.path, data)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with temporary.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _link_new(path: Any, data: bytes) -> bool:
+    """Create local file ``path`` holding ``data``, whole, only if it does not exist (False if it does)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with temporary.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(temporary, path)  # atomic, and fails when the name exists
+    except FileExistsError:
+        return False
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
+    return True
+
+
+def _fsync_folder(folder: Any) -> None:
+    """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)

@@ -759,7 +759,17 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
     Each paid id is recorded before anything else happens (``task_state_store`` on Airflow 3.3+, state
     objects under ``<output_prefix>/.kling-batch/`` otherwise): a crash, retry or clear reconnects to
     its generations and pays nothing twice. With ``skip_existing`` (the default) a row whose video is
-    already under the prefix from the same request is reused: re-running a day pays nothing.
+    already under the prefix from the same request is reused: re-running a day pays nothing. Each state
+    object is replaced whole (a temporary file renamed into place, or one PUT): a failed write leaves the
+    previous state; a state object that cannot be read fails the task before anything is sent, naming it.
+
+    One run at a time writes an output prefix: before sending anything a batch takes the lease
+    ``<output_prefix>/.kling-batch.lease`` (its dag_id, task_id, run_id, map_index, try and host). A
+    different run finding a live lease fails before any POST, naming the lease and its holder; the same
+    task instance's retries, clears and resumptions take it over. A lease expires 10 minutes after its
+    batch's deadline (``timeout`` after the try started) and is then taken over as stale; it is deleted
+    when the batch ends (results written) or fails with an error no retry can fix. A run that died or
+    ran out of retries keeps it until it expires: delete it by hand to free the prefix sooner.
 
     :param manifest: the rows: a JSONL / CSV path or URL, an ObjectStoragePath, or a list of dicts.
     :param output_prefix: the folder (local or object storage) the videos and results go to.
@@ -908,7 +918,10 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
                 outcome = run.step()
             summary = run.finish()
         except KlingError as exc:
-            raise fail_fast(exc) from exc
+            final = fail_fast(exc)
+            if isinstance(final, AirflowFailException):
+                run.lease.release()  # failed for good (no retry): the prefix is free for another run
+            raise final from exc
         self.log.info(
             "Kling batch finished: %s of %s rows completed (%s reused), %s failed, %s generation(s) paid "
             "by this try; results in %s",
