@@ -1,12 +1,42 @@
 """Errors raised by the Kling provider.
 
 Every error carries what a user needs to act on it (field, status code, the service's message and
-requestId, the generation id) and never the API key.
+requestId, the generation id) and never the API key, nor the credentials of a URL: the service may
+echo a presigned input URL in its error text, and errors end up in logs, XComs and batch results.
 """
 
 from __future__ import annotations
 
+import re
+
 from airflow.providers.common.compat.sdk import AirflowException
+
+# Signed URLs carry their credential in the query string, and a URL's user information may hold a
+# password: neither is ever shown, in any message. A URL starts at a scheme (``https://``, ``s3://``)
+# or at a path's slash; its query string runs to the next space, quote or bracket.
+_URL_QUERY_RE = re.compile(
+    r"((?:[a-z][a-z0-9+.-]*://|url: |/)[^\s?#'\"<>()]*)\?(?!<redacted>)[^\s'\"<>()]*", re.IGNORECASE
+)
+# The same URL percent-encoded (echoed as a query parameter of another URL): ``https%3A%2F%2F...%3F...``.
+_ENCODED_QUERY_RE = re.compile(
+    r"((?:[a-z][a-z0-9+.-]*%3A%2F%2F|%2F)[^\s'\"<>()?]*?)%3F(?!<redacted>)[^\s'\"<>()]*", re.IGNORECASE
+)
+_URL_USERINFO_RE = re.compile(r"([a-z][a-z0-9+.-]*://)[^\s/?#'\"<>()@]*@", re.IGNORECASE)
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL's query string replaced by ``?<redacted>`` and its user information by
+    ``<redacted>@``: what signs a presigned URL (``X-Amz-Signature=...``) is never shown.
+
+    :param text: any message, e.g. an error text the service sent; redacting twice changes nothing.
+    """
+    text = _URL_USERINFO_RE.sub(r"\1<redacted>@", text)
+    text = _ENCODED_QUERY_RE.sub(r"\1%3F<redacted>", text)
+    return _URL_QUERY_RE.sub(r"\1?<redacted>", text)
+
+
+def _redacted(text: str | None) -> str | None:
+    return None if text is None else redact_urls(str(text))
 
 
 class KlingError(AirflowException):
@@ -42,7 +72,7 @@ class KlingConnectionError(KlingError):
 
     def __init__(self, message: str, *, nothing_sent: bool = False) -> None:
         self.nothing_sent = nothing_sent
-        super().__init__(message)
+        super().__init__(redact_urls(message))
 
 
 class KlingTLSError(KlingConnectionError):
@@ -73,6 +103,9 @@ class KlingDeadlineExceeded(KlingError):
 class KlingAPIError(KlingError):
     """The service answered with an HTTP error, or with a body that cannot be read.
 
+    Every URL in the message, path, requestId and hint is kept without its query string and user
+    information (see :func:`redact_urls`).
+
     :param status_code: the HTTP status code.
     :param message: the service's own message.
     :param request_id: the service's ``requestId``, when it sent one.
@@ -93,6 +126,10 @@ class KlingAPIError(KlingError):
         retry_after: float | None = None,
         hint: str | None = None,
     ) -> None:
+        message = redact_urls(str(message))
+        request_id = _redacted(request_id)
+        path = redact_urls(path)
+        hint = _redacted(hint)
         self.status_code = status_code  # type: ignore[assignment]
         self.message = message
         self.request_id = request_id
@@ -169,10 +206,11 @@ class KlingGenerationFailed(KlingError):
     """The service ended the generation in ``error``.
 
     :param generation_id: the generation's id.
-    :param message: the service's readable reason.
+    :param message: the service's readable reason (URLs without their query string).
     """
 
     def __init__(self, generation_id: str, message: str) -> None:
+        message = redact_urls(str(message))
         self.generation_id = generation_id
         self.message = message
         super().__init__(f"Kling generation {generation_id} failed: {message}")

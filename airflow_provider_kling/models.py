@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from functools import cache
@@ -32,11 +33,12 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     create_model,
+    field_validator,
     model_validator,
 )
 
 from airflow_provider_kling import catalog
-from airflow_provider_kling.exceptions import KlingValidationError
+from airflow_provider_kling.exceptions import KlingValidationError, redact_urls
 
 #: URL schemes read as files (through fsspec / ObjectStoragePath) and sent as Base64 data URIs.
 STORAGE_SCHEMES = ("file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hdfs", "oss", "memory")
@@ -434,9 +436,10 @@ class KlingRequest:
     kind: str | None = None
     #: current field name -> the seed-era name the user wrote, so errors name what the user wrote.
     renamed: dict[str, str] = field(default_factory=dict, compare=False)
-    #: the fields as they identify the request when some inputs were sent as presigned URLs: each such
-    #: URL replaced by the object and its version, so the fingerprint does not change with every
-    #: signature (and changes when the object does). None: ``fields`` identify it.
+    #: the fields as they identify the request when some inputs are objects in storage: each replaced
+    #: by the object and its version, however it was sent (presigned URL or bytes), so the fingerprint
+    #: changes neither with every signature nor with whether signing worked (and changes when the
+    #: object does). None: ``fields`` identify it.
     stable_fields: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
@@ -463,8 +466,9 @@ class KlingRequest:
     def fingerprint(self) -> str:
         """A stable hash of what is asked (model and every field): equal requests, equal hashes.
 
-        Inputs sent as presigned URLs count as the object they sign and its version (ETag), not as
-        the URL: a re-run that signs again has the same fingerprint; a changed image a new one.
+        Objects in storage count as the object and its version (ETag), not as the presigned URL or the
+        bytes sent: a re-run that signs again, or cannot sign, has the same fingerprint; a changed
+        image a new one.
         """
         source = self if self.stable_fields is None else self.with_fields(self.stable_fields)
         text = json.dumps(source.payload("unified"), sort_keys=True, separators=(",", ":"), default=str)
@@ -711,25 +715,47 @@ PRESIGN_SCHEMES = ("s3", "s3a", "gs", "gcs")
 PRESIGN_SECONDS = 900
 
 
-def _object_version(info: dict[str, Any]) -> str:
-    """What identifies one version of an object in its store's metadata (ETag, generation, ...)."""
+def _object_version(info: dict[str, Any]) -> str | None:
+    """What identifies one version of an object in its store's metadata (ETag, generation, ...).
+
+    None when the metadata holds no such tag (a size and a time are not enough): the object is then
+    identified by its bytes.
+    """
     for key in ("ETag", "etag", "md5Hash", "crc32c", "generation", "VersionId"):
         if info.get(key):
             return f"{key}={str(info[key]).strip(chr(34))}"
-    mtime = info.get("LastModified") or info.get("mtime") or info.get("updated") or ""
-    return f"size={info.get('size')},modified={mtime}"
+    return None
+
+
+def _stored_identity(ref: str) -> str | None:
+    """``"<ref>#<version>"`` for an object in storage whose metadata tags its version, else None.
+
+    What a request's fingerprint counts for the input, whether it is sent presigned or as its bytes.
+    """
+    if urlsplit(ref).scheme.lower() in ("", "file"):
+        return None
+    path = _open_input(ref)
+    try:
+        info = path.fs.info(path.path)
+    except FileNotFoundError:
+        raise ValueError(f"names {ref!r}, which does not exist") from None
+    except Exception as exc:
+        raise ValueError(f"names {ref!r}, which could not be read: {type(exc).__name__}: {exc}") from None
+    version = _object_version(info) if isinstance(info, dict) else None
+    return f"{ref}#{version}" if version else None
 
 
 def presign_image(
     ref: str, max_bytes: int, expires: int = PRESIGN_SECONDS, *, mask: bool = True
-) -> tuple[str, str] | None:
+) -> tuple[str, str | None] | None:
     """A presigned GET URL for a private image in object storage, and what identifies its version.
 
     The object is checked first (it exists, its size is within ``max_bytes``, its first bytes are a PNG
     or JPEG), with one metadata call and one ranged read of 16 bytes: nothing else is downloaded.
     The URL is registered with Airflow's secrets masker, so it never shows in a log.
 
-    :return: ``(url, "<ref>#<version>")``, or None when this storage cannot sign (no signer, no
+    :return: ``(url, "<ref>#<version>")`` (the version None when the store tags none: the object is
+        then identified by its bytes), or None when this storage cannot sign (no signer, no
         credentials that can sign): the caller then sends the bytes as Base64.
     :raises ValueError: the object is missing, too large or not a PNG/JPEG.
     """
@@ -763,7 +789,8 @@ def presign_image(
         from airflow.providers.common.compat.sdk import mask_secret
 
         mask_secret(url)
-    return url, f"{ref}#{_object_version(info)}"
+    version = _object_version(info)
+    return url, f"{ref}#{version}" if version else None
 
 
 def resolve_file_inputs(
@@ -774,13 +801,17 @@ def resolve_file_inputs(
     An object in ``s3://`` or ``gs://`` storage becomes a presigned GET URL valid ``presign_seconds``
     (the storage's own signer, through the Airflow connection of its ObjectStoragePath), when
     ``presign`` is True and the storage can sign; any other file, or one that cannot be signed, is read
-    and sent as a Base64 data URI (the service's Base64 support). Presigned URLs are masked in logs;
-    the request's fingerprint counts them as the object and its version, not as the URL.
+    and sent as a Base64 data URI (the service's Base64 support). Presigned URLs are masked in logs.
+
+    The request's fingerprint counts an input by what it is, never by how it was sent: an object whose
+    store tags its version (ETag, generation) as the object and that version, whether presigned or
+    sent as its bytes; any other file by its bytes. So a retry whose signing fails (or succeeds) where
+    the first try's did not is the same request, and pays nothing again.
 
     :raises KlingValidationError: a file that is missing, too large or not a PNG/JPEG; nothing was sent.
     """
     fields = json.loads(json.dumps(request.fields))  # a deep copy; the request stays as validated
-    stable: dict[str, Any] | None = None
+    identities: list[tuple[str, str]] = []  # (slot, what identifies its input) where not the value sent
     errors: list[tuple[str, str]] = []
     read = signed = 0
     for label, container, key in _image_slots(fields):
@@ -794,23 +825,26 @@ def resolve_file_inputs(
         try:
             found = presign_image(value, limit, presign_seconds) if presign else None
             if found is not None:
-                if stable is None:
-                    stable = json.loads(json.dumps(fields))
-                _set_slot(stable, label, found[1])
-                container[key] = found[0]
+                url, identity = found
+                # A store that tags no version: the bytes identify the object, as when they are sent.
+                identities.append((label, identity or read_image_file(value, limit)))
+                container[key] = url
                 signed += 1
                 continue
             container[key] = read_image_file(value, limit)
+            identity = _stored_identity(value)
+            if identity is not None:
+                identities.append((label, identity))
             read += 1
         except ValueError as exc:
             errors.append((".".join(request.renamed.get(p, p) for p in label.split(".")), str(exc)))
     if errors:
         raise KlingValidationError(errors)
-    if stable is not None:
-        # Base64 inputs read after the copy was taken are identified by their bytes, as before.
-        for label, container, key in _image_slots(fields):
-            if isinstance(container[key], str) and container[key].startswith("data:"):
-                _set_slot(stable, label, container[key])
+    stable: dict[str, Any] | None = None
+    if identities:
+        stable = json.loads(json.dumps(fields))
+        for label, identity in identities:
+            _set_slot(stable, label, identity)
     if log is not None and (read or signed):
         if signed:
             log.info(
@@ -900,14 +934,36 @@ def _number_or_none(value: Any) -> float | None:
         return None
 
 
+def usable_video_url(value: Any) -> str | None:
+    """``value`` when it is an absolute http(s) URL with a host, else None.
+
+    Video URLs come from the service and end up as links (XCom, the extra link, the gallery) and as
+    download sources: a ``javascript:``, ``data:`` or ``file:`` URL, or one with whitespace or control
+    characters (which browsers drop, reviving such a scheme), is no usable URL.
+    """
+    if not isinstance(value, str):
+        return None
+    url = value.strip()
+    if not url or any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return None
+    return url
+
+
 def _video_urls(video: Any) -> list[str]:
-    """Every URL of a ``video`` answer: an object, a list of objects (v3 omni) or a bare URL."""
+    """Every usable URL of a ``video`` answer: an object, a list of objects (v3 omni) or a bare URL."""
     items = video if isinstance(video, list) else [video]
     urls = []
     for item in items:
-        url = item.get("url") if isinstance(item, dict) else item
-        if isinstance(url, str) and url.strip():
-            urls.append(url.strip())
+        url = usable_video_url(item.get("url") if isinstance(item, dict) else item)
+        if url is not None:
+            urls.append(url)
     return urls
 
 
@@ -917,11 +973,12 @@ class Generation(BaseModel):
     :param id: the generation id.
     :param status: the normalised state.
     :param raw_status: the service's own word.
-    :param video_url: signed URL of the (first) video once completed (it expires: download promptly).
+    :param video_url: signed URL of the (first) video once completed (it expires: download promptly);
+        only an http(s) URL: any other scheme the service answers is dropped (None).
     :param video_urls: every video URL, when the service answered a list (v3 omni).
     :param file_name: the video's file name as the service names it.
     :param file_size: the video's size in bytes, when given.
-    :param error: the service's readable reason when failed.
+    :param error: the service's readable reason when failed (URLs in it without their query string).
     :param usage: the ``meta.usage`` block (tokens_used, credits_used, usd_spent).
     """
 
@@ -938,6 +995,24 @@ class Generation(BaseModel):
     duration: float | None = None
     error: str | None = None
     usage: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("video_url", mode="before")
+    @classmethod
+    def _http_video_url(cls, value: Any) -> str | None:
+        return None if value is None else usable_video_url(value)
+
+    @field_validator("video_urls", mode="before")
+    @classmethod
+    def _http_video_urls(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [url for url in map(usable_video_url, value) if url is not None]
+        return value
+
+    @field_validator("error", mode="after")
+    @classmethod
+    def _no_signed_urls_in_error(cls, value: str | None) -> str | None:
+        # The service may echo a presigned input URL in its reason; the reason reaches logs and XComs.
+        return None if value is None else redact_urls(value)
 
     @classmethod
     def from_api(cls, body: dict[str, Any], generation_id: str | None = None) -> Generation:

@@ -186,15 +186,75 @@ def test_presigned_fingerprint_is_stable_and_follows_the_object(s3):
         {"model": "kling-video/v1/standard/image-to-video", "image_url": image, "prompt": "p"}
     )
     first = resolve_file_inputs(request)
-    second = resolve_file_inputs(request)
-    assert first.fields["image_url"] != second.fields["image_url"] or True  # each call signs afresh
+    # Signed again with another validity: another signature (as a retry minutes later gets one).
+    second = resolve_file_inputs(request, presign_seconds=1800)
     assert first.fields["image_url"].startswith("http://127.0.0.1:")
+    assert first.fields["image_url"] != second.fields["image_url"]
     assert first.fingerprint() == second.fingerprint()
     s3.put("private/dog.jpg", b"\xff\xd8\xff" + b"k" * 500)
     assert resolve_file_inputs(request).fingerprint() != first.fingerprint()
     # Without signing (presign=False, or a store that cannot sign) the bytes go as Base64, as before.
     plain = resolve_file_inputs(request, presign=False)
     assert plain.fields["image_url"].startswith("data:image/jpeg;base64,")
+
+
+def _signature(url: str) -> str:
+    from urllib.parse import parse_qs, urlsplit
+
+    query = parse_qs(urlsplit(url).query)
+    return (query.get("Signature") or query.get("X-Amz-Signature") or [""])[0]
+
+
+def test_a_presigned_input_is_fingerprinted_by_object_and_etag_not_by_signature(s3):
+    """Two signatures that differ (another expiry) for one object: one fingerprint."""
+    from airflow_provider_kling.models import build_request, resolve_file_inputs
+
+    image = s3.put("private/owl.png", PNG)
+    request = build_request(
+        {"model": "kling-video/v1/standard/image-to-video", "image_url": image, "prompt": "an owl blinks"}
+    )
+    short = resolve_file_inputs(request, presign_seconds=60)
+    long = resolve_file_inputs(request, presign_seconds=3600)
+    assert _signature(short.fields["image_url"])
+    assert _signature(short.fields["image_url"]) != _signature(long.fields["image_url"])
+    assert short.fingerprint() == long.fingerprint()
+    # What it counts is the object and its ETag.
+    etag = s3.server.client().head_object(Bucket=s3.name, Key="private/owl.png")["ETag"].strip('"')
+    assert short.stable_fields is not None
+    assert short.stable_fields["image_url"] == f"{image}#ETag={etag}"
+
+
+def test_the_fingerprint_does_not_depend_on_whether_signing_worked(s3, monkeypatch):
+    """Signed on one try, sent as bytes on the next (signing failed, or presign_inputs=False): one request."""
+    import s3fs
+
+    from airflow_provider_kling.models import build_request, resolve_file_inputs
+
+    image = s3.put("private/fox.png", PNG)
+    request = build_request(
+        {"model": "kling-video/v1/standard/image-to-video", "image_url": image, "prompt": "a fox yawns"}
+    )
+    signed = resolve_file_inputs(request)
+    assert signed.fields["image_url"].startswith(s3.server.endpoint_url)
+    unsigned = resolve_file_inputs(request, presign=False)
+    assert unsigned.fields["image_url"].startswith("data:image/png;base64,")
+
+    def cannot_sign(self: Any, path: str, expiration: int = 100, **kwargs: Any) -> str:
+        raise NotImplementedError("these credentials cannot sign")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(s3fs.S3FileSystem, "sign", cannot_sign)
+        failed_signing = resolve_file_inputs(request)
+    assert failed_signing.fields["image_url"] == unsigned.fields["image_url"]  # sent as its bytes
+
+    assert signed.fingerprint() == unsigned.fingerprint() == failed_signing.fingerprint()
+
+    # A changed object is a new request, however it is sent.
+    s3.put("private/fox.png", PNG + b"changed")
+    assert resolve_file_inputs(request).fingerprint() != signed.fingerprint()
+    changed = resolve_file_inputs(request, presign=False)
+    assert changed.fingerprint() != unsigned.fingerprint()
+    assert changed.fingerprint() == resolve_file_inputs(request).fingerprint()
 
 
 def test_an_object_that_is_not_an_image_is_refused_before_anything_is_sent(s3):

@@ -61,6 +61,7 @@ from airflow_provider_kling.exceptions import (
     KlingTLSError,
     KlingUnusableIdError,
     KlingValidationError,
+    redact_urls,
 )
 from airflow_provider_kling.models import (
     Generation,
@@ -481,15 +482,6 @@ def _backoff(first: float, longest: float) -> wait_exponential_jitter:
         return wait_exponential_jitter(multiplier=first, max=longest)
     except TypeError:  # older tenacity
         return wait_exponential_jitter(initial=first, max=longest)
-
-
-# Signed URLs carry their credential in the query string: never shown, in any message.
-_URL_QUERY_RE = re.compile(r"((?:https?://|url: |/)[^\s?#'\"<>()]*)\?[^\s'\"<>()]*", re.IGNORECASE)
-
-
-def redact_urls(text: str) -> str:
-    """``text`` with the query string of every URL in it replaced by ``?<redacted>``."""
-    return _URL_QUERY_RE.sub(r"\1?<redacted>", text)
 
 
 class _RedactQueries(logging.Filter):

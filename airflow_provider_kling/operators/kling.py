@@ -557,7 +557,8 @@ class KlingBaseVideoOperator(BaseOperator):
                 api, usage, sidecar = kept.get("api"), kept.get("usage"), kept.get("sidecar")
                 count_credits = bool(kept.get("count_credits"))
         self._generation_id = event.get("generation_id") if isinstance(event, dict) else None
-        generation = generation_from_event(event, timeout_seconds(self.timeout))
+        # The event holds the video URL without its signature: the generation is read once more.
+        generation = generation_from_event(event, timeout_seconds(self.timeout), self.hook, api)
         return self._finish(
             context, generation, api=api, usage=usage, sidecar=sidecar, count_credits=count_credits
         )
@@ -1003,12 +1004,32 @@ def annotate_outlets(context: Context, outlets: Any, result: dict[str, Any]) -> 
             context["outlet_events"][outlet].extra.update(extra)
 
 
-def generation_from_event(event: Any, timeout: float) -> Generation:
-    """The completed generation from a trigger event, or the matching error (never a silent pass)."""
+def generation_from_event(
+    event: Any, timeout: float, hook: KlingHook | None = None, api: str | None = None
+) -> Generation:
+    """The completed generation from a trigger event, or the matching error (never a silent pass).
+
+    Events hold no signed video URL (the triggerer logs them and Airflow stores them): with ``hook``,
+    a success is read once more from the service (one GET) for the usable URL.
+
+    :param event: the trigger's event, as Airflow hands it to the resumed task.
+    :param timeout: the task's timeout in seconds, for the timeout error's message.
+    :param hook: the hook to read the completed generation with; None returns the event's view.
+    :param api: the endpoint the generation was created on (default: the connection's).
+    """
     from airflow_provider_kling.exceptions import KlingGenerationFailed, KlingGenerationTimeout
     from airflow_provider_kling.triggers.kling import KlingTriggerEvent
 
     parsed = KlingTriggerEvent.model_validate(event)
+    if parsed.status == "success" and hook is not None:
+        from airflow_provider_kling.hooks.kling import raise_for_terminal
+
+        try:
+            generation = hook.get_generation(parsed.generation_id, api=api)
+            raise_for_terminal(generation)
+        except Exception as exc:
+            raise fail_fast(exc, parsed.generation_id) from exc
+        return generation
     if parsed.status == "success" and parsed.generation is not None:
         return parsed.generation
     if parsed.status == "timeout":

@@ -172,7 +172,8 @@ class KlingGenerationSensor(BaseSensorOperator):
         from airflow_provider_kling.exceptions import KlingGenerationTimeout
 
         try:
-            generation = generation_from_event(event, timeout_seconds(self.timeout))
+            # The event holds the video URL without its signature: the generation is read once more.
+            generation = generation_from_event(event, timeout_seconds(self.timeout), self.hook, self._api)
         except KlingGenerationTimeout as exc:
             # The same outcome as in poke mode: a sensor timeout, which Airflow does not retry.
             raise AirflowSensorTimeout(str(exc)) from exc

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from airflow_provider_kling import metrics
 from airflow_provider_kling.exceptions import (
@@ -26,9 +26,13 @@ from airflow_provider_kling.models import Generation, GenerationStatus
 class KlingTriggerEvent(BaseModel):
     """The one event a :class:`KlingGenerationTrigger` yields; validated again when the task resumes.
 
+    The triggerer logs every event and Airflow stores it with the task (``next_kwargs``), so it holds
+    no signed URL: the generation's video URLs come without their query string (``?<redacted>``), on
+    both sides. The resuming task reads the generation once more for the usable URL.
+
     :param status: ``success``, ``error`` or ``timeout``.
     :param generation_id: the generation polled.
-    :param message: a readable account of what happened.
+    :param message: a readable account of what happened (URLs without their query string).
     :param generation: the last poll's view of the generation, when there was one.
     :param retryable: whether a retry of the task could succeed (False for the service's own verdicts).
     """
@@ -38,6 +42,23 @@ class KlingTriggerEvent(BaseModel):
     message: str
     generation: Generation | None = None
     retryable: bool = False
+
+    @field_validator("message", mode="after")
+    @classmethod
+    def _no_signed_urls_in_message(cls, value: str) -> str:
+        return redact_urls(value)
+
+    @field_validator("generation", mode="after")
+    @classmethod
+    def _no_signed_video_urls(cls, value: Generation | None) -> Generation | None:
+        if value is None:
+            return None
+        return value.model_copy(
+            update={
+                "video_url": redact_urls(value.video_url) if value.video_url else None,
+                "video_urls": [redact_urls(url) for url in value.video_urls],
+            }
+        )
 
 
 class KlingGenerationTrigger(BaseTrigger):
