@@ -1,7 +1,9 @@
 """Metrics through Airflow's own Stats (StatsD / OpenTelemetry, as the deployment configures them).
 
-Names start with ``kling.``; tags are limited to ``model`` and ``outcome`` so the series stay few.
-A metric that cannot be sent never fails a task.
+Names start with ``kling.``; tags are limited to ``model`` and ``outcome`` so the series stay few:
+``model`` is a model id of the catalog (an alias counts as the model it names), ``other`` for a model
+the catalog does not know (sent with ``check_capabilities=False``), or ``unknown``. A metric that
+cannot be sent never fails a task.
 """
 
 from __future__ import annotations
@@ -32,8 +34,26 @@ def _stats() -> Any:
     return Stats
 
 
+#: The ``model`` tag of every model outside the catalog: one series, however many names users send.
+OTHER_MODEL = "other"
+
+
+def model_tag(model: str | None) -> str:
+    """The ``model`` tag for ``model``: its catalog id, :data:`OTHER_MODEL`, or ``unknown`` for none.
+
+    :param model: the model id a task sent or the service reported.
+    """
+    if not model:
+        return "unknown"
+    from airflow_provider_kling.catalog import MODEL_ALIASES, MODELS
+
+    if model in MODELS:
+        return model
+    return MODEL_ALIASES.get(model, OTHER_MODEL)
+
+
 def _tags(model: str | None, outcome: str | None = None) -> dict[str, str]:
-    tags = {"model": model or "unknown"}
+    tags = {"model": model_tag(model)}
     if outcome:
         tags["outcome"] = outcome
     return tags

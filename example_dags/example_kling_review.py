@@ -18,6 +18,7 @@ the real service, https://api.apilaplas.com): ``KLING_DOWNLOAD_DIR``, ``KLING_PO
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -38,7 +39,7 @@ PUBLISHED_DIR = DOWNLOAD_DIR.rstrip("/") + "/published"
 
 REVIEW_BODY = """\
 {% set video = ti.xcom_pull(task_ids='generate') %}
-**Prompt:** {{ video.prompt }}
+**Prompt:** {{ markdown_text(video.prompt) }}
 
 **Model:** `{{ video.model }}` ({{ video.duration }} s)
 
@@ -46,7 +47,7 @@ REVIEW_BODY = """\
 
 **Video:** [watch it in the Kling videos gallery]({{ gallery_link(dag.dag_id, run_id) }})
 {% if dag_run.conf.get('revises') %}
-Revision of run `{{ dag_run.conf['revises'] }}`.
+Revision of run {{ markdown_text(dag_run.conf['revises']) }}.
 {% endif %}
 Choose **Publish** to publish it, or **Regenerate** with a revised prompt below.
 """
@@ -57,6 +58,26 @@ try:  # Human-in-the-loop operators: Airflow 3.1+ with the standard provider.
     from airflow.sdk import DAG, ObjectStoragePath, Param, task
 except Exception:  # older Airflow raises ImportError or AirflowOptionalProviderFeatureException
     HITLBranchOperator = None
+
+
+#: Characters with a meaning in Markdown (CommonMark and GitHub's tables, strikethrough); backslashed.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:])")
+
+
+def markdown_text(value: Any) -> str:
+    """``value`` as plain text inside a Markdown body: shown as typed, never as markup.
+
+    Prompts and run ids are user input: ``**x**``, ``[link](javascript:...)`` or ``<img onerror=...>``
+    in them must not become bold text, a link or HTML in the reviewer's page. Markdown's special
+    characters are backslash-escaped, ``& < > " '`` become HTML entities (which Markdown shows as the
+    characters), and line breaks become spaces so the value cannot start a heading, list or quote.
+
+    :param value: any value; None becomes an empty string.
+    """
+    import html
+
+    text = " ".join(str("" if value is None else value).split())
+    return html.escape(_MARKDOWN_SPECIAL.sub(r"\\\1", text), quote=True)
 
 
 def gallery_link(dag_id: str, run_id: str) -> str:
@@ -103,7 +124,11 @@ if HITLBranchOperator is not None:
             "prompt": Param(PROMPT, type="string", minLength=1, description="The scene to generate"),
             "revises": Param(None, type=["null", "string"], description="The run this one revises"),
         },
-        user_defined_macros={"describe_usage": describe_usage, "gallery_link": gallery_link},
+        user_defined_macros={
+            "describe_usage": describe_usage,
+            "gallery_link": gallery_link,
+            "markdown_text": markdown_text,
+        },
     ) as dag:
         generate = KlingTextToVideoOperator(
             task_id="generate",

@@ -294,10 +294,13 @@ class KlingBaseVideoOperator(BaseOperator):
             timeout = timeout_seconds(self.timeout)
             check_poll_settings(self.poll_interval, timeout)
             api = self.hook.endpoint.api
+            base_url = self.hook.endpoint.base_url
             self._submitted: Generation | None = None
             self._submitted_at: float | None = None
             if self.skip_existing and self.download_to:
-                earlier = find_existing_video(self.download_to, request.fingerprint(), self.log)
+                earlier = find_existing_video(
+                    self.download_to, request.fingerprint(), self.log, base_url=base_url
+                )
                 if earlier is not None:
                     return self._reuse(context, earlier, api)
             generation_id, prior = self._resume_or_submit(context, request)
@@ -306,7 +309,8 @@ class KlingBaseVideoOperator(BaseOperator):
         self._generation_id: str | None = generation_id
         first = prior or self._submitted
         usage = dict(first.usage) if first is not None else {}
-        sidecar = {"model": request.model, "request": request.fingerprint(), "api": api}
+        # base_url: skip_existing reuses a video only from the same service (not the emulator's).
+        sidecar = {"model": request.model, "request": request.fingerprint(), "api": api, "base_url": base_url}
         # Credits are billed at submit; an answer without them is counted from the final poll.
         count_credits = self._submitted is not None and "credits_used" not in usage
         done: dict[str, Any] = {
@@ -1048,12 +1052,16 @@ def sidecar_path(target: Any) -> Any:
 
 
 def find_existing_video(
-    destination: Any, fingerprint: str, log: Any = None
+    destination: Any, fingerprint: str, log: Any = None, *, base_url: str | None = None
 ) -> tuple[Any, dict[str, Any]] | None:
     """The video at ``destination`` made from the request with this fingerprint, and its sidecar.
 
     A file destination is checked alone; a folder's ``*.kling.json`` sidecars are read (small) until
     one names the fingerprint. The video must exist with the size its sidecar recorded.
+
+    :param base_url: the service the task calls (the connection's base URL): when given, only a video
+        whose sidecar names this same base URL is returned. A video made against another service (the
+        emulator, a staging host), or by a release that did not record it, is not reused.
     """
     from airflow_provider_kling.hooks.kling import resolve_destination
 
@@ -1081,6 +1089,15 @@ def find_existing_video(
     for video in candidates:
         record = _read_sidecar(video)
         if record is None or record.get("request") != fingerprint:
+            continue
+        if base_url is not None and record.get("base_url") != base_url:
+            if log is not None:
+                log.info(
+                    "%s is from the same request but was made at %s, not %s: not reused (skip_existing)",
+                    video,
+                    record.get("base_url") or "an unrecorded service",
+                    base_url,
+                )
             continue
         try:
             size = video.stat().st_size
@@ -1112,13 +1129,15 @@ def download(
 ) -> str:
     """Download a completed generation's video (``<id>.mp4`` inside a folder) and write its sidecar.
 
-    The sidecar (``<video>.kling.json``) records the generation id, model, request hash, size and usage.
+    The sidecar (``<video>.kling.json``) records the generation id, model, request hash, service, size
+    and usage; it is written whole or not at all (see :func:`_write_sidecar`).
 
-    A file that an earlier try of the same generation already downloaded (its sidecar names the same
-    generation and the size matches) is kept as it is: a retry after a successful download succeeds.
+    A file that an earlier try of the same generation already downloaded is kept as it is, so a retry
+    after a successful download succeeds: when its sidecar names the same generation and size, or when
+    it has no readable sidecar but is named after this generation (``<id>.mp4``) and has the size the
+    service announced (the earlier try stopped between the video and its sidecar). Any other existing
+    file is refused unless ``overwrite``.
     """
-    import json
-
     from airflow_provider_kling.hooks.kling import resolve_destination
 
     assert generation.video_url
@@ -1127,13 +1146,25 @@ def download(
     if not overwrite and target.exists():
         earlier = _read_sidecar(target)
         size = target.stat().st_size
-        if (
-            earlier is not None
-            and earlier.get("generation_id") == generation.id
-            and earlier.get("file_size") == size
-            and generation.file_size in (None, size)
-        ):
-            hook.log.info("%s was downloaded by an earlier try of generation %s; kept", target, generation.id)
+        if earlier is not None:
+            if (
+                earlier.get("generation_id") == generation.id
+                and earlier.get("file_size") == size
+                and generation.file_size in (None, size)
+            ):
+                hook.log.info(
+                    "%s was downloaded by an earlier try of generation %s; kept", target, generation.id
+                )
+                return str(target)
+        elif target.name == name and generation.file_size in (None, size):
+            # Only whole videos are moved into place, and this name is this generation's own.
+            hook.log.warning(
+                "%s was downloaded by an earlier try of generation %s that stopped before writing its "
+                "sidecar; kept, and its sidecar written",
+                target,
+                generation.id,
+            )
+            _write_sidecar(target, _sidecar_record(generation, sidecar, size))
             return str(target)
     path = hook.download_video(
         generation.video_url,
@@ -1143,13 +1174,44 @@ def download(
         overwrite=overwrite,
     )
     written = resolve_destination(path, name)
-    record = {
+    _write_sidecar(written, _sidecar_record(generation, sidecar, written.stat().st_size))
+    return path
+
+
+def _sidecar_record(generation: Generation, sidecar: dict[str, Any] | None, size: int) -> dict[str, Any]:
+    return {
         "model": model_from_id(generation.id),
         **(sidecar or {}),
         "generation_id": generation.id,
-        "file_size": written.stat().st_size,
+        "file_size": size,
         "usage": generation.usage,
     }
-    with sidecar_path(written).open("w") as out:
-        out.write(json.dumps(record))
-    return path
+
+
+def _write_sidecar(video: Any, record: dict[str, Any]) -> None:
+    """Write ``video``'s sidecar whole or not at all: a crash never leaves a truncated one.
+
+    Locally through a temporary name renamed into place; an object store's single upload of the small
+    JSON is atomic already.
+    """
+    import json
+    import os
+    import uuid
+    from pathlib import Path
+
+    text = json.dumps(record)
+    target = sidecar_path(video)
+    if not isinstance(target, Path) or hasattr(target, "fs"):
+        with target.open("w") as out:
+            out.write(text)
+        return
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
