@@ -765,6 +765,7 @@ class BatchRun:
                     "model": self.by_key[key].model,
                     "request": record.get("request"),
                     "api": record.get("api"),
+                    "base_url": self.hook.endpoint.base_url,
                     "row_key": key,
                 }
                 path = download(self.hook, generation, self.video_path(key), True, sidecar=sidecar)
@@ -790,11 +791,12 @@ class BatchRun:
 
     def _reuse(self, row: Row, fingerprint: str) -> dict[str, Any] | None:
         """The video already under the prefix for this row, when made from the same request."""
-        from airflow_provider_kling.operators.kling import _read_sidecar
+        from airflow_provider_kling.operators.kling import _read_sidecar, sidecar_reusable
 
         video = self.video_path(row.key)
         record = _read_sidecar(video)
-        if record is None or record.get("request") != fingerprint:
+        base_url = self.hook.endpoint.base_url
+        if record is None or not sidecar_reusable(record, fingerprint, base_url, video=video, log=self.log):
             return None
         try:
             size = video.stat().st_size

@@ -77,6 +77,23 @@ def test_skip_existing_reuses_only_a_video_made_by_the_same_service(
     assert len(posts(emulator)) == 1
 
 
+def test_a_sidecar_of_an_earlier_version_without_its_service_is_reused_with_a_warning(
+    emulator, airflow_db, test_out, monkeypatch
+):
+    """Refusing sidecars that name no service would bill every video made before the upgrade again."""
+    module = load_dag_file(TEST_DAGS / "kling_sidecars.py")
+    use_service(monkeypatch, emulator)
+    made = run_dag(module.skip_dag).xcom("skip")
+    record = sidecar_of(made["video_path"])
+    del record["base_url"]
+    sidecar_path(Path(made["video_path"])).write_text(json.dumps(record))
+
+    again = run_dag(module.skip_dag)
+    assert again.state == "success"
+    assert again.xcom("skip")["reused"] is True
+    assert len(posts(emulator)) == 1
+
+
 def test_skip_existing_generates_anew_when_the_sidecar_names_another_request(
     emulator, airflow_db, test_out, monkeypatch
 ):

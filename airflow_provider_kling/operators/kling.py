@@ -186,7 +186,8 @@ class KlingBaseVideoOperator(BaseOperator):
     :param overwrite: replace an existing file at ``download_to``.
     :param skip_existing: when ``download_to`` already holds a video made from the same request (its
         ``<video>.kling.json`` sidecar names the request's hash), return it and pay nothing; the XCom
-        dict then says ``reused: True``. A changed prompt, field or image is a new request.
+        dict then says ``reused: True``. A changed prompt, field or image is a new request, and a video
+        made against another service (the sidecar's ``base_url``, e.g. the emulator) is not reused.
     :param presign_inputs: send private ``s3://`` / ``gs://`` images as presigned URLs (short expiry,
         masked in logs) when the storage can sign; False always sends their bytes as Base64.
     """
@@ -1060,8 +1061,7 @@ def find_existing_video(
     one names the fingerprint. The video must exist with the size its sidecar recorded.
 
     :param base_url: the service the task calls (the connection's base URL): when given, only a video
-        whose sidecar names this same base URL is returned. A video made against another service (the
-        emulator, a staging host), or by a release that did not record it, is not reused.
+        whose sidecar names this same base URL is returned (see :func:`sidecar_reusable`).
     """
     from airflow_provider_kling.hooks.kling import resolve_destination
 
@@ -1088,16 +1088,7 @@ def find_existing_video(
             return None
     for video in candidates:
         record = _read_sidecar(video)
-        if record is None or record.get("request") != fingerprint:
-            continue
-        if base_url is not None and record.get("base_url") != base_url:
-            if log is not None:
-                log.info(
-                    "%s is from the same request but was made at %s, not %s: not reused (skip_existing)",
-                    video,
-                    record.get("base_url") or "an unrecorded service",
-                    base_url,
-                )
+        if record is None or not sidecar_reusable(record, fingerprint, base_url, video=video, log=log):
             continue
         try:
             size = video.stat().st_size
@@ -1106,6 +1097,45 @@ def find_existing_video(
         if size == record.get("file_size"):
             return video, record
     return None
+
+
+def sidecar_reusable(
+    record: dict[str, Any], fingerprint: str, base_url: str | None, *, video: Any = None, log: Any = None
+) -> bool:
+    """Whether a video's sidecar lets ``skip_existing`` reuse it for this request and service.
+
+    The request hash must match. A sidecar naming another service (the emulator, a staging host) is
+    never reused. One without a service (written by an earlier version of the provider) is reused
+    with a warning: refusing it would bill every such video once more after an upgrade.
+
+    :param record: the sidecar's content.
+    :param fingerprint: the request's hash.
+    :param base_url: the service the task calls (the connection's base URL); None skips that check.
+    :param video: the video, for log lines.
+    :param log: where to say why a video is or is not reused.
+    """
+    if record.get("request") != fingerprint:
+        return False
+    recorded = record.get("base_url")
+    if base_url is None or recorded == base_url:
+        return True
+    if recorded:
+        if log is not None:
+            log.info(
+                "%s is from the same request but was made at %s, not %s: not reused (skip_existing)",
+                video,
+                recorded,
+                base_url,
+            )
+        return False
+    if log is not None:
+        log.warning(
+            "%s was made from the same request by an earlier release that did not record its service: "
+            "reused as made at %s (delete its .kling.json sidecar to generate it again)",
+            video,
+            base_url,
+        )
+    return True
 
 
 def _read_sidecar(target: Any) -> dict[str, Any] | None:
