@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import random
-import re
 import secrets
 import socket
 import string
@@ -25,46 +24,67 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from airflow_provider_kling import catalog
 
+# Names now defined in their own modules, re-exported here (this module's public names stay).
+from airflow_provider_kling.emulator.constants import (  # noqa: F401
+    ANSWER_STYLES,
+    API_PATH,
+    API_PATHS,
+    BLOB_PREFIX,
+    CONTROL_PREFIX,
+    ID_KEYS,
+    ID_STYLES,
+    REDIRECT_PATH,
+    STATUS_STYLES,
+    UNIFIED_PATH,
+    USAGE_STYLES,
+    VIDEO_PREFIX,
+    _check_choice,
+)
+from airflow_provider_kling.emulator.media import (  # noqa: F401
+    _BLOB_PATTERN,
+    _BLOB_PERIOD,
+    CHUNK,
+    MAX_BLOB,
+    SAMPLE_CHUNK,
+    SAMPLE_PATH,
+    _Body,
+    _parse_range,
+    blob_bytes,
+)
+from airflow_provider_kling.emulator.state import (  # noqa: F401
+    _RECORD_FIELDS,
+    ERROR_2026_MARKER,
+    ERROR_MARKER,
+    SECONDS_MARKER,
+    Generation,
+    RecordedRequest,
+    _marker_text,
+    _requested_duration,
+)
+from airflow_provider_kling.emulator.validation import (  # noqa: F401
+    DURATIONS,
+    KNOWN_MODELS,
+    _duration_error,
+    _field_error,
+    _masks_error,
+    _number_error,
+    _string_error,
+    _zod_type,
+    validate_body,
+)
+
 log = logging.getLogger(__name__)
 
-#: The legacy (seed) endpoint and the unified one; same protocol on both.
-API_PATH = catalog.ENDPOINT_PATHS["legacy"]
-UNIFIED_PATH = catalog.ENDPOINT_PATHS["unified"]
-#: API path -> endpoint name ("legacy" or "unified").
-API_PATHS: dict[str, str] = {path: name for name, path in catalog.ENDPOINT_PATHS.items()}
-CONTROL_PREFIX = "/_emulator"
 MAX_REQUEST_BYTES = 128 * 1024 * 1024
-VIDEO_PREFIX = "/_emulator/videos"
-BLOB_PREFIX = "/_emulator/blob"
-REDIRECT_PATH = "/_emulator/redirect"
-SAMPLE_PATH = Path(__file__).with_name("sample.mp4")
-
-#: Models the catalog offers today (retired ones answer 400; ids the catalog does not know pass).
-KNOWN_MODELS: tuple[str, ...] = tuple(catalog.current_models())
-#: Seed durations (legacy endpoint, models with ``seed_names``).
-DURATIONS = ("5", "10")
-
-#: Status names per ``status_style``: (pending-queued, pending-running, done, failed).
-STATUS_STYLES: dict[str, tuple[str, str, str, str]] = {
-    "documented": ("queued", "generating", "completed", "error"),
-    "alternate": ("waiting", "processing", "succeeded", "failed"),
-}
-#: uuid ``<uuid>:<model>``, short ``gen_ab12cd34``, opaque 21 characters, numeric Kling task id.
-ID_STYLES = ("uuid", "short", "opaque", "numeric")
-ID_KEYS = ("id", "generation_id")
-USAGE_STYLES = ("tokens", "credits")
-#: "2025": the seed-era shapes; "2026": opaque ids, credits + usd usage, video with only a signed url.
-ANSWER_STYLES = ("2025", "2026")
 
 #: Faults that replace the answer entirely; on a POST they happen before anything is created.
 PRE_FAULTS = frozenset({"403", "429", "500", "502", "503", "504", "reset", "non_json", "huge"})
@@ -92,10 +112,6 @@ FAULT_HELP: dict[str, str] = {
     "huge": "200 with a JSON body of size bytes (default 80 MiB), streamed",
 }
 
-ERROR_MARKER = "[error]"
-ERROR_2026_MARKER = "[error:2026]"
-#: ``[seconds:N]`` in a prompt: this generation takes N seconds instead of ``generation_seconds``.
-SECONDS_MARKER = re.compile(r"\[seconds:(\d+(?:\.\d+)?)\]")
 FACE_ERROR: dict[str, Any] = {
     "detail": [
         {"loc": ["body", "image_url"], "msg": "Could not detect face in the image", "type": "value_error"}
@@ -123,121 +139,7 @@ DEFAULT_SLOW_DELAY = 3.0
 DEFAULT_HUGE_SIZE = 80 * 1024 * 1024
 DRIBBLE_PIECE = 8
 OPAQUE_ALPHABET = string.ascii_letters + string.digits
-CHUNK = 1024 * 1024
-SAMPLE_CHUNK = 64 * 1024
-MAX_BLOB = 1 << 40
 LISTEN_BACKLOG = 2048
-
-# Byte i of every blob is (i % 251) + 1: non-zero, position-dependent (so reordering or gaps are
-# detectable) and any window of up to CHUNK bytes is one slice of this buffer: constant memory.
-_BLOB_PERIOD = 251
-_BLOB_PATTERN = bytes(range(1, _BLOB_PERIOD + 1)) * (CHUNK // _BLOB_PERIOD + 2)
-
-
-def blob_bytes(offset: int, length: int) -> bytes:
-    """Return the bytes ``/_emulator/blob/{n}`` serves at ``offset`` (to verify downloads).
-
-    :param offset: first byte position.
-    :param length: number of bytes wanted.
-    """
-    parts = []
-    pos, end = offset, offset + length
-    while pos < end:
-        n = min(CHUNK, end - pos)
-        start = pos % _BLOB_PERIOD
-        parts.append(_BLOB_PATTERN[start : start + n])
-        pos += n
-    return b"".join(parts)
-
-
-@dataclass
-class RecordedRequest:
-    """One request the emulator received. The Authorization header is never stored.
-
-    Supports ``rec["method"]`` as well as ``rec.method``.
-
-    :param method: HTTP method.
-    :param path: URL path without the query string.
-    :param query: query parameters.
-    :param json: the parsed JSON body, or None (no body, or not JSON).
-    :param time: wall-clock arrival time (``time.time()``).
-    :param fault: the fault kind applied to this request, or None.
-    :param auth_ok: whether the bearer key matched; None on endpoints that need no key.
-    :param status: the status code answered, or None when the connection was dropped before headers.
-    :param client_port: the client's TCP source port (distinct ports = connections the client opened).
-    :param retry_after: the Retry-After the applied fault sent (seconds or a verbatim string), or None.
-    :param endpoint: ``"legacy"`` or ``"unified"`` for API requests, None for other paths.
-    :param scripted: whether a scripted answer (:meth:`KlingEmulator.script`) replaced the real one.
-    """
-
-    method: str
-    path: str
-    query: dict[str, str]
-    json: Any
-    time: float
-    fault: str | None
-    auth_ok: bool | None
-    status: int | None = None
-    client_port: int | None = None
-    retry_after: float | str | None = None
-    endpoint: str | None = None
-    scripted: bool = False
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in _RECORD_FIELDS:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the record as a JSON-serialisable dict."""
-        return dataclasses.asdict(self)
-
-
-_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(RecordedRequest))
-
-
-@dataclass
-class Generation:
-    """State of one generation.
-
-    :param id: the generation id handed to the client.
-    :param model: requested model.
-    :param prompt: requested prompt (or the first of ``multi_prompt``; "" when there is none).
-    :param created_at: ``time.monotonic()`` at creation.
-    :param outcome: ``"completed"``, ``"error"`` (detail shape) or ``"error_2026"`` (name/message shape).
-    :param duration: requested video duration in seconds (5 when not given as a number).
-    :param video_token: opaque token in the video URL.
-    :param video_bytes: size of the served blob, or None to serve the sample MP4.
-    :param queued_until: monotonic time the status leaves "queued".
-    :param ready_at: monotonic time the generation finishes.
-    :param body: the request body as received.
-    :param endpoint: the endpoint it was created on, ``"legacy"`` or ``"unified"``.
-    :param cache_key: the signature-like query of its 2026-style video URL.
-    """
-
-    id: str
-    model: str
-    prompt: str
-    created_at: float
-    outcome: str
-    duration: int
-    video_token: str
-    video_bytes: int | None
-    queued_until: float
-    ready_at: float
-    body: dict[str, Any]
-    endpoint: str = "legacy"
-    cache_key: str = ""
-
-    def phase(self, now: float) -> int:
-        """Return 0 (queued), 1 (generating) or 2 (finished)."""
-        if now >= self.ready_at:
-            return 2
-        return 0 if now < self.queued_until else 1
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the state as a JSON-serialisable dict."""
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -279,183 +181,8 @@ class _Script(_Fault):
         }
 
 
-class _Body:
-    """A response body: either bytes in memory or a virtual blob of ``size`` pattern bytes."""
-
-    def __init__(self, data: bytes | None = None, blob_size: int | None = None) -> None:
-        self.data = data
-        self.size = len(data) if data is not None else int(blob_size or 0)
-
-    def chunks(self, start: int, stop: int) -> Iterator[bytes]:
-        if self.data is not None:
-            for pos in range(start, stop, SAMPLE_CHUNK):
-                yield self.data[pos : min(pos + SAMPLE_CHUNK, stop)]
-            return
-        for pos in range(start, stop, CHUNK):
-            n = min(CHUNK, stop - pos)
-            first = pos % _BLOB_PERIOD
-            yield _BLOB_PATTERN[first : first + n]
-
-
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _zod_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _string_error(name: str, value: Any) -> str | None:
-    if isinstance(value, str):
-        return None
-    return f"{name}: Expected string, received {_zod_type(value)}"
-
-
-def _number_error(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"{name}: Expected number, received {_zod_type(value)}"
-    if "ge" in spec and value < spec["ge"]:
-        return f"{name}: Number must be greater than or equal to {spec['ge']:g}"
-    if "le" in spec and value > spec["le"]:
-        return f"{name}: Number must be less than or equal to {spec['le']:g}"
-    return None
-
-
-def _duration_error(value: Any, spec: Mapping[str, Any], seed: bool) -> str | None:
-    if seed:
-        # The seed's schema: a string "5" or "10" (an integer has always been accepted too).
-        if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) not in DURATIONS:
-            return f"Invalid enum value. Expected '5' | '10', received '{value}'"
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"duration: Expected number, received {_zod_type(value)}"
-    if "range" in spec:  # a range wins over the field's default choices
-        low, high = spec["range"]
-        return _number_error("duration", value, {"ge": low, "le": high})
-    choices = tuple(spec.get("choices", ()))
-    if choices and value not in choices:
-        expected = " | ".join(str(c) for c in choices)
-        return f"Invalid enum value. Expected {expected}, received '{value}'"
-    return None
-
-
-def _masks_error(value: Any, mask_key: str) -> str | None:
-    if not isinstance(value, list):
-        return f"dynamic_masks: Expected array, received {_zod_type(value)}"
-    for i, item in enumerate(value):
-        if not isinstance(item, dict):
-            return f"dynamic_masks.{i}: Expected object, received {_zod_type(item)}"
-        unknown = [k for k in item if k not in (mask_key, "trajectories")]
-        if unknown:
-            keys = ", ".join(f"'{k}'" for k in unknown)
-            return f"Body validation error: dynamic_masks.{i}: Unrecognized key(s) in object: {keys}"
-        if item.get(mask_key) is None:
-            return f"dynamic_masks.{i}.{mask_key}: Required"
-        message = _string_error(f"dynamic_masks.{i}.{mask_key}", item[mask_key])
-        if message:
-            return message
-    return None
-
-
-def _field_error(wire: str, value: Any, spec: Mapping[str, Any], seed: bool) -> str | None:
-    kind = spec.get("type")
-    if kind in ("text", "image", "audio", "video"):
-        return _string_error(wire, value)
-    if kind == "image_or_pair":
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return None
-        return _string_error(wire, value)
-    if kind == "number":
-        return _number_error(wire, value, spec)
-    if kind == "bool" and not isinstance(value, bool):
-        return f"{wire}: Expected boolean, received {_zod_type(value)}"
-    if kind == "duration":
-        return _duration_error(value, spec, seed)
-    if kind == "dynamic_masks":
-        return _masks_error(value, catalog.MASK_SEED_NAME if seed else "mask")
-    return None
-
-
-def validate_body(body: Any, endpoint: str = "legacy") -> str | None:
-    """Apply the service's light body validation; return an error message or None when valid.
-
-    Models come from :mod:`airflow_provider_kling.catalog`: a retired model, a field the model does
-    not take and a missing required field are refused, with cheap type checks and the duration check.
-    A model id the catalog does not know passes with any fields (the service may know it).
-
-    :param body: the parsed JSON body.
-    :param endpoint: ``"legacy"`` (seed field names for models with ``seed_names``) or ``"unified"``.
-    """
-    if not isinstance(body, dict):
-        return f"Expected object, received {_zod_type(body)}"
-    model = body.get("model")
-    if model is None:
-        return "model: Required"
-    if not isinstance(model, str):
-        return f"model: Expected string, received {_zod_type(model)}"
-    entry = catalog.model_entry(model)
-    if entry is None:
-        return None
-    if entry.get("retired"):
-        return f"Model {model} is no longer supported"
-    seed = endpoint == "legacy" and bool(entry.get("seed_names"))
-    # Name on the wire -> catalog field name.
-    wire_names: dict[str, str] = {}
-    for name in catalog.model_fields(model):
-        wire = catalog.FIELDS[name].get("seed_name", name) if seed else name
-        wire_names[wire] = name
-    unknown = [k for k in body if k != "model" and k not in wire_names]
-    if unknown:
-        keys = ", ".join(f"'{k}'" for k in unknown)
-        return f"Body validation error: Unrecognized key(s) in object: {keys}"
-    catalog_to_wire = {name: wire for wire, name in wire_names.items()}
-    for name in entry.get("required", ()):
-        wire = catalog_to_wire.get(name, name)
-        if body.get(wire) is None:
-            return f"{wire}: Required"
-    if "prompt_or_multi_prompt" in entry.get("rules", ()):
-        if body.get("prompt") is None and body.get("multi_prompt") is None:
-            return "prompt: Required"
-    for wire, name in wire_names.items():
-        value = body.get(wire)
-        if value is not None:
-            message = _field_error(wire, value, catalog.field_spec(model, name), seed)
-            if message:
-                return message
-    return None
-
-
-def _marker_text(body: Mapping[str, Any]) -> str:
-    """The text the outcome markers are read from: the prompt, else the first multi_prompt entry."""
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        return prompt
-    shots = body.get("multi_prompt")
-    if isinstance(shots, list) and shots:
-        first = shots[0]
-        if isinstance(first, dict):
-            first = first.get("prompt")
-        if isinstance(first, str):
-            return first
-    return ""
-
-
-def _requested_duration(value: Any) -> int:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return 5
 
 
 def _accepts_gzip(header: str | None) -> bool:
@@ -492,12 +219,6 @@ def _retry_after(value: Any) -> float | str | None:
 
 #: ``script(body=...)`` left out: an empty body.
 _NO_BODY: Any = object()
-
-
-def _check_choice(name: str, value: str, choices: Iterable[str]) -> None:
-    allowed = tuple(choices)
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 class KlingEmulator:
@@ -1439,26 +1160,6 @@ class KlingEmulator:
         except KeyError:
             return web.json_response({"ok": False, "error": "unknown generation"}, status=404)
         return web.json_response({"ok": True})
-
-
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
-    """Parse a single ``bytes=`` range: (start, stop), "invalid" (416) or None (serve everything)."""
-    if not header or not header.startswith("bytes=") or "," in header:
-        return None
-    first, sep, last = header[6:].strip().partition("-")
-    if not sep:
-        return None
-    try:
-        if not first:  # suffix range: the last N bytes
-            n = int(last)
-            return (max(0, size - n), size) if n > 0 and size > 0 else "invalid"
-        start = int(first)
-        stop = int(last) + 1 if last else size
-    except ValueError:
-        return None
-    if start >= size or stop <= start:
-        return "invalid"
-    return start, min(stop, size)
 
 
 def _client_port(request: web.Request) -> int | None:
