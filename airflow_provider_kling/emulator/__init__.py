@@ -110,20 +110,12 @@ In Python tests use it directly::
 
 from __future__ import annotations
 
-from airflow_provider_kling.emulator.app import (
-    ANSWER_STYLES,
-    API_PATH,
-    API_PATHS,
-    FAULT_HELP,
-    FAULT_KINDS,
-    KNOWN_MODELS,
-    UNIFIED_PATH,
-    Generation,
-    KlingEmulator,
-    RecordedRequest,
-    blob_bytes,
-    validate_body,
-)
+from airflow_provider_kling.emulator.constants import ANSWER_STYLES, API_PATH, API_PATHS, UNIFIED_PATH
+from airflow_provider_kling.emulator.faults import FAULT_HELP, FAULT_KINDS
+from airflow_provider_kling.emulator.media import blob_bytes
+from airflow_provider_kling.emulator.server import KlingEmulator
+from airflow_provider_kling.emulator.state import Generation, RecordedRequest
+from airflow_provider_kling.emulator.validation import KNOWN_MODELS, validate_body
 
 __all__ = [
     "ANSWER_STYLES",

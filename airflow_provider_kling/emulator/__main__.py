@@ -11,17 +11,17 @@ import signal
 import sys
 import textwrap
 
-from airflow_provider_kling.emulator.app import (
+from airflow_provider_kling.emulator.constants import (
     ANSWER_STYLES,
     API_PATH,
-    FAULT_HELP,
     ID_KEYS,
     ID_STYLES,
     STATUS_STYLES,
     UNIFIED_PATH,
     USAGE_STYLES,
-    KlingEmulator,
 )
+from airflow_provider_kling.emulator.faults import FAULT_HELP
+from airflow_provider_kling.emulator.server import KlingEmulator
 
 _EPILOG = """\
 endpoints (same protocol, auth, faults and recording on both):

@@ -1,13 +1,16 @@
 """What the emulator remembers: recorded requests and generations (a small state machine).
 
 A :class:`Generation` goes ``queued`` -> ``generating`` -> finished on a clock set at creation; how it
-finishes comes from markers in its prompt.
+finishes comes from markers in its prompt. :class:`EmulatorState` declares the attributes that hold
+this state, which :class:`~airflow_provider_kling.emulator.server.KlingEmulator` sets and the handler
+mixins share.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +109,36 @@ class Generation:
     def as_dict(self) -> dict[str, Any]:
         """Return the state as a JSON-serialisable dict."""
         return dataclasses.asdict(self)
+
+
+class EmulatorState:
+    """The state every part of the emulator shares; set by ``KlingEmulator.__init__``.
+
+    Handlers run on the server's loop thread while tests read state from theirs: ``_lock`` guards it.
+    """
+
+    _api_key: str
+    host: str
+    port: int
+    generation_seconds: float
+    status_style: str
+    id_style: str
+    id_key: str
+    usage_style: str
+    video_bytes: int | None
+    answer_style: str
+    base_url: str
+    _sample: bytes
+    _lock: threading.Lock
+    _requests: list[RecordedRequest]
+    _generations: dict[str, Generation]
+    _by_token: dict[str, Generation]
+    _next_ids: list[str]
+
+    @property
+    def sample_size(self) -> int:
+        """Size in bytes of the sample MP4 served for finished generations."""
+        return len(self._sample)
 
 
 def _marker_text(body: Mapping[str, Any]) -> str:

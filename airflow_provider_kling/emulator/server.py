@@ -1,0 +1,257 @@
+"""The emulator's server: :class:`KlingEmulator`, its aiohttp application and its lifecycle.
+
+Start and stop it from a thread of its own (:meth:`~KlingEmulator.start`, or ``with``) or on a running
+event loop (:meth:`~KlingEmulator.start_async`). The handlers come from the mixins: the service's API
+(:mod:`~airflow_provider_kling.emulator.api`), downloads (:mod:`~airflow_provider_kling.emulator.downloads`)
+and the control API (:mod:`~airflow_provider_kling.emulator.control`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from airflow_provider_kling.emulator.api import ApiHandlers
+from airflow_provider_kling.emulator.constants import (
+    ANSWER_STYLES,
+    API_PATHS,
+    BLOB_PREFIX,
+    CONTROL_PREFIX,
+    ID_KEYS,
+    ID_STYLES,
+    REDIRECT_PATH,
+    STATUS_STYLES,
+    USAGE_STYLES,
+    VIDEO_PREFIX,
+    _check_choice,
+    log,
+)
+from airflow_provider_kling.emulator.control import ControlHandlers
+from airflow_provider_kling.emulator.downloads import DownloadHandlers
+from airflow_provider_kling.emulator.faults import _Fault, _Script
+from airflow_provider_kling.emulator.media import MAX_BLOB, SAMPLE_PATH
+from airflow_provider_kling.emulator.state import Generation, RecordedRequest
+
+MAX_REQUEST_BYTES = 128 * 1024 * 1024
+LISTEN_BACKLOG = 2048
+
+
+def _raise_nofile_limit() -> None:
+    """Lift the open-files soft limit to the hard limit so 1,000+ sockets fit in one process."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:  # e.g. macOS caps below RLIM_INFINITY
+        log.debug("Could not raise RLIMIT_NOFILE from %s to %s: %s", soft, target, exc)
+
+
+class KlingEmulator(ApiHandlers, DownloadHandlers, ControlHandlers):
+    """A local emulator of the Apilaplas Kling video API (legacy and unified endpoints).
+
+    :param api_key: the only bearer key accepted.
+    :param host: interface to bind.
+    :param port: TCP port; 0 picks a free one (see :attr:`base_url` after :meth:`start`).
+    :param generation_seconds: time from creation to the final status; "queued" for the first 10%.
+    :param status_style: ``"documented"`` (queued/generating/completed/error) or
+        ``"alternate"`` (waiting/processing/succeeded/failed).
+    :param id_style: ``"uuid"`` (``<uuid>:<model>``), ``"short"`` (``gen_ab12cd34``), ``"opaque"``
+        (21 characters, ``QC4qjlUKt8ZedNi7r09LM``) or ``"numeric"`` (``789339022468063304``);
+        default ``"uuid"``, or ``"opaque"`` with ``answer_style="2026"``.
+    :param id_key: key carrying the id in the POST answer: ``"id"`` or ``"generation_id"``.
+    :param usage_style: ``"tokens"`` (``tokens_used``) or ``"credits"`` (``credits_used``, ``usd_spent``);
+        ignored with ``answer_style="2026"``.
+    :param video_bytes: when set, finished videos are a blob of this many bytes instead of the sample MP4.
+    :param answer_style: ``"2025"`` (the seed-era shapes) or ``"2026"`` (usage ``{credits_used,
+        usd_spent}`` with 2,000,000 credits per USD on submit and poll; ``video`` only ``{url}`` with a
+        signed-looking query). Omni models answer ``video`` as a list in either style.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "emulator-key",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        generation_seconds: float = 2.0,
+        status_style: str = "documented",
+        id_style: str | None = None,
+        id_key: str = "id",
+        usage_style: str = "tokens",
+        video_bytes: int | None = None,
+        answer_style: str = "2025",
+    ) -> None:
+        _check_choice("answer_style", answer_style, ANSWER_STYLES)
+        if id_style is None:
+            id_style = "opaque" if answer_style == "2026" else "uuid"
+        _check_choice("status_style", status_style, STATUS_STYLES)
+        _check_choice("id_style", id_style, ID_STYLES)
+        _check_choice("id_key", id_key, ID_KEYS)
+        _check_choice("usage_style", usage_style, USAGE_STYLES)
+        if video_bytes is not None and not 0 <= video_bytes <= MAX_BLOB:
+            raise ValueError(f"video_bytes must be between 0 and {MAX_BLOB}")
+        self._api_key = api_key
+        self.host = host
+        self.port = port
+        self.generation_seconds = generation_seconds
+        self.status_style = status_style
+        self.id_style = id_style
+        self.id_key = id_key
+        self.usage_style = usage_style
+        self.video_bytes = video_bytes
+        self.answer_style = answer_style
+        self.base_url = ""
+        self._sample = SAMPLE_PATH.read_bytes()
+        # Handlers run on the server's loop thread while tests read state from theirs.
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._generations: dict[str, Generation] = {}
+        self._by_token: dict[str, Generation] = {}
+        self._faults: list[_Fault] = []
+        self._scripts: list[_Script] = []
+        self._fault_counts: dict[str, int] = {}
+        self._rate = 0.0
+        self._rate_kinds: tuple[str, ...] = ()
+        self._rate_methods: tuple[str, ...] = ()
+        self._rate_faults: tuple[_Fault, ...] = ()
+        self._rng = random.Random(0)
+        self._next_ids: list[str] = []
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        # The key is deliberately left out.
+        return (
+            f"KlingEmulator(base_url={self.base_url!r}, status_style={self.status_style!r}, "
+            f"answer_style={self.answer_style!r})"
+        )
+
+    # ------------------------------------------------------------------ server lifecycle
+
+    def make_app(self) -> web.Application:
+        """Build the aiohttp application (to serve it inside an existing loop or a test client)."""
+        emulator = self
+
+        @web.middleware
+        async def service_errors(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            # Unknown routes and methods answer like the service does, in its error body.
+            try:
+                return await handler(request)
+            except web.HTTPException as exc:
+                if exc.status < 400 or request.path.startswith(CONTROL_PREFIX + "/"):
+                    raise
+                # Handlers never raise: this is routing (404/405) or an oversized body, not yet recorded.
+                rec = emulator._record(request, None, None, None)
+                return emulator._error(request, rec, exc.status, exc.reason)
+
+        # Bodies may carry Base64 images of up to 50 MB (v3 models), as the service takes them.
+        app = web.Application(middlewares=[service_errors], client_max_size=MAX_REQUEST_BYTES)
+        for path in API_PATHS:
+            app.router.add_post(path, self._handle_create)
+            app.router.add_get(path, self._handle_poll)
+        app.router.add_get(VIDEO_PREFIX + "/{token}/output.mp4", self._handle_video)
+        app.router.add_get(BLOB_PREFIX + "/{nbytes}", self._handle_blob)
+        app.router.add_get(REDIRECT_PATH, self._handle_redirect)
+        app.router.add_get(CONTROL_PREFIX + "/health", self._ctl_health)
+        app.router.add_get(CONTROL_PREFIX + "/requests", self._ctl_requests)
+        app.router.add_get(CONTROL_PREFIX + "/counts", self._ctl_counts)
+        app.router.add_post(CONTROL_PREFIX + "/reset", self._ctl_reset)
+        app.router.add_get(CONTROL_PREFIX + "/faults", self._ctl_faults_get)
+        app.router.add_post(CONTROL_PREFIX + "/faults", self._ctl_faults)
+        app.router.add_post(CONTROL_PREFIX + "/fault-rate", self._ctl_fault_rate)
+        app.router.add_get(CONTROL_PREFIX + "/script", self._ctl_script_get)
+        app.router.add_post(CONTROL_PREFIX + "/script", self._ctl_script)
+        app.router.add_get(CONTROL_PREFIX + "/generations", self._ctl_generations)
+        # Ids contain "/" (``<uuid>:kling-video/v1/...``), hence the greedy pattern.
+        app.router.add_post(CONTROL_PREFIX + "/generations/{gen_id:.+}/complete", self._ctl_complete)
+        return app
+
+    async def start_async(self) -> str:
+        """Serve on the running event loop; return :attr:`base_url`."""
+        if self._runner is not None:
+            raise RuntimeError("emulator already started")
+        _raise_nofile_limit()
+        runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, backlog=LISTEN_BACKLOG, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        port = runner.addresses[0][1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.base_url = f"http://{host}:{port}"
+        log.info("Kling emulator listening on %s", self.base_url)
+        return self.base_url
+
+    async def stop_async(self) -> None:
+        """Stop serving (counterpart of :meth:`start_async`)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def start(self) -> str:
+        """Serve from a daemon thread with its own event loop; return :attr:`base_url`."""
+        if self._thread is not None:
+            raise RuntimeError("emulator already started")
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start_async())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        thread = threading.Thread(target=run, name="kling-emulator", daemon=True)
+        thread.start()
+        ready.wait()
+        if failure:
+            thread.join()
+            raise failure[0]
+        self._loop, self._thread = loop, thread
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop the server started by :meth:`start` and join its thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.stop_async(), loop).result(timeout=30)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
+            self._loop = self._thread = None
+
+    def __enter__(self) -> KlingEmulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
