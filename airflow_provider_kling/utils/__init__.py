@@ -1,0 +1,1 @@
+"""Helpers shared by the operators, the sensor and the batch package (no Airflow task code here)."""

@@ -1,0 +1,145 @@
+"""Destinations and atomic writes: text to a local Path or ObjectStoragePath, safe file names,
+writing beside the target and moving into place.
+
+Local paths and object stores (``s3://``, ``gs://`` ... through Airflow's ObjectStoragePath) are
+handled alike; ObjectStoragePath is imported only when a destination is remote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_kling.exceptions import KlingDownloadError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+#: Part size for uploads to object storage (S3's smallest multipart part is 5 MiB).
+WRITE_BLOCK = 8 * 1024 * 1024
+
+
+def safe_file_name(name: str) -> str:
+    """A file name with no directory parts or odd characters (ids and URLs come from the service)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "video"
+    return name[:200]
+
+
+def is_remote(destination: Any) -> bool:
+    """True for an ObjectStoragePath or text with a scheme other than ``file://``."""
+    if isinstance(destination, (str, os.PathLike)) and not hasattr(destination, "fs"):
+        text = os.fspath(destination)
+        return "://" in text and not text.startswith("file://")
+    return hasattr(destination, "fs")
+
+
+def as_path(destination: Any) -> Any:
+    """A local Path or an ObjectStoragePath for ``destination`` (text, a path, or an ObjectStoragePath).
+
+    Text with a scheme other than ``file://`` is an object-store URL; ``file://`` and plain paths are
+    local (``~`` expanded).
+
+    :param destination: where to read or write.
+    """
+    if is_remote(destination):
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        return destination if hasattr(destination, "fs") else ObjectStoragePath(str(destination))
+    text = os.fspath(destination)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return Path(text).expanduser()
+
+
+def resolve_destination(destination: Any, file_name: str) -> Any:
+    """A local Path or an ObjectStoragePath for the file to write; a folder gets ``file_name`` appended.
+
+    A destination ending in a separator, or naming an existing folder, is a folder.
+
+    :param destination: a file path, or a folder (existing, or written with a trailing separator).
+    :param file_name: the name to use when ``destination`` is a folder (made safe first).
+    """
+    file_name = safe_file_name(file_name)
+    path = as_path(destination)
+    if is_remote(destination):
+        folder = str(destination).endswith("/")
+    else:
+        folder = os.fspath(destination).endswith(("/", os.sep))
+    if folder or path.is_dir():
+        path = path / file_name
+    return path
+
+
+def temporary_sibling(target: Any) -> Any:
+    return target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
+
+
+def is_local(path: Any) -> bool:
+    """True for a plain local ``pathlib.Path`` (not an ObjectStoragePath)."""
+    # On Airflow 2 (universal-pathlib 0.2) an ObjectStoragePath is a pathlib.Path too; its fs tells.
+    return isinstance(path, Path) and not hasattr(path, "fs")
+
+
+@contextlib.contextmanager
+def open_for_write(path: Any) -> Iterator[Any]:
+    if is_local(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as out:
+            yield out
+    else:
+        with contextlib.suppress(Exception):  # object stores have no folders to create
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # Object-store writers buffer a whole part in memory (s3fs: 50 MB by default, held two or three
+        # times over while a part uploads): parts of WRITE_BLOCK keep a 256 MB upload near 30 MB.
+        try:
+            handle = path.open("wb", block_size=WRITE_BLOCK)
+        except TypeError:  # a filesystem whose open() takes no block_size
+            handle = path.open("wb")
+        with handle as out:
+            yield out
+
+
+def move_into_place(tmp: Any, target: Any, *, overwrite: bool = True) -> None:
+    """Put a finished download in place; without ``overwrite``, never over a file that appeared meanwhile.
+
+    Locally a hard link is the atomic "create only if absent", so of two tasks downloading to one file
+    at the same moment exactly one keeps it. Object stores have no such primitive here: the earlier
+    existence check is all there is.
+    """
+    if not is_local(tmp):
+        tmp.rename(target)
+    elif overwrite:
+        os.replace(tmp, target)
+    else:
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise KlingDownloadError(
+                f"{target} already exists (another download finished it first); nothing was replaced: "
+                "pass overwrite=True to replace it"
+            ) from None
+        os.unlink(tmp)
+
+
+def remove_quietly(path: Any) -> None:
+    with contextlib.suppress(Exception):
+        if path.exists():
+            path.unlink()
+
+
+__all__ = [
+    "WRITE_BLOCK",
+    "as_path",
+    "is_local",
+    "is_remote",
+    "move_into_place",
+    "open_for_write",
+    "remove_quietly",
+    "resolve_destination",
+    "safe_file_name",
+    "temporary_sibling",
+]
