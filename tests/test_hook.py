@@ -19,7 +19,7 @@ from airflow_provider_kling.exceptions import (
     KlingGenerationTimeout,
     KlingNotFoundError,
 )
-from airflow_provider_kling.hooks import kling as kling_hook_module
+from airflow_provider_kling.hooks import _transport
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import Generation, GenerationStatus
 from tests.conftest import API_KEY, connection_json
@@ -296,7 +296,7 @@ async def test_aget_generation_reads_the_generation(emulator: Any) -> None:
     assert done.video_url.endswith("/output.mp4")
     assert [r.auth_ok for r in emulator.requests if r.method == "GET"] == [True, True]
     # Outside an async_session block each call opens and closes its own session.
-    assert hook.kling_conn_id not in kling_hook_module._ASYNC_SESSIONS.get(asyncio.get_running_loop(), {})
+    assert hook.kling_conn_id not in _transport._ASYNC_SESSIONS.get(asyncio.get_running_loop(), {})
 
 
 async def test_aget_generation_retries_and_maps_errors(emulator: Any) -> None:
@@ -332,12 +332,12 @@ async def test_concurrent_polls_share_one_session_and_close_it(
     emulator.inject("slow", times=None, method="GET", delay=3)
 
     async with hook.async_session() as session:
-        entry = kling_hook_module._ASYNC_SESSIONS[loop]["kling_default"]
+        entry = _transport._ASYNC_SESSIONS[loop]["kling_default"]
         assert entry == [session, 1]
         tasks = [asyncio.create_task(each.aget_generation(ids[i % len(ids)])) for i, each in enumerate(hooks)]
         # Every call holds the one registered session while its slowed request is in flight.
         while entry[1] < 1 + len(hooks) and not any(t.done() for t in tasks):
-            assert kling_hook_module._ASYNC_SESSIONS[loop]["kling_default"] is entry
+            assert _transport._ASYNC_SESSIONS[loop]["kling_default"] is entry
             await asyncio.sleep(0.01)
         assert entry[1] == 1 + len(hooks)
         assert not any(t.done() for t in tasks)
@@ -348,7 +348,7 @@ async def test_concurrent_polls_share_one_session_and_close_it(
     assert [r.status for r in results] == [GenerationStatus.COMPLETED] * len(hooks)
     assert [r.id for r in results] == [ids[i % len(ids)] for i in range(len(hooks))]
     assert session.closed
-    assert "kling_default" not in kling_hook_module._ASYNC_SESSIONS.get(loop, {})
+    assert "kling_default" not in _transport._ASYNC_SESSIONS.get(loop, {})
     gc.collect()
     await asyncio.sleep(0)
     assert not [r for r in caplog.records if "Unclosed" in r.getMessage()]

@@ -43,7 +43,7 @@ from airflow_provider_kling.exceptions import (
     KlingUnusableIdError,
     KlingValidationError,
 )
-from airflow_provider_kling.hooks import kling as hook_module
+from airflow_provider_kling.hooks import _errors as hook_errors
 from airflow_provider_kling.hooks.kling import KlingHook, post_may_have_created
 from airflow_provider_kling.models import GenerationStatus
 from airflow_provider_kling.triggers.kling import KlingGenerationTrigger
@@ -947,7 +947,7 @@ def test_a_naive_http_date_retry_after_is_read_as_utc(monkeypatch: pytest.Monkey
         monkeypatch.setenv("TZ", zone)
         time.tzset()
         try:
-            wait = hook_module._parse_retry_after(naive)
+            wait = hook_errors._parse_retry_after(naive)
         finally:
             monkeypatch.delenv("TZ")
             time.tzset()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_kling.hooks import kling as hook_module
+from airflow_provider_kling.hooks import _transport
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.triggers.kling import KlingGenerationTrigger, KlingTriggerEvent
 from tests.conftest import API_KEY, connection_json, set_connection
@@ -228,7 +228,7 @@ async def test_triggers_on_one_loop_share_one_session_closed_by_the_last(emulato
         await asyncio.sleep(0.02)
 
     # All four hold the loop's one session for this connection.
-    session, holders = hook_module._ASYNC_SESSIONS[loop]["kling_default"]
+    session, holders = _transport._ASYNC_SESSIONS[loop]["kling_default"]
     assert holders == 4
     assert not session.closed
 
@@ -237,7 +237,7 @@ async def test_triggers_on_one_loop_share_one_session_closed_by_the_last(emulato
     done, _ = await asyncio.wait(tasks[:3])
     assert all(t.result()[0]["status"] == "success" for t in done)
     # The last trigger still polls through the same, still open session.
-    assert hook_module._ASYNC_SESSIONS[loop]["kling_default"][0] is session
+    assert _transport._ASYNC_SESSIONS[loop]["kling_default"][0] is session
     assert not session.closed
 
     emulator.complete(ids[3])
@@ -245,7 +245,7 @@ async def test_triggers_on_one_loop_share_one_session_closed_by_the_last(emulato
     assert payload["status"] == "success"
     # The last one out closed it.
     assert session.closed
-    assert "kling_default" not in hook_module._ASYNC_SESSIONS.get(loop, {})
+    assert "kling_default" not in _transport._ASYNC_SESSIONS.get(loop, {})
     assert_no_unclosed(loop_errors)
 
 
@@ -257,7 +257,7 @@ async def test_cancel_and_cleanup_touch_nothing_remote(emulator, loop_errors):
     task = asyncio.create_task(all_events(trigger))
     while polls(emulator, gen_id) < 2:
         await asyncio.sleep(0.02)
-    session = hook_module._ASYNC_SESSIONS[loop]["kling_default"][0]
+    session = _transport._ASYNC_SESSIONS[loop]["kling_default"][0]
     before = len(emulator.requests)
 
     # What the triggerer does when the task is cleared, times out or the triggerer stops.

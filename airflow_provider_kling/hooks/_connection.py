@@ -1,0 +1,220 @@
+"""The endpoint a ``kling`` connection names: base URL, API key, auth, key masking, user agent.
+
+The connection is checked once and turned into an :class:`_Endpoint`; the key travels only through
+:class:`_BearerAuth` (sync) or the async path's headers, and is registered with Airflow's secret
+masker once per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import weakref
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import requests.auth
+
+from airflow_provider_kling.catalog import DEFAULT_ENDPOINT, ENDPOINT_PATHS
+from airflow_provider_kling.exceptions import KlingConfigError
+from airflow_provider_kling.utils.urls import is_loopback, netloc, split_http_url
+
+DEFAULT_BASE_URL = "https://api.apilaplas.com"
+#: The seed's (legacy) generation path; the connection's ``endpoint`` extra may pick the unified one.
+GENERATION_PATH = ENDPOINT_PATHS["legacy"]
+#: The connection extra that lets downloads reach loopback hosts (and plain http to them): for the emulator.
+ALLOW_LOOPBACK_DOWNLOADS = "allow_loopback_downloads"
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """Where to call and with what key; the key is kept out of repr.
+
+    :param api: which of the service's endpoints new generations go to: ``legacy`` or ``unified``.
+    :param host_text: the connection's host as written (for messages).
+    :param assumed_https: the host had no scheme and https was assumed.
+    :param allow_loopback_downloads: the connection allows video downloads from loopback hosts.
+    """
+
+    base_url: str
+    api_key: str
+    api: str = DEFAULT_ENDPOINT
+    conn_id: str = "?"
+    host_text: str = ""
+    assumed_https: bool = False
+    allow_loopback_downloads: bool = False
+
+    def __repr__(self) -> str:
+        return f"_Endpoint(base_url={self.base_url!r}, api={self.api!r}, api_key=***)"
+
+    def path(self, api: str | None = None) -> str:
+        """The generation path of ``api`` (default: the connection's endpoint)."""
+        return ENDPOINT_PATHS[api or self.api]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers of an API call; the key itself travels through :class:`_BearerAuth`."""
+        return {"Accept": "application/json"}
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """The connection's key as requests auth: requests reads ``~/.netrc`` only when auth is None."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(***)"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._key}"
+        return request
+
+
+class _NoAuth(requests.auth.AuthBase):
+    """No credentials at all (video hosts): also keeps a ``~/.netrc`` entry from being sent."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.pop("Authorization", None)
+        return request
+
+
+def endpoint_from_connection(conn: Any) -> _Endpoint:
+    """Check a ``kling`` connection and turn it into the base URL and key to call with.
+
+    The base URL is rebuilt from the parsed scheme, host name, port and path only: user information,
+    backslashes, whitespace, control characters, a query or a fragment in the host are refused, so
+    the host checked is the host connected to.
+
+    :param conn: an Airflow Connection.
+    :raises KlingConfigError: no key, a host that is not a URL, or plain http to a non-loopback host.
+    """
+    conn_id = getattr(conn, "conn_id", None) or "?"
+    key = (conn.password or "").strip()
+    if not key:
+        raise KlingConfigError(
+            f"Connection {conn_id!r} has no API key: put the Apilaplas key in its password field "
+            "(labelled 'API Key')"
+        )
+    host_text = (conn.host or "").strip()
+    host = host_text or DEFAULT_BASE_URL
+    assumed_https = False
+    if "://" not in host:
+        assumed_https = not conn.schema
+        host = f"{conn.schema or 'https'}://{host}"
+    try:
+        scheme, hostname, port, path = split_http_url(host, "host")
+    except ValueError as exc:
+        raise KlingConfigError(
+            f"Connection {conn_id!r}: {exc}; leave it empty for {DEFAULT_BASE_URL} or give a full URL "
+            "such as https://api.example.com"
+        ) from None
+    parts = urlsplit(host)
+    if parts.query or parts.fragment or host.rstrip("/").endswith(("?", "#")):
+        raise KlingConfigError(
+            f"Connection {conn_id!r}: host {host!r} has a query or a fragment; give the base URL only, "
+            f"such as {DEFAULT_BASE_URL}"
+        )
+    if scheme == "http" and not is_loopback(hostname):
+        raise KlingConfigError(
+            f"Connection {conn_id!r}: host {host!r} uses plain http; only https is allowed except "
+            "to a loopback host (127.0.0.1, localhost, ::1), so the API key never crosses a network "
+            "in clear"
+        )
+    if conn.port and not port:
+        port = int(conn.port)
+        host_text = f"{host_text}:{port}" if host_text else host_text
+    base = f"{scheme}://{netloc(hostname, port)}{path.rstrip('/')}"
+    return _Endpoint(
+        base_url=base,
+        api_key=key,
+        api=endpoint_choice(conn),
+        conn_id=conn_id,
+        host_text=host_text,
+        assumed_https=assumed_https,
+        allow_loopback_downloads=_extra(conn).get(ALLOW_LOOPBACK_DOWNLOADS) in (True, "true", "True", 1),
+    )
+
+
+def _extra(conn: Any) -> dict[str, Any]:
+    try:
+        extra = conn.extra_dejson or {}
+    except Exception:  # a malformed extra: Airflow itself already logs it
+        extra = {}
+    return extra if isinstance(extra, dict) else {}
+
+
+def endpoint_choice(conn: Any) -> str:
+    """The connection's ``endpoint`` extra: ``legacy`` (the default) or ``unified``."""
+    conn_id = getattr(conn, "conn_id", None) or "?"
+    choice = str(_extra(conn).get("endpoint") or DEFAULT_ENDPOINT).strip().lower()
+    if choice not in ENDPOINT_PATHS:
+        raise KlingConfigError(
+            f"Connection {conn_id!r}: endpoint {choice!r} is not one of {', '.join(ENDPOINT_PATHS)} "
+            f"(legacy: {ENDPOINT_PATHS['legacy']}, unified: {ENDPOINT_PATHS['unified']})"
+        )
+    return choice
+
+
+# Connection lookups in flight per (event loop, connection id); see KlingHook.aendpoint.
+_ENDPOINT_LOOKUPS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, asyncio.Task[_Endpoint]]
+] = weakref.WeakKeyDictionary()
+
+
+def _forget(lookups: dict[str, Any], key: str, done: Any) -> None:
+    if lookups.get(key) is done:
+        del lookups[key]
+
+
+# Digests of the keys already registered with Airflow's secret masker in this process: each
+# registration is logged (at debug) and sent to the supervisor, so a key is registered once.
+_MASKED: set[str] = set()
+
+
+def _mask_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _mask(secret: str) -> None:
+    digest = _mask_digest(secret)
+    if digest in _MASKED:
+        return
+    from airflow.providers.common.compat.sdk import mask_secret
+
+    mask_secret(secret)
+    _MASKED.add(digest)
+
+
+async def _amask(secret: str) -> None:
+    digest = _mask_digest(secret)
+    if digest in _MASKED:
+        return
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:  # Airflow 2
+        _mask(secret)
+    else:
+        await amask_secret(secret)
+        _MASKED.add(digest)
+
+
+def _user_agent() -> str:
+    from airflow_provider_kling import __version__
+
+    return f"airflow-provider-kling/{__version__}"
+
+
+__all__ = [
+    "ALLOW_LOOPBACK_DOWNLOADS",
+    "DEFAULT_BASE_URL",
+    "GENERATION_PATH",
+    "endpoint_choice",
+    "endpoint_from_connection",
+]

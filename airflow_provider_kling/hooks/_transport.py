@@ -1,0 +1,262 @@
+"""Sync (requests) and async (aiohttp) transports: one API attempt each, and the async session pool.
+
+Both bound an attempt by a wall-clock budget and an answer by MAX_RESPONSE_BYTES through one
+shared step (:func:`_check_announced`, then :func:`_capped`, then the answer-to-error mapping of
+:mod:`._errors`). Each library's own exceptions are translated apart: they have no common base.
+aiohttp is imported only when the async path runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import requests
+import urllib3.exceptions
+
+from airflow_provider_kling.exceptions import KlingConnectionError, KlingResponseTooLarge
+from airflow_provider_kling.hooks._connection import _BearerAuth, _user_agent
+from airflow_provider_kling.hooks._errors import _connection_error, _is_refused, _read_response, _tls_error
+from airflow_provider_kling.utils.urls import netloc_of
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    import aiohttp
+
+    from airflow_provider_kling.hooks._connection import _Endpoint
+
+#: Most bytes of one API answer the hook reads; a longer answer is an error (never held in memory).
+MAX_RESPONSE_BYTES = 1024 * 1024
+_CHUNK = 1024 * 1024
+_READ_PIECE = 64 * 1024
+
+# One aiohttp ClientSession per (event loop, connection id), shared by every trigger on that loop.
+# Settings that differ per trigger (timeouts) travel with each request, never with the session.
+_ASYNC_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _CallTimedOut(Exception):
+    """One HTTP attempt outlived its wall-clock budget (headers to last byte)."""
+
+
+def _too_large(method: str, path: str, status: int, size: int | str) -> KlingResponseTooLarge:
+    return KlingResponseTooLarge(
+        status,
+        f"answered a body of {size} bytes, more than the {MAX_RESPONSE_BYTES} bytes an API answer may "
+        "have; it was not read",
+        method=method,
+        path=path,
+    )
+
+
+def _read_sync(resp: requests.Response, deadline: float, limit: int) -> bytes:
+    """Read at most ``limit + 1`` bytes of an answer, giving up at ``deadline`` (monotonic)."""
+    body = bytearray()
+    for piece in _iter_body(resp, deadline, _READ_PIECE):
+        body += piece
+        if len(body) > limit:
+            break
+    return bytes(body)
+
+
+def _iter_body(resp: requests.Response, deadline: float, size: int = _CHUNK) -> Iterator[bytes]:
+    """The (decoded) body in pieces as they arrive, raising :class:`_CallTimedOut` at ``deadline``.
+
+    ``read1`` returns after one read from the socket, so a server sending a byte at a time cannot
+    hold the loop in one big read past the deadline (each read is bounded by the read timeout).
+    """
+    raw = resp.raw
+    read1 = getattr(raw, "read1", None)
+    while True:
+        if time.monotonic() > deadline:
+            raise _CallTimedOut()
+        if read1 is not None:
+            piece = read1(size, decode_content=True)
+        else:  # urllib3 1.x
+            piece = raw.read(min(size, 8192), decode_content=True)
+        if not piece:
+            if time.monotonic() > deadline:
+                raise _CallTimedOut()
+            return
+        yield piece
+
+
+def _check_announced(method: str, path: str, status: int, headers: Any) -> None:
+    """A 2xx answer that announces more than MAX_RESPONSE_BYTES is refused before it is read."""
+    announced = headers.get("Content-Length", "")
+    if 200 <= status < 300 and announced.isdigit() and int(announced) > MAX_RESPONSE_BYTES:
+        raise _too_large(method, path, status, announced)
+
+
+def _capped(method: str, path: str, status: int, body: bytes) -> bytes:
+    """A body read up to MAX_RESPONSE_BYTES + 1: too long is an error for a 2xx, else it is cut."""
+    if len(body) > MAX_RESPONSE_BYTES:
+        if 200 <= status < 300:
+            raise _too_large(method, path, status, f"more than {MAX_RESPONSE_BYTES}")
+        body = body[:MAX_RESPONSE_BYTES]
+    return body
+
+
+def send(
+    session: requests.Session,
+    endpoint: _Endpoint,
+    method: str,
+    url: str,
+    path: str,
+    budget: float,
+    timeout: tuple[float, float],
+    **kw: Any,
+) -> dict[str, Any]:
+    """One API attempt on the sync path: at most ``budget`` seconds and MAX_RESPONSE_BYTES.
+
+    :param session: the hook's requests.Session.
+    :param endpoint: where to call and with what key.
+    :param method: the HTTP method.
+    :param url: the full URL.
+    :param path: the generation path (for errors).
+    :param budget: wall-clock seconds for the attempt, connect to last byte.
+    :param timeout: the hook's (connect, read) timeouts; each is cut to ``budget``.
+    :param kw: passed to ``session.request`` (``params``, ``json``).
+    :return: the answer's JSON object.
+    """
+    started = time.monotonic()
+    read_timeout = min(timeout[1], budget)
+    try:
+        resp = session.request(
+            method,
+            url,
+            headers=endpoint.headers,
+            auth=_BearerAuth(endpoint.api_key),
+            timeout=(min(timeout[0], budget), read_timeout),
+            allow_redirects=False,
+            stream=True,
+            **kw,
+        )
+    except requests.exceptions.SSLError as exc:
+        raise _tls_error(exc, endpoint, netloc_of(url)) from None
+    except (requests.exceptions.ConnectTimeout, requests.exceptions.ConnectionError) as exc:
+        refused = isinstance(exc, requests.exceptions.ConnectTimeout) or _is_refused(exc)
+        raise _connection_error(exc, f"could not reach {endpoint.base_url}", nothing_sent=refused) from None
+    except requests.exceptions.RequestException as exc:
+        raise _connection_error(exc, f"no answer from {endpoint.base_url}", nothing_sent=False) from None
+    with resp:
+        _check_announced(method, path, resp.status_code, resp.headers)
+        try:
+            body = _read_sync(resp, started + budget, MAX_RESPONSE_BYTES)
+        except _CallTimedOut:
+            raise KlingConnectionError(
+                f"no complete answer from {endpoint.base_url} within {budget:.1f} s "
+                "(the call's wall-clock bound)",
+                nothing_sent=False,
+            ) from None
+        except (OSError, requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise _connection_error(exc, f"no answer from {endpoint.base_url}", nothing_sent=False) from None
+        body = _capped(method, path, resp.status_code, body)
+        return _read_response(method, path, resp.status_code, body, resp.headers, endpoint)
+
+
+async def asend(
+    session: aiohttp.ClientSession,
+    endpoint: _Endpoint,
+    method: str,
+    url: str,
+    path: str,
+    budget: float,
+    timeout: tuple[float, float],
+    params: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One API attempt on the async path: at most ``budget`` seconds and MAX_RESPONSE_BYTES.
+
+    :param session: the event loop's shared aiohttp session (see :func:`shared_session`).
+    :param endpoint: where to call and with what key.
+    :param method: the HTTP method.
+    :param url: the full URL.
+    :param path: the generation path (for errors).
+    :param budget: wall-clock seconds for the attempt, connect to last byte.
+    :param timeout: the hook's (connect, read) timeouts; each is cut to ``budget``.
+    :param params: the query parameters.
+    :return: the answer's JSON object.
+    """
+    import aiohttp
+
+    where = netloc_of(url)
+    per_request = aiohttp.ClientTimeout(
+        total=budget,
+        sock_connect=min(timeout[0], budget),
+        sock_read=min(timeout[1], budget),
+    )
+    try:
+        async with session.request(
+            method,
+            url,
+            params=params,
+            headers=endpoint.auth_headers,
+            timeout=per_request,
+            allow_redirects=False,
+        ) as resp:
+            status, headers = resp.status, resp.headers
+            _check_announced(method, path, status, headers)
+            received = bytearray()
+            while len(received) <= MAX_RESPONSE_BYTES:
+                piece = await resp.content.read(_READ_PIECE)
+                if not piece:
+                    break
+                received += piece
+            body = _capped(method, path, status, bytes(received))
+    except aiohttp.ClientSSLError as exc:
+        raise _tls_error(exc, endpoint, where) from None
+    except aiohttp.ClientConnectorError as exc:
+        raise _connection_error(exc, f"could not reach {endpoint.base_url}", nothing_sent=True) from None
+    except asyncio.TimeoutError as exc:
+        raise KlingConnectionError(
+            f"no complete answer from {endpoint.base_url} within its timeouts (read "
+            f"{min(timeout[1], budget):.1f} s, whole call {budget:.1f} s): "
+            f"{type(exc).__name__}",
+            nothing_sent=False,
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise _connection_error(exc, f"no answer from {endpoint.base_url}", nothing_sent=False) from None
+    return _read_response(method, path, status, body, headers, endpoint)
+
+
+@contextlib.asynccontextmanager
+async def shared_session(conn_id: str, pool_limit: int) -> AsyncIterator[aiohttp.ClientSession]:
+    """Hold the event loop's shared aiohttp session for ``conn_id`` while the block runs.
+
+    The session closes when its last holder leaves. It carries no timeouts: each request carries
+    its own hook's (see :func:`asend`).
+
+    :param conn_id: the connection the session serves.
+    :param pool_limit: most sockets the session keeps open (used when it is created).
+    """
+    loop = asyncio.get_running_loop()
+    per_loop = _ASYNC_SESSIONS.setdefault(loop, {})
+    entry = per_loop.get(conn_id)
+    if entry is None or entry[0].closed:
+        import aiohttp
+
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=pool_limit, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None),
+            headers={"User-Agent": _user_agent()},
+            trust_env=False,
+        )
+        entry = per_loop[conn_id] = [session, 0]
+    entry[1] += 1
+    try:
+        yield entry[0]
+    finally:
+        entry[1] -= 1
+        if entry[1] == 0:
+            if per_loop.get(conn_id) is entry:
+                del per_loop[conn_id]
+            await entry[0].close()
+
+
+__all__ = ["MAX_RESPONSE_BYTES", "asend", "send", "shared_session"]
