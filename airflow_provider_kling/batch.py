@@ -745,7 +745,7 @@ class BatchRun:
     def _store_completed(self) -> None:
         """Download every completed generation to ``<prefix>/<key>.mp4`` with its sidecar."""
         from airflow_provider_kling.exceptions import KlingError
-        from airflow_provider_kling.operators.kling import download
+        from airflow_provider_kling.utils.artifacts import download
 
         todo = [
             row.key
@@ -791,10 +791,10 @@ class BatchRun:
 
     def _reuse(self, row: Row, fingerprint: str) -> dict[str, Any] | None:
         """The video already under the prefix for this row, when made from the same request."""
-        from airflow_provider_kling.operators.kling import _read_sidecar, sidecar_reusable
+        from airflow_provider_kling.utils.artifacts import read_sidecar, sidecar_reusable
 
         video = self.video_path(row.key)
-        record = _read_sidecar(video)
+        record = read_sidecar(video)
         base_url = self.hook.endpoint.base_url
         if record is None or not sidecar_reusable(record, fingerprint, base_url, video=video, log=self.log):
             return None

@@ -358,7 +358,6 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-@pytest.mark.xfail(strict=True, reason="batch and operators.kling import each other until batch/ lands")
 def test_no_import_cycle_between_modules() -> None:
     """Lazy imports included: a cycle hidden inside a function is still two rooms that need each other."""
     files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}

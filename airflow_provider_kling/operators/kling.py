@@ -2,6 +2,9 @@
 
 Imported at every DAG parse: only Airflow's own bases load here; the hook, its HTTP clients, the
 model catalog and the request validators load when a task runs.
+
+Result dicts and event handling live in :mod:`~airflow_provider_kling.utils.results`, files and
+sidecars in :mod:`~airflow_provider_kling.utils.artifacts`; their names stay importable from here.
 """
 
 from __future__ import annotations
@@ -15,12 +18,61 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
 
 from airflow_provider_kling.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
+from airflow_provider_kling.utils.artifacts import (
+    download,
+    find_existing_video,
+    sidecar_path,
+    sidecar_reusable,
+    stored_video_link,
+    video_file_name,
+)
+from airflow_provider_kling.utils.results import (
+    CREDITS_PER_USD,
+    RESULT_KEYS,
+    annotate_outlets,
+    describe_usage,
+    fail_fast,
+    generation_from_event,
+    model_from_id,
+    result_dict,
+    timeout_seconds,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.models import Generation, KlingRequest
+
+__all__ = [
+    "CREDITS_PER_USD",
+    "DEFAULT_MODEL",
+    "DEFAULT_TEXT_MODEL",
+    "GENERATION_ID_STATE_KEY",
+    "GENERATION_ID_XCOM_KEY",
+    "RESULT_KEYS",
+    "RESUME_XCOM_KEY",
+    "TYPE_CHECKING",
+    "VIDEO_URL_XCOM_KEY",
+    "KlingBaseVideoOperator",
+    "KlingBatchVideoOperator",
+    "KlingImageToVideoOperator",
+    "KlingTextToVideoOperator",
+    "KlingVideoOperator",
+    "annotate_outlets",
+    "describe_usage",
+    "download",
+    "fail_fast",
+    "find_existing_video",
+    "generation_from_event",
+    "model_from_id",
+    "result_dict",
+    "sidecar_path",
+    "sidecar_reusable",
+    "stored_video_link",
+    "timeout_seconds",
+    "video_file_name",
+]
 
 DEFAULT_MODEL = "kling-video/v1/standard/image-to-video"
 DEFAULT_TEXT_MODEL = "kling-video/v1.6/standard/text-to-video"
@@ -30,138 +82,8 @@ GENERATION_ID_STATE_KEY = "kling_generation_id"
 GENERATION_ID_XCOM_KEY = "generation_id"
 #: XCom key of what a deferred task needs when it resumes (endpoint, submit usage, sidecar fields).
 RESUME_XCOM_KEY = "kling_resume"
-#: The keys of the dict every Kling task returns as XCom (operators and sensor alike).
-RESULT_KEYS = (
-    "generation_id",
-    "status",
-    "raw_status",
-    "model",
-    "endpoint",
-    "prompt",
-    "duration",
-    "video_url",
-    "video_urls",
-    "video_path",
-    "file_name",
-    "file_size",
-    "usage",
-    "reused",
-)
-#: Credits per US dollar as observed in the service's answers (not a promise of the service).
-CREDITS_PER_USD = 2_000_000
 
 _warned_no_state_store = False
-
-
-def timeout_seconds(value: Any, field: str = "timeout") -> float:
-    """Seconds from a timedelta / pendulum Duration or a number; KlingValidationError otherwise."""
-    from airflow_provider_kling.hooks.kling import check_poll_settings
-
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    try:
-        check_poll_settings(1.0, seconds)
-    except Exception as exc:
-        from airflow_provider_kling.exceptions import KlingValidationError
-
-        raise KlingValidationError(
-            [(field, f"must be a timedelta or seconds above 0 and at most 7 days, got {value!r}")]
-        ) from exc
-    return float(seconds)
-
-
-def fail_fast(exc: Exception, generation_id: str | None = None) -> Exception:
-    """Errors no retry can fix (bad input, refused key, the service's own verdict) skip Airflow retries.
-
-    :param exc: the error raised.
-    :param generation_id: the generation concerned, when one exists: the message then names it.
-    """
-    from airflow_provider_kling.exceptions import (
-        KlingAuthError,
-        KlingBadRequestError,
-        KlingConfigError,
-        KlingError,
-        KlingForbiddenError,
-        KlingGenerationFailed,
-    )
-
-    final = (
-        KlingConfigError,
-        KlingAuthError,
-        KlingForbiddenError,
-        KlingBadRequestError,
-        KlingGenerationFailed,
-    )
-    message = str(exc)
-    named = generation_id is None or generation_id in message
-    if isinstance(exc, final):
-        return AirflowFailException(message if named else f"Kling generation {generation_id}: {message}")
-    if named or isinstance(exc, AirflowFailException):
-        return exc
-    # Transient: a plain KlingError keeps Airflow's retries and names the generation to look up.
-    return KlingError(f"Kling generation {generation_id}: {message}")
-
-
-def result_dict(
-    generation: Generation,
-    model: str | None,
-    video_path: str | None = None,
-    *,
-    endpoint: str | None = None,
-    usage: dict[str, Any] | None = None,
-    prompt: str | None = None,
-    duration: float | None = None,
-    reused: bool = False,
-) -> dict[str, Any]:
-    """The small JSON-safe dict every Kling task returns as XCom (keys: :data:`RESULT_KEYS`).
-
-    ``prompt`` and ``duration`` are what was asked (the first shot's prompt for multi-shot requests);
-    the video's own duration wins when the service reports it. ``reused`` is True when the video was
-    already at the destination from the same request (``skip_existing``): nothing was paid.
-    """
-    return {
-        "generation_id": generation.id,
-        "status": generation.status.value,
-        "raw_status": generation.raw_status,
-        "model": model or model_from_id(generation.id),
-        "endpoint": endpoint,
-        "prompt": prompt,
-        "duration": generation.duration if generation.duration is not None else duration,
-        "video_url": generation.video_url,
-        "video_urls": list(generation.video_urls),
-        "video_path": video_path,
-        "file_name": generation.file_name,
-        "file_size": generation.file_size,
-        "usage": {**(usage or {}), **generation.usage},
-        "reused": reused,
-    }
-
-
-def model_from_id(generation_id: str) -> str | None:
-    """The model named by an id of the form ``<uuid>:<model>``, else None."""
-    _, sep, model = generation_id.partition(":")
-    return model if sep and "/" in model else None
-
-
-def video_file_name(generation_id: str) -> str:
-    """``<id>.mp4``, without the model path that ``<uuid>:<model>`` ids carry."""
-    from airflow_provider_kling.hooks.kling import safe_file_name
-
-    head = generation_id.partition(":")[0] if model_from_id(generation_id) else generation_id
-    return f"{safe_file_name(head)}.mp4"
-
-
-def describe_usage(usage: dict[str, Any]) -> str:
-    """What a generation cost, as the service reported it (credits shown in USD at the observed rate)."""
-    parts = []
-    if isinstance(usage.get("usd_spent"), (int, float)):
-        parts.append(f"${usage['usd_spent']:.2f}")
-    if isinstance(usage.get("credits_used"), (int, float)):
-        credits = usage["credits_used"]
-        estimate = "" if parts else f" (about ${credits / CREDITS_PER_USD:.2f} at the observed rate)"
-        parts.append(f"{credits:,} credits{estimate}")
-    if isinstance(usage.get("tokens_used"), (int, float)):
-        parts.append(f"{usage['tokens_used']:,} tokens")
-    return ", ".join(parts) or "no usage reported"
 
 
 class KlingBaseVideoOperator(BaseOperator):
@@ -980,268 +902,3 @@ def _read_state(stored: Any) -> tuple[str, str | None, str | None]:
     if isinstance(stored, dict):
         return str(stored.get("id")), stored.get("request"), stored.get("api")
     return str(stored), None, None
-
-
-def stored_video_link(video_path: str) -> str | None:
-    """A link to a downloaded video that outlives the service's signed URL: the storage console's page
-    for s3:// and gs:// objects; None for other destinations (the service's URL stays the link)."""
-    from urllib.parse import quote, urlsplit
-
-    parts = urlsplit(video_path)
-    key = parts.path.lstrip("/")
-    if parts.scheme in ("s3", "s3a"):
-        return f"https://s3.console.aws.amazon.com/s3/object/{parts.netloc}?prefix={quote(key)}"
-    if parts.scheme in ("gs", "gcs"):
-        return f"https://console.cloud.google.com/storage/browser/_details/{parts.netloc}/{quote(key)}"
-    return None
-
-
-def annotate_outlets(context: Context, outlets: Any, result: dict[str, Any]) -> None:
-    """Put the video's path and generation id in the extra of each outlet Asset's event.
-
-    A DAG scheduled on the Asset then finds the file in ``triggering_asset_events``.
-    """
-    from airflow.providers.common.compat.sdk import Asset
-
-    extra = {k: result[k] for k in ("generation_id", "video_path", "file_size") if result.get(k) is not None}
-    for outlet in outlets or ():
-        if isinstance(outlet, Asset):
-            context["outlet_events"][outlet].extra.update(extra)
-
-
-def generation_from_event(
-    event: Any, timeout: float, hook: KlingHook | None = None, api: str | None = None
-) -> Generation:
-    """The completed generation from a trigger event, or the matching error (never a silent pass).
-
-    Events hold no signed video URL (the triggerer logs them and Airflow stores them): with ``hook``,
-    a success is read once more from the service (one GET) for the usable URL.
-
-    :param event: the trigger's event, as Airflow hands it to the resumed task.
-    :param timeout: the task's timeout in seconds, for the timeout error's message.
-    :param hook: the hook to read the completed generation with; None returns the event's view.
-    :param api: the endpoint the generation was created on (default: the connection's).
-    """
-    from airflow_provider_kling.exceptions import KlingGenerationFailed, KlingGenerationTimeout
-    from airflow_provider_kling.triggers.kling import KlingTriggerEvent
-
-    parsed = KlingTriggerEvent.model_validate(event)
-    if parsed.status == "success" and hook is not None:
-        from airflow_provider_kling.hooks.kling import raise_for_terminal
-
-        try:
-            generation = hook.get_generation(parsed.generation_id, api=api)
-            raise_for_terminal(generation)
-        except Exception as exc:
-            raise fail_fast(exc, parsed.generation_id) from exc
-        return generation
-    if parsed.status == "success" and parsed.generation is not None:
-        return parsed.generation
-    if parsed.status == "timeout":
-        last = parsed.generation.raw_status if parsed.generation else "pending"
-        raise KlingGenerationTimeout(parsed.generation_id, timeout, str(last))
-    if parsed.retryable:
-        from airflow_provider_kling.exceptions import KlingError
-
-        raise KlingError(f"Kling generation {parsed.generation_id}: {parsed.message}")
-    raise fail_fast(KlingGenerationFailed(parsed.generation_id, parsed.message))
-
-
-def sidecar_path(target: Any) -> Any:
-    """Where the small JSON describing a downloaded video lives: ``<video>.kling.json`` beside it."""
-    return target.parent / f"{target.name}.kling.json"
-
-
-def find_existing_video(
-    destination: Any, fingerprint: str, log: Any = None, *, base_url: str | None = None
-) -> tuple[Any, dict[str, Any]] | None:
-    """The video at ``destination`` made from the request with this fingerprint, and its sidecar.
-
-    A file destination is checked alone; a folder's ``*.kling.json`` sidecars are read (small) until
-    one names the fingerprint. The video must exist with the size its sidecar recorded.
-
-    :param base_url: the service the task calls (the connection's base URL): when given, only a video
-        whose sidecar names this same base URL is returned (see :func:`sidecar_reusable`).
-    """
-    from airflow_provider_kling.hooks.kling import resolve_destination
-
-    probe = "kling-destination-probe.mp4"
-    target = resolve_destination(destination, probe)
-    if target.name != probe:
-        candidates = [target]
-    else:
-        folder = target.parent
-        try:
-            candidates = sorted(
-                (
-                    folder / p.name[: -len(".kling.json")]
-                    for p in folder.iterdir()
-                    if p.name.endswith(".kling.json")
-                ),
-                key=str,
-            )
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except Exception as exc:
-            if log is not None:
-                log.warning("Could not list %s for skip_existing (%s): generating anew", folder, exc)
-            return None
-    for video in candidates:
-        record = _read_sidecar(video)
-        if record is None or not sidecar_reusable(record, fingerprint, base_url, video=video, log=log):
-            continue
-        try:
-            size = video.stat().st_size
-        except Exception:
-            continue
-        if size == record.get("file_size"):
-            return video, record
-    return None
-
-
-def sidecar_reusable(
-    record: dict[str, Any], fingerprint: str, base_url: str | None, *, video: Any = None, log: Any = None
-) -> bool:
-    """Whether a video's sidecar lets ``skip_existing`` reuse it for this request and service.
-
-    The request hash must match. A sidecar naming another service (the emulator, a staging host) is
-    never reused. One without a service (written by an earlier version of the provider) is reused
-    with a warning: refusing it would bill every such video once more after an upgrade.
-
-    :param record: the sidecar's content.
-    :param fingerprint: the request's hash.
-    :param base_url: the service the task calls (the connection's base URL); None skips that check.
-    :param video: the video, for log lines.
-    :param log: where to say why a video is or is not reused.
-    """
-    if record.get("request") != fingerprint:
-        return False
-    recorded = record.get("base_url")
-    if base_url is None or recorded == base_url:
-        return True
-    if recorded:
-        if log is not None:
-            log.info(
-                "%s is from the same request but was made at %s, not %s: not reused (skip_existing)",
-                video,
-                recorded,
-                base_url,
-            )
-        return False
-    if log is not None:
-        log.warning(
-            "%s was made from the same request by an earlier release that did not record its service: "
-            "reused as made at %s (delete its .kling.json sidecar to generate it again)",
-            video,
-            base_url,
-        )
-    return True
-
-
-def _read_sidecar(target: Any) -> dict[str, Any] | None:
-    import json
-
-    try:
-        with sidecar_path(target).open("rb") as handle:
-            data = json.loads(handle.read(64 * 1024))
-    except Exception:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def download(
-    hook: KlingHook,
-    generation: Generation,
-    destination: Any,
-    overwrite: bool,
-    *,
-    sidecar: dict[str, Any] | None = None,
-) -> str:
-    """Download a completed generation's video (``<id>.mp4`` inside a folder) and write its sidecar.
-
-    The sidecar (``<video>.kling.json``) records the generation id, model, request hash, service, size
-    and usage; it is written whole or not at all (see :func:`_write_sidecar`).
-
-    A file that an earlier try of the same generation already downloaded is kept as it is, so a retry
-    after a successful download succeeds: when its sidecar names the same generation and size, or when
-    it has no readable sidecar but is named after this generation (``<id>.mp4``) and has the size the
-    service announced (the earlier try stopped between the video and its sidecar). Any other existing
-    file is refused unless ``overwrite``.
-    """
-    from airflow_provider_kling.hooks.kling import resolve_destination
-
-    assert generation.video_url
-    name = video_file_name(generation.id)
-    target = resolve_destination(destination, name)
-    if not overwrite and target.exists():
-        earlier = _read_sidecar(target)
-        size = target.stat().st_size
-        if earlier is not None:
-            if (
-                earlier.get("generation_id") == generation.id
-                and earlier.get("file_size") == size
-                and generation.file_size in (None, size)
-            ):
-                hook.log.info(
-                    "%s was downloaded by an earlier try of generation %s; kept", target, generation.id
-                )
-                return str(target)
-        elif target.name == name and generation.file_size in (None, size):
-            # Only whole videos are moved into place, and this name is this generation's own.
-            hook.log.warning(
-                "%s was downloaded by an earlier try of generation %s that stopped before writing its "
-                "sidecar; kept, and its sidecar written",
-                target,
-                generation.id,
-            )
-            _write_sidecar(target, _sidecar_record(generation, sidecar, size))
-            return str(target)
-    path = hook.download_video(
-        generation.video_url,
-        target,
-        file_name=name,
-        expected_size=generation.file_size,
-        overwrite=overwrite,
-    )
-    written = resolve_destination(path, name)
-    _write_sidecar(written, _sidecar_record(generation, sidecar, written.stat().st_size))
-    return path
-
-
-def _sidecar_record(generation: Generation, sidecar: dict[str, Any] | None, size: int) -> dict[str, Any]:
-    return {
-        "model": model_from_id(generation.id),
-        **(sidecar or {}),
-        "generation_id": generation.id,
-        "file_size": size,
-        "usage": generation.usage,
-    }
-
-
-def _write_sidecar(video: Any, record: dict[str, Any]) -> None:
-    """Write ``video``'s sidecar whole or not at all: a crash never leaves a truncated one.
-
-    Locally through a temporary name renamed into place; an object store's single upload of the small
-    JSON is atomic already.
-    """
-    import json
-    import os
-    import uuid
-    from pathlib import Path
-
-    text = json.dumps(record)
-    target = sidecar_path(video)
-    if not isinstance(target, Path) or hasattr(target, "fs"):
-        with target.open("w") as out:
-            out.write(text)
-        return
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -17,7 +17,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_kling.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
-from airflow_provider_kling.operators.kling import (
+from airflow_provider_kling.utils.results import (
     fail_fast,
     generation_from_event,
     result_dict,
