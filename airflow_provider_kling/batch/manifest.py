@@ -1,0 +1,256 @@
+"""A batch's manifest: reading it (JSONL or CSV in object storage or a local file, or a list of dicts
+from XCom) and validating every row before anything is paid (:func:`read_manifest`,
+:func:`validate_rows`, :func:`validation_report`).
+
+Loaded only when a batch task runs (never at DAG parse).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_kling.exceptions import KlingValidationError
+
+if TYPE_CHECKING:
+    from airflow_provider_kling.models import KlingRequest
+
+#: Row keys become file names: letters, digits, ``.``, ``_`` and ``-``, at most 128 characters.
+KEY_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: Catalog field types whose CSV cells are text (every other type is decoded as JSON when it parses).
+_TEXT_TYPES = ("text", "image", "audio", "video", "choice")
+#: Most bad rows named in the exception (every one is logged).
+_REPORT_ROWS = 25
+
+
+def read_manifest(source: Any, key_field: str = "key") -> list[dict[str, Any]]:
+    """The rows of a manifest: a list of dicts (XCom), or a JSONL / CSV file (local or object storage).
+
+    A file whose name ends in ``.csv`` is read as CSV with a header row (empty cells are left out);
+    only the cells of columns whose catalog type is a number, a flag or a structure (``duration``,
+    ``cfg_scale``, ``generate_audio``, ``camera_control``...) are decoded as JSON; every other column,
+    the row key among them, stays text as written (``007``, ``12.50``, ``true``). Anything else is
+    read as JSON Lines (one object per line, blank lines skipped).
+
+    :param source: a path, URL, ObjectStoragePath, JSON list text, or a list of dicts.
+    :param key_field: the column holding the row key (never decoded).
+    """
+    if isinstance(source, (list, tuple)):
+        rows = list(source)
+        bad = [i for i, r in enumerate(rows) if not isinstance(r, dict)]
+        if bad:
+            raise KlingValidationError([(f"manifest[{i}]", "must be a mapping of fields") for i in bad[:10]])
+        return [dict(r) for r in rows]
+    if isinstance(source, str) and source.lstrip().startswith("["):
+        return read_manifest(json.loads(source), key_field)
+    path = open_path(source)
+    try:
+        with path.open("rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise KlingValidationError([("manifest", f"{source} does not exist")]) from None
+    text = data.decode("utf-8-sig")
+    if str(source).lower().endswith(".csv"):
+        return [_csv_row(row, key_field) for row in csv.DictReader(io.StringIO(text))]
+    rows = []
+    errors = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            errors.append((f"manifest line {number}", f"is not JSON: {exc}"))
+            continue
+        if not isinstance(row, dict):
+            errors.append((f"manifest line {number}", "must be a JSON object"))
+            continue
+        rows.append(row)
+    if errors:
+        raise KlingValidationError(errors)
+    return rows
+
+
+@functools.cache
+def _decoded_columns() -> frozenset[str]:
+    """Fields whose type, for some model of the catalog, is a number, a flag or a structure."""
+    from airflow_provider_kling import catalog
+
+    names = set()
+    for model_id in catalog.MODELS:
+        for name in catalog.model_fields(model_id):
+            if name.endswith("_url") or name not in catalog.FIELDS:
+                continue  # URLs and anything the catalog does not know stay text
+            if catalog.field_spec(model_id, name).get("type") not in _TEXT_TYPES:
+                names.add(name)
+    return frozenset(names)
+
+
+def _csv_row(row: dict[str, Any], key_field: str = "key") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, cell in row.items():
+        if name is None or cell is None or cell == "":
+            continue
+        name = name.strip()
+        value: Any = cell
+        # Keys, ids and free text stay as written: "12.50" is not 12.5, "1e3" is not 1000.0.
+        if name != key_field and name in _decoded_columns():
+            try:
+                value = json.loads(cell)
+            except ValueError:
+                value = cell
+            if isinstance(value, str) or value is None:
+                value = cell
+        out[name] = value
+    return out
+
+
+def open_path(location: Any) -> Any:
+    """A local Path or an ObjectStoragePath for ``location`` (a path, a URL, or either object)."""
+    from pathlib import Path
+
+    if hasattr(location, "fs") or isinstance(location, Path):
+        return location
+    text = str(location)
+    if "://" in text and not text.startswith("file://"):
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(text)
+    return Path(text.removeprefix("file://")).expanduser()
+
+
+@dataclass
+class Row:
+    """One validated manifest row.
+
+    :param index: its position in the manifest (0-based).
+    :param key: the row key (the video is ``<output_prefix>/<key>.mp4``).
+    :param request: the validated request (file inputs not yet read or signed).
+    :param spec: a hash of the row as written (no I/O): a changed row is a new generation.
+    """
+
+    index: int
+    key: str
+    request: KlingRequest
+    spec: str
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+
+def validate_rows(
+    rows: list[dict[str, Any]],
+    *,
+    model: str,
+    parameters: dict[str, Any] | None,
+    key_field: str,
+    check_capabilities: bool,
+    probe_files: bool = True,
+) -> list[Row]:
+    """Validate every row against the catalog before anything is paid.
+
+    Each row is ``parameters`` with the row's own fields on top (``model`` too); ``key_field`` names
+    the row key (default: the row's position, ``row-00000``). File inputs are checked too (they exist,
+    within the model's size limit, PNG or JPEG by their first bytes) without being downloaded.
+
+    :raises KlingValidationError: one report naming every bad row and field; nothing was sent.
+    """
+    from airflow_provider_kling.models import build_request
+
+    errors: list[tuple[str, str]] = []
+    out: list[Row] = []
+    seen: dict[str, int] = {}
+    if not rows:
+        raise KlingValidationError([("manifest", "holds no rows")])
+    for index, raw in enumerate(rows):
+        fields = {**(parameters or {}), **{k: v for k, v in raw.items() if k != key_field}}
+        fields.setdefault("model", model)
+        key_value = raw.get(key_field, f"row-{index:05d}")
+        key = str(key_value).strip()
+        where = f"row {index} ({key_field} {key!r})" if key_field in raw else f"row {index}"
+        if not KEY_RULE.match(key) or key.endswith(".kling.json"):
+            errors.append(
+                (
+                    where,
+                    f"{key_field} must be 1-128 letters, digits, '.', '_' or '-' (it names the video file)",
+                )
+            )
+        elif key in seen:
+            errors.append((where, f"{key_field} {key!r} is also the key of row {seen[key]}"))
+        else:
+            seen[key] = index
+        try:
+            request = build_request(fields, check_capabilities=check_capabilities)
+        except KlingValidationError as exc:
+            errors.extend((f"{where} {name}", message) for name, message in exc.errors)
+            continue
+        spec = request.fingerprint()
+        out.append(Row(index, key, request, spec))
+    if probe_files and not errors:
+        errors.extend(_probe_file_inputs(out))
+    if errors:
+        raise KlingValidationError(errors)
+    return out
+
+
+def _probe_file_inputs(rows: list[Row]) -> list[tuple[str, str]]:
+    """Check every file input of every row (exists, size, PNG/JPEG) with a few threads."""
+    from airflow_provider_kling import catalog
+    from airflow_provider_kling.models import _image_slots, image_mime, is_file_reference, presign_image
+
+    jobs: list[tuple[str, str, int]] = []
+    for row in rows:
+        for label, container, slot in _image_slots(row.request.fields):
+            value = container[slot]
+            if isinstance(value, str) and is_file_reference(value):
+                top = label.split(".")[0]
+                name = "image_url" if top in ("elements", "image_list") else top
+                name = "static_mask" if top == "dynamic_masks" else name
+                limit = catalog.field_spec(row.model, name).get("max_bytes", 10 * catalog.MB)
+                jobs.append((f"row {row.index} ({row.key!r}) {label}", value, limit))
+
+    def probe(job: tuple[str, str, int]) -> tuple[str, str] | None:
+        where, ref, limit = job
+        try:
+            if presign_image(ref, limit, 60, mask=False) is not None:
+                return None
+            path = open_path(ref)
+            size = path.stat().st_size
+            if size > limit:
+                return where, f"is a file of {size} bytes; this model takes images of at most {limit} bytes"
+            with path.open("rb") as handle:
+                head = handle.read(16)
+            if image_mime(head) is None:
+                return where, f"names {ref!r}, which is neither a PNG nor a JPEG image (by its first bytes)"
+        except FileNotFoundError:
+            return where, f"names {ref!r}, which does not exist"
+        except ValueError as exc:
+            return where, str(exc)
+        except Exception as exc:
+            return where, f"names {ref!r}, which could not be read: {type(exc).__name__}: {exc}"
+        return None
+
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
+        return [found for found in pool.map(probe, jobs) if found is not None]
+
+
+def validation_report(exc: KlingValidationError, total: int) -> str:
+    """The message that fails a batch whose rows did not validate: every bad row, up to a cap."""
+    errors = list(exc.errors)
+    rows = {name.split(" ", 2)[1] for name, _ in errors if name.startswith("row ")}
+    lines = [f"  {name}: {message}" for name, message in errors[:_REPORT_ROWS]]
+    more = len(errors) - _REPORT_ROWS
+    tail = f"\n  ... and {more} more problem(s), each in the log above" if more > 0 else ""
+    return (
+        f"{len(rows) or len(errors)} of {total} manifest rows are not valid; nothing was sent, nothing "
+        "paid:\n" + "\n".join(lines) + tail
+    )

@@ -1,0 +1,530 @@
+"""One run of a batch in the worker (:class:`BatchRun`): reconcile what the trigger reported, download
+finished videos (bounded concurrency), submit new rows up to ``max_active`` in flight, then defer
+again or write the results manifest.
+
+The run is driven by :class:`~airflow_provider_kling.operators.kling.KlingBatchVideoOperator`
+(this package never imports the operators). Loaded only when a batch task runs (never at DAG parse).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_kling.batch.manifest import (
+    Row,
+    open_path,
+    read_manifest,
+    validate_rows,
+    validation_report,
+)
+from airflow_provider_kling.batch.state import (
+    COMPLETED,
+    DONE,
+    FAILED,
+    LEASE_GRACE,
+    REUSED,
+    SENDING,
+    SUBMITTED,
+    UNKNOWN,
+    BatchLease,
+    BatchState,
+    write_jsonl,
+)
+from airflow_provider_kling.exceptions import KlingValidationError
+
+
+# ------------------------------------------------------------------------------------ the run
+@dataclass
+class Outcome:
+    """What one pass of the batch loop left to do."""
+
+    pending: list[list[str]] = field(default_factory=list)  # [key, generation id, api] at the service
+    waiting: int = 0  # rows not yet submitted
+    backoff: float = 0.0  # seconds to wait before submitting again (429)
+
+
+class BatchRun:
+    """One execution (or resumption) of a batch task in the worker.
+
+    :param operator: the :class:`KlingBatchVideoOperator`.
+    :param context: the task's context.
+    :param first_pass: the try's first pass in the worker (``execute``): every row's file inputs are
+        checked up front (unless an earlier try checked this same manifest with the same settings) and,
+        with ``resend_unknown``, rows left ``unknown`` are sent again. Resumptions after a deferral do
+        neither.
+    """
+
+    def __init__(self, operator: Any, context: Any, *, first_pass: bool = True) -> None:
+        self.op = operator
+        self.context = context
+        self.log = operator.log
+        self.hook = operator.hook
+        self.prefix = open_path(_folder(operator.output_prefix))
+        self.api = self.hook.endpoint.api
+        rows = read_manifest(operator.manifest, operator.key_field)
+        # The manifest and the settings its rows were checked with: a try that finds them unchanged
+        # in the state does not check every file input again.
+        settings = [operator.model, operator.parameters, operator.key_field, operator.check_capabilities]
+        checked = hashlib.sha256(
+            json.dumps([settings, rows], sort_keys=True, separators=(",", ":"), default=str).encode()
+        ).hexdigest()
+        # The meta record first: one that cannot be read stops the batch before anything is sent.
+        self.state = BatchState(context, self.prefix)
+        meta = self.state.meta
+        probe = first_pass and meta.get("validated") != checked
+        if first_pass and not probe:
+            self.log.info("The manifest's file inputs were checked by an earlier try: not checked again")
+        try:
+            self.rows = validate_rows(
+                rows,
+                model=operator.model,
+                parameters=operator.parameters,
+                key_field=operator.key_field,
+                check_capabilities=operator.check_capabilities,
+                probe_files=probe,
+            )
+        except KlingValidationError as exc:
+            for name, message in exc.errors:
+                self.log.error("Manifest: %s: %s", name, message)
+            raise KlingValidationError([("manifest", validation_report(exc, len(rows)))]) from None
+        if probe:
+            meta["validated"] = checked
+        self.by_key = {row.key: row for row in self.rows}
+        self.state.load([row.key for row in self.rows])
+        try_number = str(getattr(context["ti"], "try_number", 1))
+        # Rows marked as being sent when the last process stopped (a killed worker): their POST may
+        # have created, and billed, a generation whose id never came back. Reported as unknown and
+        # never sent again, unless the user asked for it (resend_unknown) and a try starts.
+        resend = bool(operator.resend_unknown) and first_pass
+        again = []
+        for key, record in list(self.state.rows.items()):
+            status = record.get("st")
+            if resend and status in (SENDING, UNKNOWN):
+                again.append(key)
+                self.state.forget(key)
+            elif status == SENDING:
+                self.state.update(
+                    key,
+                    st=UNKNOWN,
+                    error=(
+                        "the worker stopped while this row's POST was in flight: it may have created "
+                        "(and billed) a generation whose id never came back; not sent again "
+                        "(a clear with resend_unknown=True sends it again)"
+                    ),
+                )
+        if again:
+            self.log.warning(
+                "resend_unknown: sending %s row(s) again whose earlier POST may have created a generation "
+                "whose id never came back; each of them may be paid twice: %s",
+                len(again),
+                ", ".join(again[:20]) + (" ..." if len(again) > 20 else ""),
+            )
+        if meta.get("try") != try_number:
+            # A new try (a retry or a clear): rows that failed get another chance; rows whose POST may
+            # have created a generation (UNKNOWN) are kept, unless resend_unknown (above).
+            for key in [k for k, r in self.state.rows.items() if r.get("st") == FAILED]:
+                self.state.forget(key)
+            meta["try"] = try_number
+            meta["posts"] = 0
+            meta["reused"] = 0
+            meta["started"] = time.time()
+        if not meta.get("deadline") or meta.get("deadline_try") != try_number:
+            meta["deadline"] = time.time() + operator.timeout_seconds
+            meta["deadline_try"] = try_number
+        # Before anything is sent: no other run may be writing (and paying for) this prefix.
+        self.lease = BatchLease(self.prefix, context)
+        self.lease.acquire(float(meta["deadline"]) + LEASE_GRACE)
+        # The window: max_active, narrowed by a 429 to what is in flight, widened again after.
+        self._ceiling = max(1, int(operator.max_active))
+        self._limit = self._ceiling
+        self._retry_after = 5.0
+
+    # -------------------------------------------------------------- helpers
+    def video_path(self, key: str) -> Any:
+        return self.prefix / f"{key}.mp4"
+
+    def _record(self, key: str) -> dict[str, Any] | None:
+        """The row's state record, when it belongs to the row as it is written now."""
+        record = self.state.rows.get(key)
+        if record is None or record.get("spec") != self.by_key[key].spec:
+            return None
+        return record
+
+    def in_flight(self) -> list[list[str]]:
+        out = []
+        for row in self.rows:
+            record = self._record(row.key)
+            if record is not None and record.get("st") == SUBMITTED:
+                out.append([row.key, record["id"], record.get("api") or self.api])
+        return out
+
+    def unsubmitted(self) -> list[Row]:
+        return [row for row in self.rows if self._record(row.key) is None]
+
+    # -------------------------------------------------------------- one pass
+    def step(self, finished: dict[str, Any] | None = None) -> Outcome:
+        """Apply what the trigger reported, submit up to the limit, store finished videos."""
+        if finished:
+            self._apply_finished(finished)
+        # Refill the service's window first, then store what finished while the new ones run.
+        backoff = self._submit()
+        self._store_completed()
+        self.state.flush()
+        return Outcome(pending=self.in_flight(), waiting=len(self.unsubmitted()), backoff=backoff)
+
+    def _apply_finished(self, finished: dict[str, Any]) -> None:
+        for key, verdict in finished.items():
+            record = self._record(key) if key in self.by_key else None
+            if record is None or record.get("st") != SUBMITTED:
+                continue
+            status, message = [*verdict, None][:2] if isinstance(verdict, list) else (verdict, None)
+            if status == "completed":
+                self.state.update(key, st=COMPLETED)
+            else:
+                self.state.update(key, st=FAILED, error=str(message or "the service ended it in error"))
+
+    def poll_in_flight(self) -> None:
+        """Poll every in-flight generation once from the worker (non-deferrable mode)."""
+        from airflow_provider_kling.exceptions import KlingError
+        from airflow_provider_kling.models import GenerationStatus
+
+        pending = self.in_flight()
+
+        def poll(item: list[str]) -> tuple[str, Any]:
+            key, gid, api = item
+            try:
+                return key, self.hook.get_generation(gid, api=api, deadline=self.state.meta["deadline"])
+            except KlingError as exc:
+                return key, exc
+
+        finished: dict[str, Any] = {}
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(pending)))) as pool:
+            for key, answer in pool.map(poll, pending):
+                if isinstance(answer, Exception):
+                    if not getattr(answer, "retryable", True):
+                        finished[key] = ["failed", str(answer)]
+                    continue
+                if answer.status is GenerationStatus.COMPLETED:
+                    finished[key] = ["completed", None]
+                elif answer.status is GenerationStatus.FAILED:
+                    finished[key] = ["failed", answer.error or answer.raw_status]
+        self._apply_finished(finished)
+
+    def _store_completed(self) -> None:
+        """Download every completed generation to ``<prefix>/<key>.mp4`` with its sidecar."""
+        from airflow_provider_kling.exceptions import KlingError
+        from airflow_provider_kling.utils.artifacts import download
+
+        todo = [
+            row.key
+            for row in self.rows
+            if (record := self._record(row.key)) is not None and record.get("st") == COMPLETED
+        ]
+        if not todo:
+            return
+
+        def store(key: str) -> tuple[str, dict[str, Any]]:
+            record = dict(self.state.rows[key])
+            try:
+                generation = self.hook.get_generation(record["id"], api=record.get("api"))
+                if not generation.video_url:
+                    raise KlingError(f"generation {generation.id} is completed but has no video URL yet")
+                sidecar = {
+                    "model": self.by_key[key].model,
+                    "request": record.get("request"),
+                    "api": record.get("api"),
+                    "base_url": self.hook.endpoint.base_url,
+                    "row_key": key,
+                }
+                path = download(self.hook, generation, self.video_path(key), True, sidecar=sidecar)
+                size = generation.file_size
+                if size is None:
+                    size = open_path(path).stat().st_size
+                usage = {**(record.get("usage") or {}), **generation.usage}
+                return key, {"st": DONE, "video": str(path), "size": size, "usage": usage, "error": None}
+            except Exception as exc:
+                # Kept as completed: a later pass or a retry of the task downloads it, paying nothing.
+                return key, {"error": f"download failed: {type(exc).__name__}: {exc}"}
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.op.download_concurrency, len(todo)))) as pool:
+            for key, values in pool.map(store, todo):
+                self.state.update(key, **values)
+        failed = sum(1 for key in todo if self.state.rows[key].get("st") == COMPLETED)
+        self.log.info(
+            "Stored %s finished video(s) under %s%s",
+            len(todo) - failed,
+            self.prefix,
+            f"; {failed} download(s) failed and will be tried again" if failed else "",
+        )
+
+    def _reuse(self, row: Row, fingerprint: str) -> dict[str, Any] | None:
+        """The video already under the prefix for this row, when made from the same request."""
+        from airflow_provider_kling.utils.artifacts import read_sidecar, sidecar_reusable
+
+        video = self.video_path(row.key)
+        record = read_sidecar(video)
+        base_url = self.hook.endpoint.base_url
+        if record is None or not sidecar_reusable(record, fingerprint, base_url, video=video, log=self.log):
+            return None
+        try:
+            size = video.stat().st_size
+        except Exception:
+            return None
+        if size != record.get("file_size"):
+            return None
+        usage = record.get("usage") if isinstance(record.get("usage"), dict) else {}
+        return {
+            "st": REUSED,
+            "id": record.get("generation_id"),
+            "video": str(video),
+            "size": size,
+            "usage": usage,
+            "request": fingerprint,
+            "error": None,
+        }
+
+    def _submit(self) -> float:
+        """Submit rows until ``max_active`` generations are in flight; return a backoff after a 429."""
+        from airflow_provider_kling.models import resolve_file_inputs
+
+        waiting = self.unsubmitted()
+        free = self._limit - len(self.in_flight())
+        if not waiting or free <= 0:
+            return 0.0
+        backoff = 0.0
+        stop = threading.Event()
+        meta = self.state.meta
+
+        def prepare(row: Row) -> tuple[Row, Any, str | None, dict[str, Any] | None]:
+            """Resolve inputs, check skip_existing, POST: (row, generation or error, hash, reuse)."""
+            if stop.is_set():
+                return row, None, None, None
+            try:
+                request = resolve_file_inputs(
+                    row.request, presign=self.op.presign_inputs, presign_seconds=self.op.presign_seconds
+                )
+            except KlingValidationError as exc:
+                return row, exc, None, None
+            fingerprint = request.fingerprint()
+            if self.op.skip_existing:
+                found = self._reuse(row, fingerprint)
+                if found is not None:
+                    return row, None, fingerprint, found
+            if stop.is_set():
+                return row, None, None, None
+            try:
+                return row, self.hook.submit(request), fingerprint, None
+            except Exception as exc:
+                return row, exc, fingerprint, None
+
+        submitted = reused = failed = 0
+        # Rows answered by reuse do not take a slot: keep feeding until the slots are full.
+        queue = iter(waiting)
+        active = 0
+        threads = max(1, min(self.op.submit_concurrency, free))
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            futures: set[Any] = set()
+
+            def feed(paid: dict[str, dict[str, Any]]) -> None:
+                """Record what was paid and the rows about to be sent (one write), then send them."""
+                batch: list[Row] = []
+                # Only as many rows as there are threads are queued (and marked) at a time.
+                while (
+                    active + len(futures) + len(batch) < free
+                    and len(futures) + len(batch) < threads
+                    and not stop.is_set()
+                ):
+                    row = next(queue, None)
+                    if row is None:
+                        break
+                    batch.append(row)
+                # A row is marked as being sent before its POST: a worker killed while POSTs are in
+                # flight leaves those rows marked, and they are never sent again (see UNKNOWN).
+                intents = {row.key: {"spec": row.spec, "st": SENDING, "error": None} for row in batch}
+                if paid or intents:
+                    self.state.save_rows({**paid, **intents})
+                for row in batch:
+                    futures.add(pool.submit(prepare, row))
+
+            feed({})
+            while futures:
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                futures.difference_update(finished)
+                paid: dict[str, dict[str, Any]] = {}
+                for done in finished:
+                    row, answer, fingerprint, found = done.result()
+                    outcome = self._one_answer(row, answer, fingerprint, found, paid, stop)
+                    if outcome == "submitted":
+                        submitted += 1
+                        active += 1
+                    elif outcome == "reused":
+                        reused += 1
+                    elif outcome == "failed":
+                        failed += 1
+                    elif outcome == "slow_down":
+                        self._limit = max(1, len(self.in_flight()) + active)
+                        backoff = max(backoff, self._retry_after)
+                # The paid ids are recorded before anything else: a crash after this pays nothing twice.
+                feed(paid)
+        if submitted and not backoff and self._limit < self._ceiling:
+            # A round the service took without a 429: widen the window by what it took.
+            self._limit = min(self._ceiling, self._limit + submitted)
+        meta["posts"] = int(meta.get("posts") or 0) + submitted
+        meta["reused"] = int(meta.get("reused") or 0) + reused
+        if submitted or reused or failed:
+            from airflow_provider_kling import metrics
+
+            if submitted:
+                metrics.incr(metrics.SUBMITTED, self.op.model, count=submitted)
+            if reused:
+                metrics.incr(metrics.REUSED, self.op.model, count=reused)
+            self.log.info(
+                "Submitted %s generation(s), reused %s existing video(s), %s row(s) failed to send; "
+                "%s in flight, %s rows still to submit%s",
+                submitted,
+                reused,
+                failed,
+                len(self.in_flight()),
+                len(self.unsubmitted()),
+                f"; the service asked to slow down: waiting {backoff:.0f} s" if backoff else "",
+            )
+        return backoff
+
+    def _one_answer(
+        self,
+        row: Row,
+        answer: Any,
+        fingerprint: str | None,
+        found: dict[str, Any] | None,
+        paid: dict[str, dict[str, Any]],
+        stop: threading.Event,
+    ) -> str:
+        """Take one row's submit outcome into the state (paid ids into ``paid``, written by the caller)."""
+        from airflow_provider_kling.exceptions import KlingAuthError, KlingConfigError, KlingForbiddenError
+        from airflow_provider_kling.hooks.kling import _created_nothing, post_may_have_created
+
+        if found is not None:
+            self.state.update(row.key, spec=row.spec, **found)
+            return "reused"
+        if answer is None:
+            self.state.forget(row.key)
+            return "skipped"  # not sent: a stop came first
+        if not isinstance(answer, Exception):
+            paid[row.key] = {
+                "spec": row.spec,
+                "st": SUBMITTED,
+                "id": answer.id,
+                "api": self.api,
+                "request": fingerprint,
+                "usage": dict(answer.usage),
+                "error": None,
+            }
+            return "submitted"
+        exc = answer
+        if isinstance(exc, (KlingAuthError, KlingForbiddenError)) or (
+            isinstance(exc, KlingConfigError) and not isinstance(exc, KlingValidationError)
+        ):
+            stop.set()
+            raise exc
+        if _created_nothing(exc):
+            # The service's concurrency limit (429/503) or no connection: slow down, never fail the row.
+            stop.set()
+            self.state.forget(row.key)
+            self._retry_after = float(getattr(exc, "retry_after", None) or 5.0)
+            return "slow_down"
+        if post_may_have_created(exc):
+            paid[row.key] = {
+                "spec": row.spec,
+                "st": UNKNOWN,
+                "request": fingerprint,
+                "error": (
+                    f"the POST failed in a way that may have created a paid generation ({exc}); not sent "
+                    "again, so nothing is paid twice: check the service's dashboard (a clear with "
+                    "resend_unknown=True sends it again)"
+                ),
+            }
+            return "failed"
+        self.state.update(row.key, spec=row.spec, st=FAILED, request=fingerprint, error=str(exc))
+        return "failed"
+
+    # -------------------------------------------------------------- the end
+    def time_left(self) -> float:
+        return float(self.state.meta["deadline"]) - time.time()
+
+    def expire_in_flight(self, reason: str) -> None:
+        for key, _gid, _api in self.in_flight():
+            self.state.update(key, st=FAILED, error=reason)
+
+    def finish(self) -> dict[str, Any]:
+        """Write the results manifest next to the videos; return the small XCom summary."""
+        lines = []
+        counts = {DONE: 0, REUSED: 0, FAILED: 0, UNKNOWN: 0}
+        credits = tokens = 0.0
+        usd = 0.0
+        for row in self.rows:
+            record = self._record(row.key) or {}
+            status = record.get("st")
+            if status == COMPLETED:  # its download kept failing
+                status = FAILED
+            elif status == SUBMITTED:
+                status = FAILED
+            elif status is None or status == SENDING:
+                status = FAILED
+            counts[status] = counts.get(status, 0) + 1
+            usage = record.get("usage") or {}
+            if record.get("st") != REUSED:
+                credits += float(usage.get("credits_used") or 0)
+                tokens += float(usage.get("tokens_used") or 0)
+                usd += float(usage.get("usd_spent") or 0)
+            lines.append(
+                {
+                    "key": row.key,
+                    "generation_id": record.get("id"),
+                    "status": {DONE: "completed"}.get(status, status),
+                    "model": row.model,
+                    "video": record.get("video") if status in (DONE, REUSED) else None,
+                    "file_size": record.get("size") if status in (DONE, REUSED) else None,
+                    "usage": usage,
+                    "error": record.get("error") if status in (FAILED, UNKNOWN) else None,
+                }
+            )
+        results = self.prefix / self.op.results_name
+        write_jsonl(results, lines)
+        meta = self.state.meta
+        usage_total = {
+            k: v
+            for k, v in (
+                ("credits_used", int(credits)),
+                ("tokens_used", int(tokens)),
+                ("usd_spent", round(usd, 4)),
+            )
+            if v
+        }
+        summary = {
+            "results": str(results),
+            "output_prefix": str(self.prefix),
+            "rows": len(self.rows),
+            "completed": counts[DONE] + counts[REUSED],
+            "failed": counts[FAILED] + counts[UNKNOWN],
+            "unknown": counts[UNKNOWN],
+            "reused": counts[REUSED],
+            "posts": int(meta.get("posts") or 0),
+            "usage": usage_total,
+            "state": self.state.where if self.state.store is None else "task_state_store",
+        }
+        self.state.flush()
+        self.lease.release()
+        return summary
+
+
+def _folder(prefix: Any) -> Any:
+    """The output prefix as a folder (a trailing separator is implied)."""
+    if hasattr(prefix, "fs"):
+        return prefix
+    return str(prefix).rstrip("/")
