@@ -1,4 +1,4 @@
-"""Catalog-scale batches for :class:`~airflow_provider_kling.operators.kling.KlingBatchVideoOperator`.
+"""Catalog-scale batches for :class:`~airflow_provider_kling.operators.batch.KlingBatchVideoOperator`.
 
 Loaded only when a batch task runs (never at DAG parse). What lives here:
 
@@ -12,13 +12,14 @@ Loaded only when a batch task runs (never at DAG parse). What lives here:
   output prefix at once (:class:`BatchLease`);
 - :mod:`~airflow_provider_kling.batch.run`: one run of the batch loop in the worker: reconcile what
   the trigger reported, download finished videos (bounded concurrency), submit new rows up to
-  ``max_active`` in flight, then defer again or write the results manifest (:class:`BatchRun`).
+  ``max_active`` in flight, then defer again or write the results manifest (:class:`BatchRun`,
+  configured by a :class:`BatchSettings`).
 
 A row's record is written right after its paid POST answers, before anything else happens, so a
 crash, a retry or a clear reconnects to the generation instead of paying again.
 
-This package never imports the operators: the operator drives a :class:`BatchRun`. The names below
-are re-exported from where ``batch.py`` defined them.
+This package never imports the operators: the operator builds a :class:`BatchSettings` and drives a
+:class:`BatchRun`. The names below are re-exported from where ``batch.py`` defined them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from airflow_provider_kling.batch.manifest import (
     validate_rows,
     validation_report,
 )
-from airflow_provider_kling.batch.run import BatchRun, Outcome
+from airflow_provider_kling.batch.run import BatchRun, BatchSettings, Outcome
 from airflow_provider_kling.batch.state import (
     COMPLETED,
     DONE,
@@ -73,6 +74,7 @@ __all__ = [
     "UNKNOWN",
     "BatchLease",
     "BatchRun",
+    "BatchSettings",
     "BatchState",
     "KlingBatchStateError",
     "Outcome",

@@ -2,8 +2,9 @@
 finished videos (bounded concurrency), submit new rows up to ``max_active`` in flight, then defer
 again or write the results manifest.
 
-The run is driven by :class:`~airflow_provider_kling.operators.kling.KlingBatchVideoOperator`
-(this package never imports the operators). Loaded only when a batch task runs (never at DAG parse).
+The run is driven by :class:`~airflow_provider_kling.operators.batch.KlingBatchVideoOperator`, which
+hands it a :class:`BatchSettings` (this package never imports the operators). Loaded only when a
+batch task runs (never at DAG parse).
 """
 
 from __future__ import annotations
@@ -40,6 +41,45 @@ from airflow_provider_kling.exceptions import KlingValidationError
 
 
 # ------------------------------------------------------------------------------------ the run
+@dataclass(frozen=True)
+class BatchSettings:
+    """What a batch run needs from its task's (rendered) arguments.
+
+    :param manifest: the rows: a JSONL / CSV path or URL, an ObjectStoragePath, or a list of dicts.
+    :param output_prefix: the folder (local or object storage) the videos and results go to.
+    :param model: the model of rows that name none.
+    :param parameters: fields shared by every row (a row's own fields win).
+    :param key_field: the column holding the row key.
+    :param check_capabilities: False to send models or fields the catalog does not know, unchecked.
+    :param max_active: most generations in flight at once.
+    :param timeout_seconds: how long the whole batch may take, in seconds.
+    :param skip_existing: reuse videos already under the prefix from the same request.
+    :param resend_unknown: send again, at the start of a try, rows whose POST may have created a
+        generation whose id never came back.
+    :param results_name: the results manifest's file name under ``output_prefix``.
+    :param download_concurrency: videos downloaded at once.
+    :param submit_concurrency: POSTs in flight at once while filling the window.
+    :param presign_inputs: send private object storage images as presigned URLs when possible.
+    :param presign_seconds: validity of presigned input URLs.
+    """
+
+    manifest: Any
+    output_prefix: Any
+    model: str
+    parameters: dict[str, Any] | None
+    key_field: str
+    check_capabilities: bool
+    max_active: int
+    timeout_seconds: float
+    skip_existing: bool
+    resend_unknown: bool
+    results_name: str
+    download_concurrency: int
+    submit_concurrency: int
+    presign_inputs: bool
+    presign_seconds: int
+
+
 @dataclass
 class Outcome:
     """What one pass of the batch loop left to do."""
@@ -52,27 +92,31 @@ class Outcome:
 class BatchRun:
     """One execution (or resumption) of a batch task in the worker.
 
-    :param operator: the :class:`KlingBatchVideoOperator`.
+    :param settings: the batch task's arguments (built by ``KlingBatchVideoOperator``).
     :param context: the task's context.
+    :param hook: the task's :class:`~airflow_provider_kling.hooks.kling.KlingHook`.
+    :param log: the task's logger.
     :param first_pass: the try's first pass in the worker (``execute``): every row's file inputs are
         checked up front (unless an earlier try checked this same manifest with the same settings) and,
         with ``resend_unknown``, rows left ``unknown`` are sent again. Resumptions after a deferral do
         neither.
     """
 
-    def __init__(self, operator: Any, context: Any, *, first_pass: bool = True) -> None:
-        self.op = operator
+    def __init__(
+        self, settings: BatchSettings, context: Any, *, hook: Any, log: Any, first_pass: bool = True
+    ) -> None:
+        self.settings = settings
         self.context = context
-        self.log = operator.log
-        self.hook = operator.hook
-        self.prefix = open_path(_folder(operator.output_prefix))
+        self.log = log
+        self.hook = hook
+        self.prefix = open_path(_folder(settings.output_prefix))
         self.api = self.hook.endpoint.api
-        rows = read_manifest(operator.manifest, operator.key_field)
+        rows = read_manifest(settings.manifest, settings.key_field)
         # The manifest and the settings its rows were checked with: a try that finds them unchanged
         # in the state does not check every file input again.
-        settings = [operator.model, operator.parameters, operator.key_field, operator.check_capabilities]
+        checked_with = [settings.model, settings.parameters, settings.key_field, settings.check_capabilities]
         checked = hashlib.sha256(
-            json.dumps([settings, rows], sort_keys=True, separators=(",", ":"), default=str).encode()
+            json.dumps([checked_with, rows], sort_keys=True, separators=(",", ":"), default=str).encode()
         ).hexdigest()
         # The meta record first: one that cannot be read stops the batch before anything is sent.
         self.state = BatchState(context, self.prefix)
@@ -83,10 +127,10 @@ class BatchRun:
         try:
             self.rows = validate_rows(
                 rows,
-                model=operator.model,
-                parameters=operator.parameters,
-                key_field=operator.key_field,
-                check_capabilities=operator.check_capabilities,
+                model=settings.model,
+                parameters=settings.parameters,
+                key_field=settings.key_field,
+                check_capabilities=settings.check_capabilities,
                 probe_files=probe,
             )
         except KlingValidationError as exc:
@@ -101,7 +145,7 @@ class BatchRun:
         # Rows marked as being sent when the last process stopped (a killed worker): their POST may
         # have created, and billed, a generation whose id never came back. Reported as unknown and
         # never sent again, unless the user asked for it (resend_unknown) and a try starts.
-        resend = bool(operator.resend_unknown) and first_pass
+        resend = bool(settings.resend_unknown) and first_pass
         again = []
         for key, record in list(self.state.rows.items()):
             status = record.get("st")
@@ -135,13 +179,13 @@ class BatchRun:
             meta["reused"] = 0
             meta["started"] = time.time()
         if not meta.get("deadline") or meta.get("deadline_try") != try_number:
-            meta["deadline"] = time.time() + operator.timeout_seconds
+            meta["deadline"] = time.time() + settings.timeout_seconds
             meta["deadline_try"] = try_number
         # Before anything is sent: no other run may be writing (and paying for) this prefix.
         self.lease = BatchLease(self.prefix, context)
         self.lease.acquire(float(meta["deadline"]) + LEASE_GRACE)
         # The window: max_active, narrowed by a 429 to what is in flight, widened again after.
-        self._ceiling = max(1, int(operator.max_active))
+        self._ceiling = max(1, int(settings.max_active))
         self._limit = self._ceiling
         self._retry_after = 5.0
 
@@ -252,7 +296,9 @@ class BatchRun:
                 # Kept as completed: a later pass or a retry of the task downloads it, paying nothing.
                 return key, {"error": f"download failed: {type(exc).__name__}: {exc}"}
 
-        with ThreadPoolExecutor(max_workers=max(1, min(self.op.download_concurrency, len(todo)))) as pool:
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(self.settings.download_concurrency, len(todo)))
+        ) as pool:
             for key, values in pool.map(store, todo):
                 self.state.update(key, **values)
         failed = sum(1 for key in todo if self.state.rows[key].get("st") == COMPLETED)
@@ -307,12 +353,14 @@ class BatchRun:
                 return row, None, None, None
             try:
                 request = resolve_file_inputs(
-                    row.request, presign=self.op.presign_inputs, presign_seconds=self.op.presign_seconds
+                    row.request,
+                    presign=self.settings.presign_inputs,
+                    presign_seconds=self.settings.presign_seconds,
                 )
             except KlingValidationError as exc:
                 return row, exc, None, None
             fingerprint = request.fingerprint()
-            if self.op.skip_existing:
+            if self.settings.skip_existing:
                 found = self._reuse(row, fingerprint)
                 if found is not None:
                     return row, None, fingerprint, found
@@ -327,7 +375,7 @@ class BatchRun:
         # Rows answered by reuse do not take a slot: keep feeding until the slots are full.
         queue = iter(waiting)
         active = 0
-        threads = max(1, min(self.op.submit_concurrency, free))
+        threads = max(1, min(self.settings.submit_concurrency, free))
         with ThreadPoolExecutor(max_workers=threads) as pool:
             futures: set[Any] = set()
 
@@ -381,9 +429,9 @@ class BatchRun:
             from airflow_provider_kling import metrics
 
             if submitted:
-                metrics.incr(metrics.SUBMITTED, self.op.model, count=submitted)
+                metrics.incr(metrics.SUBMITTED, self.settings.model, count=submitted)
             if reused:
-                metrics.incr(metrics.REUSED, self.op.model, count=reused)
+                metrics.incr(metrics.REUSED, self.settings.model, count=reused)
             self.log.info(
                 "Submitted %s generation(s), reused %s existing video(s), %s row(s) failed to send; "
                 "%s in flight, %s rows still to submit%s",
@@ -494,7 +542,7 @@ class BatchRun:
                     "error": record.get("error") if status in (FAILED, UNKNOWN) else None,
                 }
             )
-        results = self.prefix / self.op.results_name
+        results = self.prefix / self.settings.results_name
         write_jsonl(results, lines)
         meta = self.state.meta
         usage_total = {
