@@ -60,6 +60,11 @@ def resolve_file_inputs(
     sent as its bytes; any other file by its bytes. So a retry whose signing fails (or succeeds) where
     the first try's did not is the same request, and pays nothing again.
 
+    :param request: a validated request.
+    :param log: a logger told how many files were sent and how.
+    :param presign: False to always send a file's bytes, never a presigned URL.
+    :param presign_seconds: how long a presigned URL stays valid.
+    :return: the request with its file inputs replaced (the same request when it names no file).
     :raises KlingValidationError: a file that is missing, too large or not a PNG/JPEG; nothing was sent.
     """
     fields = json.loads(json.dumps(request.fields))  # a deep copy; the request stays as validated

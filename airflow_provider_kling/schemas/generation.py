@@ -36,7 +36,10 @@ class GenerationStatus(str, enum.Enum):
 
 
 def error_message(error: Any) -> str | None:
-    """A readable message from either error shape the service uses (or None when there is none)."""
+    """A readable message from either error shape the service uses (or None when there is none).
+
+    :param error: the answer's ``error``: text, ``{"name", "message"}`` or ``{"detail": [...]}``.
+    """
     if error is None or error == {} or error == "":
         return None
     if isinstance(error, str):
@@ -88,6 +91,8 @@ def usable_video_url(value: Any) -> str | None:
     Video URLs come from the service and end up as links (XCom, the extra link, the gallery) and as
     download sources: a ``javascript:``, ``data:`` or ``file:`` URL, or one with whitespace or control
     characters (which browsers drop, reviving such a scheme), is no usable URL.
+
+    :param value: a video URL as the service answered it (any type).
     """
     if not isinstance(value, str):
         return None

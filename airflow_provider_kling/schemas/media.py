@@ -27,7 +27,10 @@ _IMAGE_MAGIC = {"image/png": (b"\x89PNG\r\n\x1a\n",), "image/jpeg": (b"\xff\xd8\
 
 
 def check_http_url(value: str) -> str:
-    """Return ``value`` when it is an absolute http(s) URL with a host, else raise ValueError."""
+    """Return ``value`` when it is an absolute http(s) URL with a host, else raise ValueError.
+
+    :param value: the URL as text (surrounding whitespace is dropped).
+    """
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
@@ -36,7 +39,10 @@ def check_http_url(value: str) -> str:
 
 # ------------------------------------------------------------------------------------ media inputs
 def image_mime(data: bytes) -> str | None:
-    """``image/png`` or ``image/jpeg`` from the first bytes, None for anything else."""
+    """``image/png`` or ``image/jpeg`` from the first bytes, None for anything else.
+
+    :param data: the file's first bytes (16 are enough).
+    """
     for mime, magics in _IMAGE_MAGIC.items():
         if data.startswith(magics):
             return mime
@@ -44,7 +50,10 @@ def image_mime(data: bytes) -> str | None:
 
 
 def is_file_reference(value: str) -> bool:
-    """True when an image field's value names a file to read rather than a URL the service fetches."""
+    """True when an image field's value names a file to read rather than a URL the service fetches.
+
+    :param value: an image field's value (a URL, a data URI, a path or an object-storage URL).
+    """
     scheme = urlsplit(value).scheme.lower()
     return scheme in STORAGE_SCHEMES or (scheme == "" and not value.startswith("data:"))
 
@@ -122,6 +131,10 @@ def read_image_file(ref: str, max_bytes: int) -> str:
 
     The size is read from the file's metadata first and the read stops one byte past the limit, so
     an oversized file is refused without being loaded.
+
+    :param ref: a local path, a ``file://`` URL or an object-storage URL.
+    :param max_bytes: the model's limit for this input.
+    :raises ValueError: the file is missing, unreadable, too large or not a PNG/JPEG.
     """
     path = _open_input(ref)
     try:
@@ -187,6 +200,10 @@ def presign_image(
     or JPEG), with one metadata call and one ranged read of 16 bytes: nothing else is downloaded.
     The URL is registered with Airflow's secrets masker, so it never shows in a log.
 
+    :param ref: an object-storage URL (``s3://``, ``gs://``...); any other scheme returns None.
+    :param max_bytes: the model's limit for this input.
+    :param expires: how long the URL stays valid, in seconds.
+    :param mask: False to leave the URL out of Airflow's secrets masker.
     :return: ``(url, "<ref>#<version>")`` (the version None when the store tags none: the object is
         then identified by its bytes), or None when this storage cannot sign (no signer, no
         credentials that can sign): the caller then sends the bytes as Base64.

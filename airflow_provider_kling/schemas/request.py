@@ -47,7 +47,11 @@ class _Strict(BaseModel):
 
 
 class TrajectoryPoint(_Strict):
-    """One point of a motion-brush trajectory, in pixels, origin at the image's bottom-left."""
+    """One point of a motion-brush trajectory, in pixels, origin at the image's bottom-left.
+
+    :param x: pixels from the left edge.
+    :param y: pixels from the bottom edge.
+    """
 
     x: Annotated[int, Field(ge=0, strict=True)]
     y: Annotated[int, Field(ge=0, strict=True)]
@@ -57,7 +61,15 @@ _Axis = Annotated[float, Field(ge=-10, le=10, strict=False)]
 
 
 class CameraConfig(_Strict):
-    """How far the camera moves on each axis, -10 to 10."""
+    """How far the camera moves on each axis, -10 to 10.
+
+    :param horizontal: the move on the horizontal axis.
+    :param vertical: the move on the vertical axis.
+    :param pan: the pan.
+    :param tilt: the tilt.
+    :param roll: the roll.
+    :param zoom: the zoom.
+    """
 
     horizontal: _Axis | None = None
     vertical: _Axis | None = None
@@ -68,7 +80,11 @@ class CameraConfig(_Strict):
 
 
 class CameraControl(_Strict):
-    """A camera move: a preset ``type``, or ``simple`` with exactly one axis set in ``config``."""
+    """A camera move: a preset ``type``, or ``simple`` with exactly one axis set in ``config``.
+
+    :param type: one of the catalog's ``CAMERA_TYPES``: ``simple`` or a preset.
+    :param config: the one axis to move, for ``simple`` only.
+    """
 
     type: Literal[catalog.CAMERA_TYPES]  # type: ignore[valid-type]
     config: CameraConfig | None = None
@@ -87,7 +103,11 @@ class CameraControl(_Strict):
 
 
 class AdvancedCameraControl(_Strict):
-    """One camera movement for text-to-video: an axis and a whole value from -10 to 10."""
+    """One camera movement for text-to-video: an axis and a whole value from -10 to 10.
+
+    :param movement_type: an axis of the catalog's ``CAMERA_AXES``.
+    :param movement_value: how far, a whole number from -10 to 10.
+    """
 
     movement_type: Literal[catalog.CAMERA_AXES]  # type: ignore[valid-type]
     movement_value: Annotated[int, Field(ge=-10, le=10, strict=True)]
