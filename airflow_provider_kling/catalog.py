@@ -1,11 +1,11 @@
 """Every Kling model the service documents, as data: one entry per model, nothing else.
 
-Request validation (``airflow_provider_kling.models``), the emulator and the README's model table are
+Request validation (``airflow_provider_kling.schemas``), the emulator and the README's model table are
 all generated from this table. Adding a model the service ships next month is one entry in
 :data:`MODELS`; a field no model had before is one entry in :data:`FIELDS`.
 
 Nothing here imports pydantic or Airflow: the operator modules never import this one at DAG parse
-time, and the models module builds (and caches) a validator per model only when a request is built.
+time, and the schemas package builds (and caches) a validator per model only when a request is built.
 
 Sources: AIML API's documentation up to 2026-08 (the service Apilaplas copies) and Kling's own input
 rules; see ``shared/api/MODELS.md`` in the project's history for the shapes seen.
@@ -208,7 +208,7 @@ MASK_SEED_NAME = "mask_url"
 COMMON_OPTIONAL = ("provider",)
 
 # ------------------------------------------------------------------------------------------ rules
-# Cross-field rules, by name (implemented in models.py):
+# Cross-field rules, by name (implemented in schemas/request.py):
 #   exclusive_tail_masks_camera: tail image, masks and camera control exclude each other (Kling).
 #   prompt_or_multi_prompt: exactly one of prompt and multi_prompt.
 #   tail_needs_no_audio: a tail image only with generate_audio=false (it defaults to true).

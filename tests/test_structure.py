@@ -30,7 +30,15 @@ PARSE_TIME_FORBIDDEN = (
     "aiohttp",
     "tenacity",
     "airflow_provider_kling.hooks.kling",
+    "airflow_provider_kling.hooks._transport",
+    "airflow_provider_kling.hooks._retry",
+    "airflow_provider_kling.hooks._download",
     "airflow_provider_kling.models",
+    "airflow_provider_kling.schemas.request",
+    "airflow_provider_kling.schemas.media",
+    "airflow_provider_kling.schemas.file_inputs",
+    "airflow_provider_kling.batch",
+    "airflow_provider_kling.batch.run",
     "airflow_provider_kling.triggers.kling",
 )
 
