@@ -51,7 +51,7 @@ def dataset(location: str) -> Dataset | None:
 
 def media_locations(fields: dict[str, Any]) -> list[str]:
     """Every media input of a validated request's fields, in field order."""
-    from airflow_provider_kling.models import _image_slots
+    from airflow_provider_kling.schemas.file_inputs import _image_slots
 
     found = [container[key] for _, container, key in _image_slots(fields)]
     for name in MEDIA_FIELDS:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_kling.exceptions import KlingValidationError
 
 if TYPE_CHECKING:
-    from airflow_provider_kling.models import KlingRequest
+    from airflow_provider_kling.schemas.request import KlingRequest
 
 #: Row keys become file names: letters, digits, ``.``, ``_`` and ``-``, at most 128 characters.
 KEY_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -162,7 +162,7 @@ def validate_rows(
 
     :raises KlingValidationError: one report naming every bad row and field; nothing was sent.
     """
-    from airflow_provider_kling.models import build_request
+    from airflow_provider_kling.schemas.request import build_request
 
     errors: list[tuple[str, str]] = []
     out: list[Row] = []
@@ -203,7 +203,8 @@ def validate_rows(
 def _probe_file_inputs(rows: list[Row]) -> list[tuple[str, str]]:
     """Check every file input of every row (exists, size, PNG/JPEG) with a few threads."""
     from airflow_provider_kling import catalog
-    from airflow_provider_kling.models import _image_slots, image_mime, is_file_reference, presign_image
+    from airflow_provider_kling.schemas.file_inputs import _image_slots
+    from airflow_provider_kling.schemas.media import image_mime, is_file_reference, presign_image
 
     jobs: list[tuple[str, str, int]] = []
     for row in rows:

@@ -236,7 +236,7 @@ class BatchRun:
     def poll_in_flight(self) -> None:
         """Poll every in-flight generation once from the worker (non-deferrable mode)."""
         from airflow_provider_kling.exceptions import KlingError
-        from airflow_provider_kling.models import GenerationStatus
+        from airflow_provider_kling.schemas.generation import GenerationStatus
 
         pending = self.in_flight()
 
@@ -337,7 +337,7 @@ class BatchRun:
 
     def _submit(self) -> float:
         """Submit rows until ``max_active`` generations are in flight; return a backoff after a 429."""
-        from airflow_provider_kling.models import resolve_file_inputs
+        from airflow_provider_kling.schemas.file_inputs import resolve_file_inputs
 
         waiting = self.unsubmitted()
         free = self._limit - len(self.in_flight())

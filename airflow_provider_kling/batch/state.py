@@ -78,7 +78,7 @@ class BatchState:
         self.store = context.get("task_state_store")
         self.folder: Any = None
         if self.store is None:
-            from airflow_provider_kling.hooks.kling import safe_file_name
+            from airflow_provider_kling.utils.storage import safe_file_name
 
             ident = _identity(context)
             parts = (ident["dag_id"], ident["task_id"], ident["run_id"], ident["map_index"])

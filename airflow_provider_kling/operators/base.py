@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.hooks.kling import KlingHook
-    from airflow_provider_kling.models import Generation, KlingRequest
+    from airflow_provider_kling.schemas.generation import Generation
+    from airflow_provider_kling.schemas.request import KlingRequest
 
 DEFAULT_MODEL = "kling-video/v1/standard/image-to-video"
 DEFAULT_TEXT_MODEL = "kling-video/v1.6/standard/text-to-video"
@@ -139,7 +140,8 @@ class KlingBaseVideoOperator(BaseOperator):
 
     def build_request(self) -> KlingRequest:
         """Validate the rendered arguments and read file inputs (KlingValidationError names each field)."""
-        from airflow_provider_kling.models import build_request, resolve_file_inputs
+        from airflow_provider_kling.schemas.file_inputs import resolve_file_inputs
+        from airflow_provider_kling.schemas.request import build_request
 
         request = build_request(
             self.request_fields(),
@@ -165,8 +167,8 @@ class KlingBaseVideoOperator(BaseOperator):
 
     # ------------------------------------------------------------------------------ execute
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_kling.hooks.kling import check_poll_settings
-        from airflow_provider_kling.models import GenerationStatus
+        from airflow_provider_kling.schemas.generation import GenerationStatus
+        from airflow_provider_kling.utils.validation import check_poll_settings
 
         # First, so the extra link resolves (empty) whatever happens next; the video replaces it.
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
@@ -204,7 +206,7 @@ class KlingBaseVideoOperator(BaseOperator):
         if prior is not None and prior.status is GenerationStatus.COMPLETED:
             return self._finish(context, prior, **done)
         if not self.wait_for_completion:
-            from airflow_provider_kling.models import Generation
+            from airflow_provider_kling.schemas.generation import Generation
 
             pending = first or Generation(id=generation_id, status=GenerationStatus.PENDING)
             return result_dict(pending, request.model, endpoint=api, usage=usage, **self._asked())
@@ -255,7 +257,7 @@ class KlingBaseVideoOperator(BaseOperator):
     def _reuse(self, context: Context, found: tuple[Any, dict[str, Any]], api: str) -> dict[str, Any]:
         """Return a video the destination already holds from the same request (skip_existing)."""
         from airflow_provider_kling import metrics
-        from airflow_provider_kling.models import Generation, GenerationStatus
+        from airflow_provider_kling.schemas.generation import Generation, GenerationStatus
 
         video, record = found
         generation = Generation(
@@ -302,7 +304,7 @@ class KlingBaseVideoOperator(BaseOperator):
         """
         from airflow_provider_kling.exceptions import KlingError, KlingNotFoundError
         from airflow_provider_kling.hooks.kling import post_may_have_created
-        from airflow_provider_kling.models import GenerationStatus
+        from airflow_provider_kling.schemas.generation import GenerationStatus
 
         global _warned_no_state_store
         store = context.get("task_state_store")
@@ -395,7 +397,7 @@ class KlingBaseVideoOperator(BaseOperator):
         if not self.download_to or self.overwrite:
             return
         from airflow_provider_kling.exceptions import KlingValidationError
-        from airflow_provider_kling.hooks.kling import resolve_destination
+        from airflow_provider_kling.utils.storage import resolve_destination
 
         probe = "kling-destination-probe.mp4"
         target = resolve_destination(self.download_to, probe)
@@ -494,7 +496,7 @@ class KlingBaseVideoOperator(BaseOperator):
     # ------------------------------------------------------------------------------ lineage
     def _lineage(self) -> Any:
         from airflow_provider_kling.lineage import operator_lineage
-        from airflow_provider_kling.models import build_request
+        from airflow_provider_kling.schemas.request import build_request
 
         try:
             # The inputs as the user named them (s3://..., a path), not the data URIs sent.

@@ -139,7 +139,7 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_kling.batch import BatchRun
-        from airflow_provider_kling.hooks.kling import check_poll_settings
+        from airflow_provider_kling.utils.validation import check_poll_settings
 
         try:
             if isinstance(self.max_active, str) and self.max_active.strip().isdigit():

@@ -205,7 +205,7 @@ def generations(
 
 
 def _cost(usage: Any) -> str:
-    from airflow_provider_kling.operators.kling import describe_usage
+    from airflow_provider_kling.utils.results import describe_usage
 
     return describe_usage(usage) if isinstance(usage, dict) else "no usage reported"
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.hooks.kling import KlingHook
-    from airflow_provider_kling.models import Generation
+    from airflow_provider_kling.schemas.generation import Generation
 
 DEFAULT_POKE_INTERVAL = 10.0
 
@@ -96,7 +96,11 @@ class KlingGenerationSensor(BaseSensorOperator):
 
     def _check_arguments(self) -> None:
         from airflow_provider_kling.exceptions import KlingValidationError
-        from airflow_provider_kling.hooks.kling import check_api, check_generation_id, check_poll_settings
+        from airflow_provider_kling.utils.validation import (
+            check_api,
+            check_generation_id,
+            check_poll_settings,
+        )
 
         try:
             check_generation_id(self.generation_id)
@@ -142,7 +146,7 @@ class KlingGenerationSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         from airflow_provider_kling.hooks.kling import raise_for_terminal
-        from airflow_provider_kling.models import GenerationStatus
+        from airflow_provider_kling.schemas.generation import GenerationStatus
 
         try:
             generation = self.hook.get_generation(self.generation_id, api=self._api)

@@ -18,9 +18,10 @@ from airflow_provider_kling.exceptions import (
     KlingDeadlineExceeded,
     KlingError,
     KlingResponseTooLarge,
+    redact_urls,
 )
-from airflow_provider_kling.hooks.kling import KlingHook, redact_urls
-from airflow_provider_kling.models import Generation, GenerationStatus
+from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.schemas.generation import Generation, GenerationStatus
 
 
 class KlingTriggerEvent(BaseModel):

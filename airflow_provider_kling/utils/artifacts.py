@@ -15,7 +15,7 @@ from airflow_provider_kling.utils.results import model_from_id
 
 if TYPE_CHECKING:
     from airflow_provider_kling.hooks.kling import KlingHook
-    from airflow_provider_kling.models import Generation
+    from airflow_provider_kling.schemas.generation import Generation
 
 
 def video_file_name(generation_id: str) -> str:
@@ -23,7 +23,7 @@ def video_file_name(generation_id: str) -> str:
 
     :param generation_id: the generation's id as the service gave it.
     """
-    from airflow_provider_kling.hooks.kling import safe_file_name
+    from airflow_provider_kling.utils.storage import safe_file_name
 
     head = generation_id.partition(":")[0] if model_from_id(generation_id) else generation_id
     return f"{safe_file_name(head)}.mp4"
@@ -68,7 +68,7 @@ def find_existing_video(
     :param base_url: the service the task calls (the connection's base URL): when given, only a video
         whose sidecar names this same base URL is returned (see :func:`sidecar_reusable`).
     """
-    from airflow_provider_kling.hooks.kling import resolve_destination
+    from airflow_provider_kling.utils.storage import resolve_destination
 
     probe = "kling-destination-probe.mp4"
     target = resolve_destination(destination, probe)
@@ -184,7 +184,7 @@ def download(
     :param sidecar: fields recorded in the sidecar (model, request hash, service...).
     :return: the stored video's path or URL.
     """
-    from airflow_provider_kling.hooks.kling import resolve_destination
+    from airflow_provider_kling.utils.storage import resolve_destination
 
     assert generation.video_url
     name = video_file_name(generation.id)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.hooks.kling import KlingHook
-    from airflow_provider_kling.models import Generation
+    from airflow_provider_kling.schemas.generation import Generation
 
 #: The keys of the dict every Kling task returns as XCom (operators and sensor alike).
 RESULT_KEYS = (
@@ -46,7 +46,7 @@ def timeout_seconds(value: Any, field: str = "timeout") -> float:
     :param value: the task's ``timeout`` argument.
     :param field: the argument's name, for the error.
     """
-    from airflow_provider_kling.hooks.kling import check_poll_settings
+    from airflow_provider_kling.utils.validation import check_poll_settings
 
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     try:
