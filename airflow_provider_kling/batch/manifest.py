@@ -113,16 +113,9 @@ def _csv_row(row: dict[str, Any], key_field: str = "key") -> dict[str, Any]:
 
 def open_path(location: Any) -> Any:
     """A local Path or an ObjectStoragePath for ``location`` (a path, a URL, or either object)."""
-    from pathlib import Path
+    from airflow_provider_kling.utils.storage import as_path
 
-    if hasattr(location, "fs") or isinstance(location, Path):
-        return location
-    text = str(location)
-    if "://" in text and not text.startswith("file://"):
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-        return ObjectStoragePath(text)
-    return Path(text.removeprefix("file://")).expanduser()
+    return as_path(location)
 
 
 @dataclass
