@@ -21,6 +21,7 @@ def test_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.airflow33
 def test_sensor_modes(emulator, airflow_db, test_out):
     module = load_dag_file(TEST_DAGS / "kling_sensor_modes.py")
     result = run_dag(module.dag)

@@ -118,6 +118,7 @@ def test_skip_existing_generates_anew_when_the_sidecar_names_another_request(
     assert out["video_path"] != made["video_path"]
 
 
+@pytest.mark.airflow33
 def test_retry_after_a_crash_between_the_video_and_its_sidecar_keeps_the_video(
     emulator, airflow_db, test_out
 ):

@@ -214,6 +214,7 @@ def _run_signed_dag(emulator: Any, name: str) -> Any:
 
 
 @pytest.mark.airflow3  # dag.test() from a bundle
+@pytest.mark.airflow33
 def test_a_deferred_operator_downloads_from_the_url_read_again_on_resume(
     emulator: Any, airflow_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,6 +241,7 @@ def test_a_deferred_operator_downloads_from_the_url_read_again_on_resume(
 
 
 @pytest.mark.airflow3
+@pytest.mark.airflow33
 def test_a_deferred_sensor_returns_the_url_read_again_on_resume(
     emulator: Any, airflow_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

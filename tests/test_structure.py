@@ -74,6 +74,7 @@ def test_dag_parse_imports_no_http_client(module: str) -> None:
 
 
 @pytest.mark.airflow3
+@pytest.mark.airflow31
 async def test_hooks_starting_together_read_the_connection_once(
     emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

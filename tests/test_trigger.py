@@ -60,8 +60,14 @@ def assert_no_unclosed(errors: list[dict[str, Any]]) -> None:
 
 @pytest.mark.airflow3  # Airflow 3's serde, as dag.test and the triggerer use it
 def test_serialize_round_trips_every_argument_and_holds_no_secret():
-    from airflow.sdk._shared.module_loading import import_string
-    from airflow.sdk.serde import deserialize, serialize
+    try:
+        from airflow.sdk._shared.module_loading import import_string
+    except ImportError:  # before Airflow 3.2
+        from airflow.utils.module_loading import import_string
+    try:
+        from airflow.sdk.serde import deserialize, serialize
+    except ImportError:  # before Airflow 3.2
+        from airflow.serialization.serde import deserialize, serialize
 
     deadline = time.time() + 90
     trigger = KlingGenerationTrigger(
