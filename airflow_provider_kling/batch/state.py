@@ -26,6 +26,8 @@ from typing import Any
 
 from airflow_provider_kling.batch.manifest import open_path
 from airflow_provider_kling.exceptions import KlingConfigError
+from airflow_provider_kling.utils.storage import fsync_folder as _fsync_folder
+from airflow_provider_kling.utils.storage import write_atomic
 
 #: task_state_store key of the batch's meta record; row records live under ``kling_batch/<shard>``.
 STATE_KEY = "kling_batch"
@@ -321,30 +323,6 @@ def write_jsonl(path: Any, lines: Iterable[dict[str, Any]]) -> None:
     write_atomic(path, body.encode())
 
 
-def write_atomic(path: Any, data: bytes) -> None:
-    """Replace ``path`` with ``data`` whole or not at all: a failed write leaves the old content.
-
-    On a local disk: a temporary file beside it, flushed and fsynced, renamed into place (parents are
-    made). On object storage (an ObjectStoragePath): one PUT of the whole body (fsspec ``pipe_file``),
-    never a streamed file whose close would store what was written before an error.
-    """
-    if hasattr(path, "fs"):
-        path.fs.pipe_file(path.path, data)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with temporary.open("wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-
-
 def _link_new(path: Any, data: bytes) -> bool:
     """Create local file ``path`` holding ``data``, whole, only if it does not exist (False if it does)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -361,17 +339,3 @@ def _link_new(path: Any, data: bytes) -> bool:
         temporary.unlink(missing_ok=True)
     _fsync_folder(path.parent)
     return True
-
-
-def _fsync_folder(folder: Any) -> None:
-    """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)

@@ -237,30 +237,14 @@ def _sidecar_record(generation: Generation, sidecar: dict[str, Any] | None, size
 def write_sidecar(video: Any, record: dict[str, Any]) -> None:
     """Write ``video``'s sidecar whole or not at all: a crash never leaves a truncated one.
 
-    Locally through a temporary name renamed into place; an object store's single upload of the small
-    JSON is atomic already.
+    Through :func:`~airflow_provider_kling.utils.storage.write_atomic`: a temporary file renamed into
+    place locally, one PUT on object storage.
 
     :param video: the video the sidecar describes (a Path or ObjectStoragePath).
     :param record: the sidecar's content.
     """
     import json
-    import os
-    import uuid
-    from pathlib import Path
 
-    text = json.dumps(record)
-    target = sidecar_path(video)
-    if not isinstance(target, Path) or hasattr(target, "fs"):
-        with target.open("w") as out:
-            out.write(text)
-        return
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from airflow_provider_kling.utils.storage import write_atomic
+
+    write_atomic(sidecar_path(video), json.dumps(record).encode())

@@ -143,3 +143,41 @@ __all__ = [
     "safe_file_name",
     "temporary_sibling",
 ]
+
+
+def write_atomic(path: Any, data: bytes) -> None:
+    """Replace ``path`` with ``data`` whole or not at all: a failed write leaves the old content.
+
+    On a local disk: a temporary file beside it, flushed and fsynced, renamed into place (parents are
+    made). On object storage (an ObjectStoragePath): one PUT of the whole body (fsspec ``pipe_file``),
+    never a streamed file whose close would store what was written before an error.
+    """
+    if hasattr(path, "fs"):
+        path.fs.pipe_file(path.path, data)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with temporary.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Any) -> None:
+    """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
