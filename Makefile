@@ -71,10 +71,12 @@ test-airflow:
 # URLs and sidecars). The three run side by side (their tests mostly wait on the emulator); tests marked
 # airflow33 read what only 3.3's dag.test() gives and are deselected there (tests/conftest.py).
 MINOR_VERSIONS ?= 3.0.6 3.1.8 3.2.2
-MINOR_TESTS ?= tests/test_public_names.py tests/test_structure.py tests/test_install.py tests/test_hook.py \
-	tests/test_trigger.py tests/test_sensor.py tests/test_unknown_status.py tests/test_operator.py \
-	tests/test_example_dags.py tests/test_batch_safety.py tests/test_gallery_streaming.py \
-	tests/test_signed_urls.py tests/test_sidecars.py
+MINOR_TESTS ?= tests/unit/test_public_names.py tests/unit/test_structure.py tests/e2e/test_install.py \
+	tests/unit/hooks/test_kling.py tests/unit/triggers/test_kling.py tests/unit/sensors/test_kling.py \
+	tests/integration/test_unknown_status.py tests/integration/test_operator.py \
+	tests/integration/test_example_dags.py tests/integration/test_batch_safety.py \
+	tests/unit/plugins/test_streaming.py tests/integration/test_signed_urls.py \
+	tests/integration/test_sidecars.py
 .PHONY: test-minors
 test-minors:
 	@$(MAKE) --no-print-directory -j3 -O $(addprefix test-minor-,$(MINOR_VERSIONS))
@@ -109,23 +111,23 @@ docs: $(STAMP)
 
 # The provider on CeleryExecutor with PostgreSQL and Redis: two Celery workers, two triggerers, failover
 # (a triggerer and a worker SIGKILLed, PostgreSQL restarted mid-run) and 200 mapped generations
-# (tests/test_e2e_distributed.py). scripts/ensure_postgres_redis.sh installs Debian's postgresql and
+# (tests/e2e/test_distributed.py). scripts/ensure_postgres_redis.sh installs Debian's postgresql and
 # redis-server when missing; the celery and postgres extras bring the Celery provider and the drivers.
 # Prints the measured figures; logs land in test-artifacts/e2e-distributed-logs/.
 .PHONY: e2e-distributed
 e2e-distributed: $(STAMP)
 	bash scripts/ensure_postgres_redis.sh
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test,celery,postgres]"
-	$(BIN)/pytest -q -s --durations=0 -m distributed tests/test_e2e_distributed.py
+	$(BIN)/pytest -q -s --durations=0 -m distributed tests/e2e/test_distributed.py
 	@echo "Figures:" && cat test-artifacts/e2e-distributed-figures.txt
 
 # The release files: sdist and wheel into dist/, their metadata checked by twine, then the wheel
 # installed into a clean venv with Airflow, where the demo DAG runs against the wheel's own emulator
-# (tests/test_wheel.py).
+# (tests/e2e/test_wheel.py).
 .PHONY: dist
 dist: $(STAMP)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test,dist]"
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/twine check --strict dist/*
-	KLING_WHEEL_DIST=dist $(BIN)/pytest -q -m wheel tests/test_wheel.py
+	KLING_WHEEL_DIST=dist $(BIN)/pytest -q -m wheel tests/e2e/test_wheel.py

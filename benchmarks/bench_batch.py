@@ -1,6 +1,6 @@
 """One batch task vs dynamically mapped tasks: N generations on the same real Airflow deployment.
 
-A deployment from ``tests/deployment.py`` (api-server, scheduler with LocalExecutor, dag-processor,
+A deployment from ``tests/support/deployment.py`` (api-server, scheduler with LocalExecutor, dag-processor,
 triggerer, SQLite) and the emulator run once; the two DAGs of ``tests/dags/kling_batch.py`` then run one
 after the other on it over the same N manifest rows (generations of a few seconds, each video
 downloaded to a local folder):
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
-    from tests.deployment import Deployment
+    from tests.support.deployment import Deployment
 
     home = Path(tempfile.mkdtemp(prefix="kling-bench-batch-"))
     dep = Deployment(home)

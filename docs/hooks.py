@@ -13,7 +13,7 @@ at build time, so the pages cannot drift from what they describe.
 - ``<!-- kling:examples -->``: every ``example_dags/*.py``, its docstring and its code.
 - ``<!-- kling:version -->``: the provider's version (also inline, inside code blocks).
 
-These functions import nothing from MkDocs, so ``tests/test_docs.py`` runs them without the docs
+These functions import nothing from MkDocs, so ``tests/unit/test_docs.py`` runs them without the docs
 extra installed. ``mkdocs.yml`` lists this file under ``hooks:`` and excludes it from the site.
 """
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install Debian's PostgreSQL server and Redis for the distributed deployment tests
-# (tests/deployment_distributed.py), if they are not there yet. Idempotent and quiet: does nothing when
+# (tests/support/deployment_distributed.py), if they are not there yet. Idempotent and quiet: does nothing when
 # initdb, postgres and redis-server exist. Needs root (or sudo) and Debian's package registry.
 # The packages' own services are not used: the tests start private instances on free loopback ports.
 set -euo pipefail

@@ -95,7 +95,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if item not in deselected]
-    # The e2e tests share one real Airflow deployment (tests/deployment.py): run them last and
+    # The e2e tests share one real Airflow deployment (tests/support/deployment.py): run them last and
     # together (stable sort), so its processes never load the machine while the other tests run.
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
 

@@ -1,6 +1,6 @@
 """Downloads the user did not ask to overwrite, and service ids that try to leave the folder.
 
-Run by tests/test_downloads.py with ``run_conf={"out": <folder>}`` against an emulator.
+Run by tests/integration/test_downloads.py with ``run_conf={"out": <folder>}`` against an emulator.
 """
 
 from __future__ import annotations

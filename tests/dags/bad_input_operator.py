@@ -1,4 +1,4 @@
-"""Bad input to KlingImageToVideoOperator, one task per case (run by tests/test_bad_input.py).
+"""Bad input to KlingImageToVideoOperator, one task per case (run by tests/integration/test_bad_input.py).
 
 Templates render natively, so a Jinja expression can hand the operator an int, a list or None
 where a string or number belongs. Every task must fail before anything is sent.

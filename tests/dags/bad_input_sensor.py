@@ -1,4 +1,4 @@
-"""Bad input to KlingGenerationSensor, one task per case (run by tests/test_bad_input.py).
+"""Bad input to KlingGenerationSensor, one task per case (run by tests/integration/test_bad_input.py).
 
 Templates render natively, so an id can arrive as None, an int or a list. Every task must fail
 before anything is sent.

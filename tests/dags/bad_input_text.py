@@ -1,4 +1,4 @@
-"""Bad input through Airflow's default (text) template rendering (run by tests/test_bad_input.py).
+"""Bad input through Airflow's default (text) template rendering (run by tests/integration/test_bad_input.py).
 
 Every template renders to a string here, so numbers and lists arrive as text. Every task must
 fail before anything is sent.

@@ -1,6 +1,6 @@
-"""DAGs for the deployment tests (tests/test_e2e_*.py, tests/test_crash_safety.py).
+"""DAGs for the deployment tests (tests/e2e/test_*.py, tests/e2e/test_crash_safety.py).
 
-They run in a real Airflow started by tests/deployment.py, which sets ``KLING_DEPLOY_OUT`` (download
+They run in a real Airflow started by tests/support/deployment.py, which sets ``KLING_DEPLOY_OUT`` (download
 folder) and ``KLING_DEPLOY_MARKERS`` (files through which a task and the test process meet). Every
 prompt carries the run id, so a test counts the POSTs of its own run at the shared emulator.
 """

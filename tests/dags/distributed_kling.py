@@ -1,6 +1,6 @@
-"""DAGs for the distributed deployment tests (tests/test_e2e_distributed.py).
+"""DAGs for the distributed deployment tests (tests/e2e/test_distributed.py).
 
-They run on CeleryExecutor workers started by tests/deployment_distributed.py. Each generation's
+They run on CeleryExecutor workers started by tests/support/deployment_distributed.py. Each generation's
 prompt carries ``[<run_id>#<map_index>]`` (a tag the tests count POSTs by at the emulator) and
 ``[seconds:N]`` (how long the emulator takes to finish that generation). ``KLING_WORKER_HOSTNAME``
 names the Celery worker a task runs on (it is also the task instance's hostname).

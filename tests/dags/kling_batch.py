@@ -1,4 +1,4 @@
-"""Batch DAGs for tests/test_batch.py and the real deployment (tests/test_batch.py's e2e tests).
+"""Batch DAGs for tests/integration/test_batch.py and the real deployment (that file's e2e tests).
 
 Everything comes from the environment the test sets: the manifest and output prefix (local paths or
 ``s3://kling_s3@bucket/...``), the window and the poll interval.

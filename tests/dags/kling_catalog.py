@@ -1,7 +1,7 @@
 """One task per (catalog model, endpoint): a valid request through the operator of the model's kind.
 
-Run by tests/test_catalog.py, which compares every body the emulator received with the body the
-service documents (tests/catalog_bodies.py).
+Run by tests/unit/test_catalog.py, which compares every body the emulator received with the body the
+service documents (tests/support/catalog_bodies.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from airflow_provider_kling.operators.kling import (
     KlingTextToVideoOperator,
     KlingVideoOperator,
 )
-from tests.catalog_bodies import BODIES, request_fields
+from tests.support.catalog_bodies import BODIES, request_fields
 
 #: An unknown model with an unknown field, sent unchecked (check_capabilities=False).
 UNKNOWN_MODEL = "klingai/video-v9-hyper-image-to-video"

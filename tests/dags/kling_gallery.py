@@ -1,8 +1,8 @@
-"""DAGs for the gallery tests (tests/test_gallery.py), run in the real deployment of tests/deployment.py.
+"""DAGs for the gallery tests (tests/e2e/test_gallery.py), in the deployment of tests/support/deployment.py.
 
 ``kling_gallery`` makes three videos from three prompts with two models, downloaded under
 ``KLING_DEPLOY_OUT``; ``kling_gallery_private`` makes one more, in a DAG that the test auth manager
-(tests/auth_manager.py) hides from the viewer user. Prompts carry the run id, so a test finds its own.
+(tests/support/auth_manager.py) hides from the viewer user. Prompts carry the run id, so a test finds its own.
 """
 
 from __future__ import annotations
@@ -58,6 +58,6 @@ with DAG(
     start_date=START,
     catchup=False,
     tags=["kling", "e2e"],
-    doc_md="One video in a DAG the viewer user may not read (tests/auth_manager.py).",
+    doc_md="One video in a DAG the viewer user may not read (tests/support/auth_manager.py).",
 ) as private_dag:
     _generate("secret", STANDARD, "A private storyboard nobody else may see")

@@ -1,7 +1,7 @@
 """Kling-shaped results whose ``video_path`` and ``video_url`` a task chose: what the gallery must not trust.
 
 ``dag_run.conf["results"]`` lists the results; one mapped task returns each, as any DAG author's task
-could. tests/test_gallery_streaming.py points them at files inside and outside the streaming roots.
+could. tests/unit/plugins/test_streaming.py points them at files inside and outside the streaming roots.
 """
 
 from __future__ import annotations

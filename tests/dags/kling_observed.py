@@ -1,4 +1,4 @@
-"""Generations observed through OpenLineage and metrics (run by tests/test_observability.py).
+"""Generations observed through OpenLineage and metrics (run by tests/integration/test_observability.py).
 
 One task waits in the worker, one in the triggerer, one ends in the service's error.
 """

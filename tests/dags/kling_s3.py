@@ -1,4 +1,6 @@
-"""One image-to-video task whose image and destination come from the environment (tests/test_s3.py).
+"""One image-to-video task whose image and destination come from the environment.
+
+Run by tests/integration/test_s3.py.
 
 ``KLING_S3_IMAGE`` is e.g. ``s3://kling_s3@bucket/private/cat.png`` (presigned for the service) and
 ``KLING_S3_DEST`` e.g. ``s3://kling_s3@bucket/videos/``; ``skip_existing`` reuses a video already there.

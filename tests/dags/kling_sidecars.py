@@ -1,4 +1,4 @@
-"""Downloads and their sidecars (run by tests/test_sidecars.py).
+"""Downloads and their sidecars (run by tests/integration/test_sidecars.py).
 
 ``skip_dag``: one ``skip_existing`` task on the ``kling_sidecars`` connection (the test points it at
 one service, then another), downloading into ``<out>/videos/``.

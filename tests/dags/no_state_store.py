@@ -1,7 +1,7 @@
 """A Kling task whose first try fails after the paid POST, run on an Airflow without task_state_store.
 
-tests/test_airflow2.py runs it with ``airflow dags test`` and an emulator that spoils the first video
-download: the retry cannot find the earlier generation there, says so, and submits a new one.
+tests/integration/test_airflow2.py runs it with ``airflow dags test`` and an emulator that spoils the
+first video download: the retry cannot find the earlier generation there, says so, and submits a new one.
 """
 
 from __future__ import annotations
