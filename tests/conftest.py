@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.connections import API_KEY, GENERATION_SECONDS, set_connection
+
 _HOME = Path(tempfile.mkdtemp(prefix="kling-airflow-home-"))
 atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["AIRFLOW_HOME"] = str(_HOME)
@@ -42,37 +44,6 @@ os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.db"
 os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = "http://127.0.0.1:8080/execution/"
 os.environ.pop("KLING_API_KEY", None)
-
-#: The key every test uses; recognisable so leak checks can search for it.
-API_KEY = "kling-test-key-7f3a9c"
-#: Emulator lifecycle for tests: short, so the suite stays fast.
-GENERATION_SECONDS = 0.6
-
-
-#: The connection extra that lets the hook download videos from loopback hosts (the emulator).
-LOOPBACK_DOWNLOADS = {"allow_loopback_downloads": True}
-
-
-def connection_json(*, allow_loopback_downloads: bool = True, **fields: object) -> str:
-    """A ``kling`` connection as the JSON of an AIRFLOW_CONN_ variable.
-
-    Test connections point at the emulator on 127.0.0.1, whose videos are served over plain http
-    from loopback: the download policy refuses that unless the connection allows it, as here.
-    """
-    extra = dict(fields.pop("extra", None) or {})  # type: ignore[call-overload]
-    if allow_loopback_downloads:
-        extra = {**LOOPBACK_DOWNLOADS, **extra}
-    if extra:
-        fields["extra"] = extra
-    return json.dumps({"conn_type": "kling", **fields})
-
-
-def set_connection(conn_id: str, *, allow_loopback_downloads: bool = True, **fields: object) -> None:
-    """Define an Airflow connection through its AIRFLOW_CONN_ environment variable."""
-    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = connection_json(
-        allow_loopback_downloads=allow_loopback_downloads, **fields
-    )
-
 
 #: The installed Airflow's major version, read without importing Airflow.
 AIRFLOW_MAJOR = int(importlib.metadata.version("apache-airflow").split(".")[0])

@@ -187,7 +187,7 @@ def test_plugin_module_stays_light_and_matches_the_airflow_version() -> None:
 
 def test_review_example_exists_only_where_hitl_does() -> None:
     from airflow_provider_kling.plugins import supports_gallery
-    from tests.integration.test_example_dags import load_dag_file
+    from tests.support.dags import load_dag_file
 
     module = load_dag_file(ROOT / "example_dags" / "example_kling_review.py")
     if supports_gallery():

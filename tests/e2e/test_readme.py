@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import API_KEY
+from tests.support.connections import API_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -273,7 +273,7 @@ def test_airflow_332s_test_endpoint_refuses_the_connection_lists_test_icon(emula
 # ------------------------------------------------------------------------------ pools
 @pytest.mark.airflow3  # the README's commands and answers are Airflow 3's
 def test_pool_commands_create_the_pool_the_pipeline_example_uses(cli_env):
-    from tests.integration.test_example_dags import EXAMPLES, load_dag_file
+    from tests.support.dags import EXAMPLES, load_dag_file
 
     pool = load_dag_file(EXAMPLES / "example_kling_pipeline.py").POOL
     commands = {line for b in code_blocks("bash") for line in command_lines(b) if "airflow pools set" in line}

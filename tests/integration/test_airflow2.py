@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import API_KEY
+from tests.support.connections import API_KEY
 
 pytestmark = pytest.mark.airflow2
 

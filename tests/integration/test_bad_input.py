@@ -18,7 +18,7 @@ import pytest
 from airflow_provider_kling.exceptions import KlingConfigError, KlingValidationError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.triggers.kling import KlingGenerationTrigger, KlingTriggerEvent
-from tests.conftest import API_KEY, set_connection
+from tests.support.connections import API_KEY, set_connection
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_example_dags import TEST_DAGS, load_dag_file, posts, run_dag
+from tests.support.dags import TEST_DAGS, load_dag_file, posts, run_dag
 from tests.support.deployment import deployment_fixture  # noqa: F401  (fixture)
 from tests.support.s3_server import s3_fixture, s3_server_fixture  # noqa: F401  (fixtures)
 
@@ -432,7 +432,7 @@ def test_e2e_triggerer_restart_and_a_rerun_that_pays_nothing(deployment: Any) ->
 def test_catalog_example_from_s3_to_s3_is_rerun_safe(emulator, airflow_db, s3, monkeypatch):
     import pendulum
 
-    from tests.integration.test_example_dags import EXAMPLES
+    from tests.support.dags import EXAMPLES
 
     image = s3.put("images/sku-1.png", b"\x89PNG\r\n\x1a\n" + b"i" * 200)
     rows = [

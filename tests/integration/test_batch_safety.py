@@ -19,7 +19,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferr
 
 from airflow_provider_kling.batch import STATE_KEY, read_manifest
 from airflow_provider_kling.operators.kling import KlingBatchVideoOperator
-from tests.integration.test_example_dags import posts
+from tests.support.dags import posts
 
 LEASE_NAME = ".kling-batch.lease"  # the documented lease file under the output prefix
 IMAGE = "https://images.example.org/catalog/sku.png"

@@ -20,7 +20,7 @@ from airflow_provider_kling.exceptions import KlingConnectionError, KlingDownloa
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import Generation
 from airflow_provider_kling.operators.kling import download
-from tests.conftest import API_KEY, set_connection
+from tests.support.connections import API_KEY, set_connection
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

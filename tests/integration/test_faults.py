@@ -27,7 +27,7 @@ from airflow_provider_kling.exceptions import (
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import Generation, GenerationStatus
 from airflow_provider_kling.triggers.kling import KlingGenerationTrigger, KlingTriggerEvent
-from tests.conftest import API_KEY, set_connection
+from tests.support.connections import API_KEY, set_connection
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

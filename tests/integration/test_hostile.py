@@ -47,8 +47,8 @@ from airflow_provider_kling.hooks import _errors as hook_errors
 from airflow_provider_kling.hooks.kling import KlingHook, post_may_have_created
 from airflow_provider_kling.models import GenerationStatus
 from airflow_provider_kling.triggers.kling import KlingGenerationTrigger
-from tests.conftest import API_KEY, connection_json
-from tests.unit.hooks.test_kling import REQUEST
+from tests.support.connections import API_KEY, connection_json
+from tests.support.hooks import REQUEST
 
 API_PATH = "/v2/generate/video/kling/generation"
 SIGNATURE = "X-Amz-Signature=5ec7e7516a7e"

@@ -9,50 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_kling.emulator import KlingEmulator
-from tests.conftest import API_KEY
+from tests.support.connections import API_KEY
+from tests.support.statsd import StatsdListener, kling_metrics
 
 pytestmark = pytest.mark.airflow3
 
 SIGNATURE = "secret-signature"
-
-
-class StatsdListener:
-    """A UDP socket on loopback that keeps every StatsD packet it receives."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.packets: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._receive, daemon=True)
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        return int(self.sock.getsockname()[1])
-
-    def _receive(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.packets.extend(self.sock.recv(65535).decode().splitlines())
-            except TimeoutError:
-                continue
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -100,17 +70,6 @@ def observed_run(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "generations": generations,
         "out": out,
     }
-
-
-def kling_metrics(packets: list[str]) -> list[tuple[str, dict[str, str], str]]:
-    """(name, tags, value) of the provider's metrics among the packets."""
-    found = []
-    for packet in packets:
-        head, _, value = packet.partition(":")
-        name, *tags = head.split(",")
-        if name.startswith("airflow.kling."):
-            found.append((name.removeprefix("airflow."), dict(t.split("=", 1) for t in tags), value))
-    return found
 
 
 def task_event(events: list[dict[str, Any]], task_id: str, kind: str) -> dict[str, Any]:

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from airflow_provider_kling.operators.kling import RESULT_KEYS
-from tests.conftest import API_KEY, set_connection
-from tests.integration.test_example_dags import (
+from tests.support.connections import API_KEY, set_connection
+from tests.support.dags import (
     SAMPLE_MP4,
     TEST_DAGS,
+    failure_events,
     load_dag_file,
     posts,
     run_dag,
@@ -32,17 +33,6 @@ def test_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Where the test DAGs download to and record their failures."""
     monkeypatch.setenv("KLING_TEST_OUT", str(tmp_path))
     return tmp_path
-
-
-def failure_events(out: Path) -> dict[str, list[dict[str, Any]]]:
-    """The failure/retry callbacks' records, per task, in order."""
-    events: dict[str, list[dict[str, Any]]] = {}
-    path = out / "events.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            event = json.loads(line)
-            events.setdefault(event["task_id"], []).append(event)
-    return events
 
 
 @pytest.mark.airflow33

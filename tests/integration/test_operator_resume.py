@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_example_dags import SAMPLE_MP4, TEST_DAGS, load_dag_file, posts, run_dag
-from tests.integration.test_operator import failure_events
+from tests.support.dags import SAMPLE_MP4, TEST_DAGS, failure_events, load_dag_file, posts, run_dag
 
 # dag.test() from a bundle, task_state_store and airflow.sdk DAGs: Airflow 3 only.
 pytestmark = pytest.mark.airflow3

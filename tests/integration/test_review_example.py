@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from markdown_it import MarkdownIt
 
-from tests.integration.test_example_dags import load_dag_file
+from tests.support.dags import load_dag_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = "**x** [link](javascript:alert(1)) <img src=x onerror=alert(1)>"

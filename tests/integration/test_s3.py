@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import API_KEY, connection_json
+from tests.support.connections import API_KEY, connection_json
 from tests.support.s3_server import CONN_ID, SECRET_KEY, connection, s3_fixture, s3_server_fixture  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +109,7 @@ def test_failed_upload_leaves_no_object(emulator, s3, fault):
 
 
 def run_s3_dag(image: str, dest: str, prompt: str = "s3: a cat blinks") -> Any:
-    from tests.integration.test_example_dags import TEST_DAGS, load_dag_file, run_dag
+    from tests.support.dags import TEST_DAGS, load_dag_file, run_dag
 
     os.environ["KLING_S3_IMAGE"] = image
     os.environ["KLING_S3_DEST"] = dest
@@ -123,7 +123,7 @@ def run_s3_dag(image: str, dest: str, prompt: str = "s3: a cat blinks") -> Any:
 
 @pytest.mark.airflow3
 def test_private_image_is_presigned_video_lands_in_s3_and_a_rerun_pays_nothing(emulator, airflow_db, s3):
-    from tests.integration.test_example_dags import posts, task_state_rows
+    from tests.support.dags import posts, task_state_rows
 
     image = s3.put("private/cat.png", PNG)
     dest = f"{s3.url}/videos/"
@@ -293,7 +293,7 @@ class _TI:
 def test_batch_keeps_its_state_in_the_bucket_without_a_task_state_store(emulator, s3):
     """As on Airflow 2.11: the paid ids live in state objects under the output prefix."""
     from airflow_provider_kling.operators.kling import KlingBatchVideoOperator
-    from tests.integration.test_example_dags import posts
+    from tests.support.dags import posts
 
     rows = [
         {

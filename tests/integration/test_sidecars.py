@@ -18,9 +18,8 @@ from airflow_provider_kling.exceptions import KlingDownloadError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import Generation, GenerationStatus
 from airflow_provider_kling.operators.kling import download, sidecar_path
-from tests.conftest import API_KEY, GENERATION_SECONDS, connection_json
-from tests.integration.test_example_dags import SAMPLE_MP4, TEST_DAGS, load_dag_file, posts, run_dag
-from tests.integration.test_operator import failure_events
+from tests.support.connections import API_KEY, GENERATION_SECONDS, connection_json
+from tests.support.dags import SAMPLE_MP4, TEST_DAGS, failure_events, load_dag_file, posts, run_dag
 
 # dag.test() from a bundle, task_state_store and airflow.sdk DAGs: Airflow 3 only.
 pytestmark = pytest.mark.airflow3

@@ -25,7 +25,7 @@ from airflow_provider_kling.exceptions import (
 )
 from airflow_provider_kling.hooks.kling import raise_for_terminal
 from airflow_provider_kling.models import Generation, GenerationStatus
-from tests.unit.hooks.test_kling import MODEL, REQUEST, make_hook
+from tests.support.hooks import MODEL, REQUEST, make_hook
 
 SIGNATURE = "5e1f0c9d8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e"
 CREDENTIAL = "AKIAIOSFODNN7EXAMPLE"
@@ -207,7 +207,7 @@ def test_a_success_event_carries_no_signature(emulator: Any) -> None:
 
 
 def _run_signed_dag(emulator: Any, name: str) -> Any:
-    from tests.integration.test_example_dags import TEST_DAGS, load_dag_file, run_dag
+    from tests.support.dags import TEST_DAGS, load_dag_file, run_dag
 
     module = load_dag_file(TEST_DAGS / "kling_signed_urls.py")
     return run_dag(getattr(module, name))

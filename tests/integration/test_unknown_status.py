@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_kling.models import GenerationStatus
-from tests.unit.hooks.test_kling import make_hook
+from tests.support.hooks import make_hook
 
 GEN_ID = "3f2a9c1e-5d4b-4c1a-9e8f-0b1c2d3e4f50:kling-video/v1/standard/image-to-video"
 NEW_WORDS = ["rendering", "Upscaling", "post_processing"]

@@ -16,10 +16,10 @@ import pytest
 from airflow_provider_kling import catalog
 from airflow_provider_kling.exceptions import KlingValidationError
 from airflow_provider_kling.operators.kling import RESULT_KEYS
-from tests.conftest import API_KEY, set_connection
-from tests.integration.test_example_dags import TEST_DAGS, load_dag_file, run_dag
 from tests.support.catalog_bodies import BODIES, IMG, IMG2, VIDEO, expected_body
-from tests.unit.hooks.test_kling import make_hook
+from tests.support.connections import API_KEY, set_connection
+from tests.support.dags import TEST_DAGS, load_dag_file, run_dag
+from tests.support.hooks import make_hook
 
 V1 = "kling-video/v1/standard/image-to-video"
 V3_PRO_I2V = "klingai/video-v3-pro-image-to-video"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from airflow_provider_kling.catalog import MODEL_ALIASES
-from tests.integration.test_observability import StatsdListener, kling_metrics
+from tests.support.statsd import StatsdListener, kling_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 KNOWN = "kling-video/v1/standard/image-to-video"

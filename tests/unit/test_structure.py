@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from airflow_provider_kling.hooks.kling import GENERATION_PATH, KlingHook
-from tests.conftest import API_KEY
+from tests.support.connections import API_KEY
 
 MODEL = "kling-video/v1/standard/image-to-video"
 REQUEST = {"model": MODEL, "image_url": "https://example.com/cat.png", "prompt": "a cat turns its head"}

@@ -16,8 +16,7 @@ import pytest
 from airflow_provider_kling import __version__, get_provider_info
 from airflow_provider_kling.exceptions import KlingConfigError
 from airflow_provider_kling.hooks.kling import DEFAULT_BASE_URL, KlingHook
-from tests.conftest import API_KEY
-from tests.unit.hooks.test_errors import closed_port, use_connection
+from tests.support.connections import API_KEY, closed_port, use_connection
 
 
 def endpoint_of(monkeypatch: pytest.MonkeyPatch, **fields: Any) -> str:

@@ -11,7 +11,7 @@ import pytest
 from airflow_provider_kling.emulator.app import SAMPLE_PATH, VIDEO_PREFIX
 from airflow_provider_kling.exceptions import KlingConnectionError, KlingDownloadError
 from airflow_provider_kling.models import Generation
-from tests.unit.hooks.test_kling import REQUEST, make_hook
+from tests.support.hooks import REQUEST, make_hook
 
 SAMPLE = SAMPLE_PATH.read_bytes()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from typing import Any
@@ -20,20 +19,8 @@ from airflow_provider_kling.exceptions import (
     KlingServerError,
 )
 from airflow_provider_kling.hooks.kling import GENERATION_PATH
-from tests.conftest import connection_json
-from tests.unit.hooks.test_kling import MODEL, REQUEST, make_hook
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def use_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any) -> None:
-    """Define a connection for this test only (loopback downloads allowed unless told otherwise)."""
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(**fields))
+from tests.support.connections import closed_port, use_connection
+from tests.support.hooks import MODEL, REQUEST, make_hook
 
 
 def submitted(emulator: Any) -> str:

@@ -20,25 +20,16 @@ from airflow_provider_kling.exceptions import (
     KlingNotFoundError,
 )
 from airflow_provider_kling.hooks import _transport
-from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import Generation, GenerationStatus
-from tests.conftest import API_KEY, connection_json
+from tests.support.connections import API_KEY, connection_json
+from tests.support.hooks import MODEL, REQUEST, make_hook
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-MODEL = "kling-video/v1/standard/image-to-video"
-REQUEST = {"model": MODEL, "image_url": "https://example.com/cat.png", "prompt": "a cat turns its head"}
 UUID_ID = re.compile(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:" + re.escape(MODEL) + "$"
 )
-
-
-def make_hook(conn_id: str = "kling_default", **kwargs: Any) -> KlingHook:
-    """A hook with tiny retry waits so retried calls stay fast."""
-    kwargs.setdefault("retry_min_wait", 0.05)
-    kwargs.setdefault("retry_max_wait", 0.2)
-    return KlingHook(conn_id, **kwargs)
 
 
 def messages(events: list[dict[str, Any]]) -> list[str]:

@@ -19,9 +19,8 @@ from airflow_provider_kling.exceptions import (
     KlingGenerationFailed,
     KlingNotFoundError,
 )
-from tests.conftest import API_KEY
-from tests.unit.hooks.test_errors import closed_port, use_connection
-from tests.unit.hooks.test_kling import REQUEST, make_hook
+from tests.support.connections import API_KEY, closed_port, use_connection
+from tests.support.hooks import REQUEST, make_hook
 
 WRONG_KEY = "wrong-key-d41d8cd98f"
 

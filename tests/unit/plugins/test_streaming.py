@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_example_dags import TEST_DAGS, load_dag_file, run_dag
+from tests.support.dags import TEST_DAGS, load_dag_file, run_dag
 
 pytestmark = pytest.mark.airflow3
 

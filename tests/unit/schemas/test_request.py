@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_kling.exceptions import KlingBadRequestError, KlingValidationError
-from tests.unit.hooks.test_kling import make_hook
+from tests.support.hooks import make_hook
 
 V1 = "kling-video/v1/standard/image-to-video"
 V16_STD = "kling-video/v1.6/standard/image-to-video"

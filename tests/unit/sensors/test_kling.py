@@ -8,8 +8,7 @@ import pytest
 
 from airflow_provider_kling.operators.kling import RESULT_KEYS
 from airflow_provider_kling.sensors.kling import KlingGenerationSensor
-from tests.integration.test_example_dags import TEST_DAGS, load_dag_file, run_dag
-from tests.integration.test_operator import failure_events
+from tests.support.dags import TEST_DAGS, failure_events, load_dag_file, run_dag
 
 # dag.test() from a bundle, task_state_store and airflow.sdk DAGs: Airflow 3 only.
 pytestmark = pytest.mark.airflow3

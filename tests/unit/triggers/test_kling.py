@@ -14,7 +14,7 @@ import pytest
 from airflow_provider_kling.hooks import _transport
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.triggers.kling import KlingGenerationTrigger, KlingTriggerEvent
-from tests.conftest import API_KEY, connection_json, set_connection
+from tests.support.connections import API_KEY, connection_json, set_connection
 
 CLASSPATH = "airflow_provider_kling.triggers.kling.KlingGenerationTrigger"
 #: Fast backoff, so transient-fault tests take milliseconds per retry.
