@@ -38,12 +38,12 @@ from airflow_provider_kling.exceptions import (
     KlingForbiddenError,
     KlingGenerationTimeout,
     KlingNotFoundError,
+    KlingRateLimitError,
     KlingResponseTooLarge,
     KlingTLSError,
     KlingUnusableIdError,
     KlingValidationError,
 )
-from airflow_provider_kling.hooks import _errors as hook_errors
 from airflow_provider_kling.hooks.kling import KlingHook, post_may_have_created
 from airflow_provider_kling.models import GenerationStatus
 from airflow_provider_kling.triggers.kling import KlingGenerationTrigger
@@ -940,17 +940,23 @@ def test_succeed_is_completed_through_the_hook_and_the_trigger(emulator: KlingEm
     assert payload["status"] == "success"
 
 
-def test_a_naive_http_date_retry_after_is_read_as_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_naive_http_date_retry_after_is_read_as_utc(
+    emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30)
     naive = soon.strftime("%a, %d %b %Y %H:%M:%S")  # no zone at all
+    hook = hook_for("kling_default", max_attempts=1)
     for zone in ("Pacific/Honolulu", "Asia/Tokyo", "UTC"):
+        emulator.script(method="GET", status=429, body={"message": "busy"}, headers={"Retry-After": naive})
         monkeypatch.setenv("TZ", zone)
         time.tzset()
         try:
-            wait = hook_errors._parse_retry_after(naive)
+            with pytest.raises(KlingRateLimitError) as info:
+                hook.get_generation("gen_busy")
         finally:
             monkeypatch.delenv("TZ")
             time.tzset()
+        wait = info.value.retry_after
         assert wait is not None
         assert 0 < wait <= 31, (zone, wait)
 

@@ -31,9 +31,9 @@ def submitted(emulator: Any) -> str:
 # ----------------------------------------------------------------------------- one error per class
 def test_400_from_the_service_carries_status_message_and_request_id(emulator: Any) -> None:
     hook = make_hook()
-    # Bypass the client's validation to see how the service's own 400 comes back.
+    # Past the client's checks (check_capabilities=False), to see how the service's own 400 comes back.
     with pytest.raises(KlingBadRequestError) as info:
-        hook._call("POST", json={**REQUEST, "duration": "7"})
+        hook.submit({**REQUEST, "duration": "7", "check_capabilities": False})
 
     err = info.value
     assert err.status_code == 400
