@@ -16,6 +16,28 @@ the seed's models (catalog ``seed_names``) take the seed's names (``static_mask_
 ``mask``, an integer duration in the model's choices or range). A model id the catalog does not know is
 accepted with any fields, as a newer service would.
 
+The account side (:mod:`~airflow_provider_kling.emulator.account`, shapes of AIML's documentation):
+``GET /v1/models?include=pricing`` (``&id=ID`` for one model or alias, a list possibly empty) and
+``GET /model/ID?include=pricing`` (``{"object": "model", "data": ...}`` or 404) need no key and carry an
+``ETag`` (304 on ``If-None-Match``); every current catalog model is priced, with the emulator's own
+figures (:mod:`~airflow_provider_kling.emulator.pricing`, marked so in each model's ``info.note``) in
+the three documented kinds (``variants`` per second by ``duration`` or ``generate_audio``, ``fixed``
+per second or per generation, ``variable`` for avatars, motion control and video edit).
+``GET /v2/usage`` and ``GET /v2/logs`` answer the key's spend and one row per submit (window
+``period=24h`` or ``start``/``end``, at most 92 days; logs filter by repeated ``model`` and ``status``,
+``limit`` 1..100, ``offset``, newest first, 200 requests per 60 s). Every answer carries
+``x-inference-id`` (the generation id on submit and poll) and echoes a valid ``X-Client-Request-Id``
+(1-128 of ``A-Z a-z 0-9 . _ : -``; an invalid one is dropped, the request still runs); JSON answers
+carry ``x-aimlapi-credits-used`` and ``x-aimlapi-usd-spent`` (1 USD = 2,000,000 credits): the table's
+bill on submit (the hold) and poll, 0 once a generation failed. In the ``2026`` answer style
+``meta.usage`` carries the same figures; the ``2025`` styles keep their seed-era ``meta.usage``. A
+spending limit answers 403 "You've run out of credits..." to a submit that would cross it.
+``configure_account(...)`` (or ``POST /_emulator/account``, or the ``--account-off``, ``--logs-delay``,
+``--usage-delay``, ``--spending-limit``, ``--spending-retention``, ``--logs-rate-limit`` flags) sets
+them; ``reset()`` returns to the constructor's ``account`` settings::
+
+    emu.configure_account(disabled=["logs"], logs_delay=5, spending_limit=2.0, spending_retention="day")
+
 Developing DAGs offline
 -----------------------
 Start the emulator in a terminal (it prints ``Kling emulator listening on http://127.0.0.1:8642``)::
@@ -71,6 +93,8 @@ Control API (no auth), to drive an emulator running in another process::
     curl -s -XPOST localhost:8642/_emulator/script \\
         -d '{"method": "GET", "body": {"id": "x", "status": "completed", "video": {"url": "http://x/"}}}'
     curl -s localhost:8642/_emulator/script                   # pending scripted answers
+    curl -s localhost:8642/_emulator/account                  # the account settings
+    curl -s -XPOST localhost:8642/_emulator/account -d '{"disabled": ["logs"], "logs_delay": 5}'
     curl -s -XPOST "localhost:8642/_emulator/generations/$ID/complete"   # finish now
     curl -s -i "localhost:8642/_emulator/redirect?to=file:///etc/passwd"  # 302 to any URL
     curl -s -i "localhost:8642/_emulator/redirect?to=http://x/&hops=5"    # a chain of 5 redirects

@@ -11,7 +11,9 @@ import signal
 import sys
 import textwrap
 
+from airflow_provider_kling.emulator.account import RETENTIONS
 from airflow_provider_kling.emulator.constants import (
+    ACCOUNT_SWITCHES,
     ANSWER_STYLES,
     API_PATH,
     ID_KEYS,
@@ -33,6 +35,16 @@ endpoints (same protocol, auth, faults and recording on both):
   endpoint + seed models: "5"/"10" and static_mask_url, dynamic_masks[].mask_url; otherwise an integer
   in the model's range and static_mask, mask). A model id the catalog does not know passes as it is.
   A generation can be polled on either endpoint.
+
+account side (shapes of AIML's documentation; prices are the emulator's own, see emulator.pricing):
+  GET /v1/models?include=pricing[&id=ID]   the priced catalogue (no key), ETag / 304 on If-None-Match
+  GET /model/ID?include=pricing            one model, {{"object": "model", "data": ...}}, or 404
+  GET /v2/usage?period=24h | start=&end=   the key's spend and charged requests (at most 92 days)
+  GET /v2/logs?period=24h&model=&status=&limit=&offset=
+                                           one row per submit, newest first (200 requests / 60 s)
+  Every answer carries x-inference-id (the generation id on submit and poll) and echoes a valid
+  X-Client-Request-Id (1-128 of A-Z a-z 0-9 . _ : -; an invalid one is dropped); JSON answers carry
+  x-aimlapi-credits-used and x-aimlapi-usd-spent (1 USD = 2,000,000 credits; a failed generation 0).
 
 prompt markers (in prompt, or in the first multi_prompt entry when there is no prompt):
   [error]         the generation ends with status error and {{"detail": [{{"loc": ["body",
@@ -58,6 +70,12 @@ control API (no auth):
   POST /_emulator/fault-rate                   {{"rate": 0.2, "kinds": ["502", {{"kind": "429",
                                                "retry_after": 1, "method": "POST"}}], "seed": 1,
                                                "methods": ["GET"]}}: random faults on API requests
+  GET  /_emulator/account                      the account settings
+  POST /_emulator/account                      {{"disabled": {{"logs": 404, "models": 405}} or ["usage"],
+                                               "logs_delay": 5, "usage_delay": 0, "spending_limit":
+                                               1.5, "spending_retention": "day", "logs_rate_limit":
+                                               200, "logs_rate_window": 60}}: change them (reset
+                                               returns to the command line's)
   GET  /_emulator/script                       pending scripted answers
   POST /_emulator/script                       {{"method": "GET", "path_prefix": P, "times": 1,
                                                "status": 200, "headers": {{...}}, "body": <JSON>}}
@@ -127,6 +145,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="2025 usage: tokens_used, or credits_used + usd_spent",
     )
     parser.add_argument("--video-bytes", type=int, default=None, help="serve an N-byte blob as the video")
+    parser.add_argument(
+        "--account-off",
+        action="append",
+        default=[],
+        choices=ACCOUNT_SWITCHES,
+        help="turn an account route (404) or header off; repeat for several",
+    )
+    parser.add_argument(
+        "--logs-delay", type=float, default=0.0, help="seconds before a submit's row shows in /v2/logs"
+    )
+    parser.add_argument(
+        "--usage-delay", type=float, default=0.0, help="seconds before a charge shows in /v2/usage"
+    )
+    parser.add_argument(
+        "--spending-limit", type=float, default=None, help="the key's spending limit in USD (403 beyond)"
+    )
+    parser.add_argument(
+        "--spending-retention",
+        choices=RETENTIONS,
+        default="no_reset",
+        help="when the spending limit starts again (UTC)",
+    )
+    parser.add_argument(
+        "--logs-rate-limit", type=int, default=200, help="/v2/logs requests per 60 seconds (429 beyond)"
+    )
     parser.add_argument("--log-level", default="WARNING")
     return parser
 
@@ -163,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         usage_style=args.usage_style,
         video_bytes=args.video_bytes,
         answer_style=args.answer_style,
+        account={
+            "disabled": args.account_off,
+            "logs_delay": args.logs_delay,
+            "usage_delay": args.usage_delay,
+            "spending_limit": args.spending_limit,
+            "spending_retention": args.spending_retention,
+            "logs_rate_limit": args.logs_rate_limit,
+        },
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(emulator))

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from airflow_provider_kling.emulator.constants import API_PATHS, log
+from airflow_provider_kling.emulator.constants import API_PATHS, log, valid_client_request_id
 from airflow_provider_kling.emulator.faults import (
     _FAULT_MESSAGES,
     DEFAULT_HUGE_SIZE,
@@ -36,6 +36,16 @@ from airflow_provider_kling.emulator.faults import (
 )
 from airflow_provider_kling.emulator.media import CHUNK, _Body, _parse_range
 from airflow_provider_kling.emulator.state import RecordedRequest
+
+
+def request_key(name: str, kind: type) -> Any:
+    """A key of an aiohttp request's storage: a typed ``web.RequestKey`` where aiohttp has it (3.12+)."""
+    factory = getattr(web, "RequestKey", None)
+    return factory(name, kind) if factory is not None else name
+
+
+#: Where a request's record is kept on the aiohttp request (the header hook reads it).
+REC_KEY = request_key("kling_emulator.rec", RecordedRequest)
 
 
 class Responder(FaultsMixin):
@@ -55,7 +65,9 @@ class Responder(FaultsMixin):
             client_port=_client_port(request),
             retry_after=fault.retry_after if fault else None,
             endpoint=API_PATHS.get(request.path),
+            client_request_id=valid_client_request_id(request.headers.get("X-Client-Request-Id")),
         )
+        request[REC_KEY] = rec
         with self._lock:
             self._requests.append(rec)
         if fault:

@@ -7,7 +7,6 @@ generation's creation and its answer in the chosen ``status_style``/``answer_sty
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import json
 import secrets
 import string
@@ -18,7 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from airflow_provider_kling import catalog
-from airflow_provider_kling.emulator.answers import Responder
+from airflow_provider_kling.emulator import pricing
+from airflow_provider_kling.emulator.account import AccountHandlers
 from airflow_provider_kling.emulator.constants import API_PATHS, STATUS_STYLES, VIDEO_PREFIX, log
 from airflow_provider_kling.emulator.state import (
     ERROR_2026_MARKER,
@@ -42,25 +42,19 @@ POLICY_ERROR_2026: dict[str, Any] = {
 
 TOKENS_PER_5S = 420_000
 USD_PER_5S = 0.42
-#: 2026 usage: credits billed at submit; 2,000,000 credits = 1 USD.
+#: The flat 2026 figure before the price table (kling-video/v1/standard bills it still); kept for imports.
 CREDITS_PER_5S_2026 = 840_000
 CREDITS_PER_USD = 2_000_000
 OPAQUE_ALPHABET = string.ascii_letters + string.digits
 
 
-class ApiHandlers(Responder):
+class ApiHandlers(AccountHandlers):
     """The handlers of the service's endpoints (both paths, both methods)."""
 
-    def _authorized(self, request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return False
-        return hmac.compare_digest(token.strip().encode(), self._api_key.encode())
-
-    def _usage(self, duration: int) -> dict[str, Any]:
+    def _usage(self, duration: int, usd: float) -> dict[str, Any]:
+        """``meta.usage``: the table's bill (``usd``) in the 2026 style, else the seed-era figures."""
         if self.answer_style == "2026":
-            credits = CREDITS_PER_5S_2026 * duration // 5
+            credits = pricing.credits(usd)
             return {"credits_used": credits, "usd_spent": credits / CREDITS_PER_USD}
         tokens = TOKENS_PER_5S * duration // 5
         if self.usage_style == "credits":
@@ -101,7 +95,17 @@ class ApiHandlers(Responder):
         endpoint = API_PATHS[request.path]
         message = "Invalid JSON body" if not parsed else validate_body(body, endpoint)
         if message is not None:
+            model = str(body.get("model") or "") if isinstance(body, dict) else ""
+            with self._lock:
+                self._log_submit(request, model, None)
             return await self._json(request, rec, 400, self._error_body(request, 400, message), fault)
+        usd = pricing.billed_usd(body["model"], body)
+        with self._lock:
+            refusal = self._refusal(request, usd)
+            if refusal is not None:
+                self._log_submit(request, body["model"], None)
+        if refusal is not None:
+            return await self._json(request, rec, 403, self._error_body(request, 403, refusal), fault)
         now = time.monotonic()
         prompt = _marker_text(body)
         duration = _requested_duration(body.get("duration"))
@@ -128,14 +132,21 @@ class ApiHandlers(Responder):
                 body=body,
                 endpoint=endpoint,
                 cache_key=secrets.token_urlsafe(12),
+                usd=usd,
+                created_wall=time.time(),
+                client_request_id=rec.client_request_id,
+                request_id=str(uuid.uuid4()),
             )
             self._generations[gen.id] = gen
             self._by_token[gen.video_token] = gen
+            self._log_submit(request, gen.model, gen)
+        # Submit answers the hold: the price, rolled back if the generation fails.
+        self._trace(request, gen.id, usd)
         log.debug("Created generation %s on the %s endpoint (outcome %s)", gen.id, endpoint, outcome)
         payload = {
             self.id_key: gen.id,
             "status": STATUS_STYLES[self.status_style][0],
-            "meta": {"usage": self._usage(duration)},
+            "meta": {"usage": self._usage(duration, usd)},
         }
         return await self._json(request, rec, 201, payload, fault)
 
@@ -157,6 +168,9 @@ class ApiHandlers(Responder):
             body = self._error_body(request, 404, "Generation not found")
             return await self._json(request, rec, 404, body, fault)
         phase = gen.phase(time.monotonic())
+        # A failed generation is billed nothing (its hold rolled back); a running one shows its hold.
+        usd = 0.0 if phase == 2 and gen.outcome != "completed" else gen.usd
+        self._trace(request, gen.id, usd)
         names = STATUS_STYLES[self.status_style]
         video: dict[str, Any] | list[dict[str, Any]] | None = None
         error: dict[str, Any] | None = None
@@ -171,7 +185,7 @@ class ApiHandlers(Responder):
             "status": status,
             "video": video,
             "error": error,
-            "meta": {"usage": self._usage(gen.duration)},
+            "meta": {"usage": self._usage(gen.duration, usd)},
         }
         return await self._json(request, rec, 200, payload, fault)
 
@@ -192,8 +206,3 @@ class ApiHandlers(Responder):
             }
         canonical = catalog.MODEL_ALIASES.get(gen.model, gen.model)
         return [video] if "omni" in canonical else video
-
-    def _unauthorized(self, request: web.Request) -> tuple[int, dict[str, Any]]:
-        has_header = "Authorization" in request.headers
-        message = "Invalid API key" if has_header else "Missing API key: use 'Authorization: Bearer <key>'"
-        return 401, self._error_body(request, 401, message)

@@ -6,6 +6,7 @@ Every other emulator module reads these; this one imports nothing of the emulato
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 
 from airflow_provider_kling import catalog
@@ -22,6 +23,24 @@ CONTROL_PREFIX = "/_emulator"
 VIDEO_PREFIX = "/_emulator/videos"
 BLOB_PREFIX = "/_emulator/blob"
 REDIRECT_PATH = "/_emulator/redirect"
+#: The account side: the priced catalogue (two list forms and one model), spend and request logs.
+MODELS_PATH = "/v1/models"
+MODEL_PATH_PREFIX = "/model/"
+USAGE_PATH = "/v2/usage"
+LOGS_PATH = "/v2/logs"
+#: Account routes and features a test can turn off (``configure_account(disabled=...)``).
+ACCOUNT_SWITCHES = ("models", "usage", "logs", "client_request_id", "cost_headers", "inference_id")
+#: ``X-Client-Request-Id``: 1-128 of these characters, else silently dropped (as documented).
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def valid_client_request_id(value: str | None) -> str | None:
+    """``value`` when it is a valid client request id (1-128 of ``A-Z a-z 0-9 . _ : -``), else None.
+
+    :param value: the ``X-Client-Request-Id`` header as sent.
+    """
+    return value if value is not None and CLIENT_REQUEST_ID.fullmatch(value) else None
+
 
 #: Status names per ``status_style``: (pending-queued, pending-running, done, failed).
 STATUS_STYLES: dict[str, tuple[str, str, str, str]] = {

@@ -8,11 +8,13 @@ expose it, with the fault engine's, to an emulator running in another process. N
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import time
 
 from aiohttp import web
 
+from airflow_provider_kling.emulator.account import AccountSettings, LogRow
 from airflow_provider_kling.emulator.constants import API_PATHS
 from airflow_provider_kling.emulator.faults import FaultsMixin
 from airflow_provider_kling.emulator.state import Generation, RecordedRequest
@@ -22,6 +24,10 @@ class ControlHandlers(FaultsMixin):
     """The Python control API of :class:`KlingEmulator` and its ``/_emulator`` routes."""
 
     _runner: web.AppRunner | None
+    _account: AccountSettings
+    _account_initial: AccountSettings
+    _log_rows: list[LogRow]
+    _logs_hits: collections.deque[float]
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -58,7 +64,8 @@ class ControlHandlers(FaultsMixin):
             )
 
     def reset(self) -> None:
-        """Forget recorded requests, generations, pending scripts, pending and random faults, counts."""
+        """Forget recorded requests, generations, log rows, pending scripts, pending and random faults,
+        counts; return the account settings to the constructor's."""
         with self._lock:
             self._requests.clear()
             self._generations.clear()
@@ -68,6 +75,9 @@ class ControlHandlers(FaultsMixin):
             self._fault_counts.clear()
             self._rate = 0.0
             self._next_ids.clear()
+            self._log_rows.clear()
+            self._logs_hits.clear()
+            self._account = self._account_initial
 
     def queue_ids(self, *ids: str) -> None:
         """Hand out these ids, in order, to the next generations created (to try clients on odd ids).

@@ -3,18 +3,22 @@
 Start and stop it from a thread of its own (:meth:`~KlingEmulator.start`, or ``with``) or on a running
 event loop (:meth:`~KlingEmulator.start_async`). The handlers come from the mixins: the service's API
 (:mod:`~airflow_provider_kling.emulator.api`), downloads (:mod:`~airflow_provider_kling.emulator.downloads`)
-and the control API (:mod:`~airflow_provider_kling.emulator.control`).
+the account side (:mod:`~airflow_provider_kling.emulator.account`) and the control API
+(:mod:`~airflow_provider_kling.emulator.control`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
+from airflow_provider_kling.emulator.account import AccountSettings
 from airflow_provider_kling.emulator.api import ApiHandlers
 from airflow_provider_kling.emulator.constants import (
     ANSWER_STYLES,
@@ -23,8 +27,12 @@ from airflow_provider_kling.emulator.constants import (
     CONTROL_PREFIX,
     ID_KEYS,
     ID_STYLES,
+    LOGS_PATH,
+    MODEL_PATH_PREFIX,
+    MODELS_PATH,
     REDIRECT_PATH,
     STATUS_STYLES,
+    USAGE_PATH,
     USAGE_STYLES,
     VIDEO_PREFIX,
     _check_choice,
@@ -75,6 +83,10 @@ class KlingEmulator(ApiHandlers, DownloadHandlers, ControlHandlers):
     :param answer_style: ``"2025"`` (the seed-era shapes) or ``"2026"`` (usage ``{credits_used,
         usd_spent}`` with 2,000,000 credits per USD on submit and poll; ``video`` only ``{url}`` with a
         signed-looking query). Omni models answer ``video`` as a list in either style.
+    :param account: the account side's settings (the fields of
+        :class:`~airflow_provider_kling.emulator.account.AccountSettings`: ``disabled``, ``logs_delay``,
+        ``usage_delay``, ``spending_limit``, ``spending_retention``, ``logs_rate_limit``,
+        ``logs_rate_window``); :meth:`reset` returns to them.
     """
 
     def __init__(
@@ -90,6 +102,7 @@ class KlingEmulator(ApiHandlers, DownloadHandlers, ControlHandlers):
         usage_style: str = "tokens",
         video_bytes: int | None = None,
         answer_style: str = "2025",
+        account: Mapping[str, Any] | None = None,
     ) -> None:
         _check_choice("answer_style", answer_style, ANSWER_STYLES)
         if id_style is None:
@@ -126,6 +139,10 @@ class KlingEmulator(ApiHandlers, DownloadHandlers, ControlHandlers):
         self._rate_faults: tuple[_Fault, ...] = ()
         self._rng = random.Random(0)
         self._next_ids: list[str] = []
+        self._account_initial = AccountSettings().updated(**dict(account or {}))
+        self._account = self._account_initial
+        self._log_rows = []
+        self._logs_hits = collections.deque()
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -159,9 +176,14 @@ class KlingEmulator(ApiHandlers, DownloadHandlers, ControlHandlers):
 
         # Bodies may carry Base64 images of up to 50 MB (v3 models), as the service takes them.
         app = web.Application(middlewares=[service_errors], client_max_size=MAX_REQUEST_BYTES)
+        app.on_response_prepare.append(self._on_prepare)
         for path in API_PATHS:
             app.router.add_post(path, self._handle_create)
             app.router.add_get(path, self._handle_poll)
+        app.router.add_get(MODELS_PATH, self._handle_models)
+        app.router.add_get(MODEL_PATH_PREFIX + "{model_id:.+}", self._handle_model)
+        app.router.add_get(USAGE_PATH, self._handle_usage)
+        app.router.add_get(LOGS_PATH, self._handle_logs)
         app.router.add_get(VIDEO_PREFIX + "/{token}/output.mp4", self._handle_video)
         app.router.add_get(BLOB_PREFIX + "/{nbytes}", self._handle_blob)
         app.router.add_get(REDIRECT_PATH, self._handle_redirect)
@@ -175,6 +197,8 @@ class KlingEmulator(ApiHandlers, DownloadHandlers, ControlHandlers):
         app.router.add_get(CONTROL_PREFIX + "/script", self._ctl_script_get)
         app.router.add_post(CONTROL_PREFIX + "/script", self._ctl_script)
         app.router.add_get(CONTROL_PREFIX + "/generations", self._ctl_generations)
+        app.router.add_get(CONTROL_PREFIX + "/account", self._ctl_account_get)
+        app.router.add_post(CONTROL_PREFIX + "/account", self._ctl_account)
         # Ids contain "/" (``<uuid>:kling-video/v1/...``), hence the greedy pattern.
         app.router.add_post(CONTROL_PREFIX + "/generations/{gen_id:.+}/complete", self._ctl_complete)
         return app

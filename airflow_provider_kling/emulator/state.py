@@ -39,6 +39,7 @@ class RecordedRequest:
     :param retry_after: the Retry-After the applied fault sent (seconds or a verbatim string), or None.
     :param endpoint: ``"legacy"`` or ``"unified"`` for API requests, None for other paths.
     :param scripted: whether a scripted answer (:meth:`KlingEmulator.script`) replaced the real one.
+    :param client_request_id: the valid ``X-Client-Request-Id`` sent (an invalid one is dropped: None).
     """
 
     method: str
@@ -53,6 +54,7 @@ class RecordedRequest:
     retry_after: float | str | None = None
     endpoint: str | None = None
     scripted: bool = False
+    client_request_id: str | None = None
 
     def __getitem__(self, key: str) -> Any:
         if key not in _RECORD_FIELDS:
@@ -84,6 +86,11 @@ class Generation:
     :param body: the request body as received.
     :param endpoint: the endpoint it was created on, ``"legacy"`` or ``"unified"``.
     :param cache_key: the signature-like query of its 2026-style video URL.
+    :param usd: what it is billed when it completes (see
+        :func:`~airflow_provider_kling.emulator.pricing.billed_usd`).
+    :param created_wall: wall-clock creation time (``time.time()``), for the account's windows.
+    :param client_request_id: the valid ``X-Client-Request-Id`` its submit carried, or None.
+    :param request_id: the service-side id of its submit request (``request_id`` of its log row).
     """
 
     id: str
@@ -99,6 +106,19 @@ class Generation:
     body: dict[str, Any]
     endpoint: str = "legacy"
     cache_key: str = ""
+    usd: float = 0.0
+    created_wall: float = 0.0
+    client_request_id: str | None = None
+    request_id: str = ""
+
+    @property
+    def finished_wall(self) -> float:
+        """Wall-clock time it finishes (or finished): when its charge is recorded."""
+        return self.created_wall + (self.ready_at - self.created_at)
+
+    def billed_now(self, now: float) -> float:
+        """USD charged at monotonic time ``now``: its price once completed, 0 while running or failed."""
+        return self.usd if self.outcome == "completed" and self.phase(now) == 2 else 0.0
 
     def phase(self, now: float) -> int:
         """Return 0 (queued), 1 (generating) or 2 (finished)."""
