@@ -23,7 +23,7 @@ import requests
 from airflow_provider_kling import catalog
 from airflow_provider_kling.emulator import API_PATH, UNIFIED_PATH, KlingEmulator, pricing
 from airflow_provider_kling.emulator.account import period_start
-from tests.catalog_bodies import expected_body
+from tests.support.catalog_bodies import expected_body
 
 KEY = "emulator-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
