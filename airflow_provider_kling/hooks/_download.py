@@ -1,10 +1,11 @@
 """Redirect-checked streaming download of a video to a local path or an object store.
 
 Every URL and redirect hop passes the download policy of :mod:`airflow_provider_kling.utils.urls`
-before any connection; the bytes go to a temporary name beside the target (see
-:mod:`airflow_provider_kling.utils.storage`) and are moved into place only when their count is right.
-It lives with the hook, not in ``utils``: it runs on the hook's requests session and shares the
-sync transport's wall-clock body reader and error translation.
+before any connection. The bytes land at the target only when their count is right (a local file
+through a temporary name beside it, an object through an uncommitted upload: see
+:func:`airflow_provider_kling.utils.storage.write_whole`). It lives with the hook, not in ``utils``:
+it runs on the hook's requests session and shares the sync transport's wall-clock body reader and
+error translation.
 """
 
 from __future__ import annotations
@@ -20,13 +21,7 @@ from airflow_provider_kling.exceptions import KlingConnectionError, KlingDownloa
 from airflow_provider_kling.hooks._connection import _NoAuth
 from airflow_provider_kling.hooks._errors import _connection_error, _tls_error
 from airflow_provider_kling.hooks._transport import _CallTimedOut, _iter_body
-from airflow_provider_kling.utils.storage import (
-    move_into_place,
-    open_for_write,
-    remove_quietly,
-    safe_file_name,
-    temporary_sibling,
-)
+from airflow_provider_kling.utils.storage import safe_file_name, write_whole
 from airflow_provider_kling.utils.urls import check_download_url, netloc_of, redact_query
 
 #: Default wall-clock bound of one video download try, headers to last byte.
@@ -89,7 +84,7 @@ def download_once(
     *,
     overwrite: bool = True,
 ) -> int:
-    """One try: stream ``url`` beside ``target`` and move it into place when its size is right.
+    """One try: stream ``url`` to ``target``, kept only when its size is right (else nothing is left).
 
     :param session: the hook's requests.Session.
     :param url: the video URL.
@@ -106,20 +101,18 @@ def download_once(
     # A server that encodes anyway (we asked for identity): the decoded size is the file's size.
     encoded = resp.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
     announced = None if encoded else resp.headers.get("Content-Length")
-    tmp = temporary_sibling(target)
     written = 0
-    try:
-        with resp, open_for_write(tmp) as out:
-            try:
-                for chunk in _iter_body(resp, started + budget):
-                    out.write(chunk)
-                    written += len(chunk)
-            except _CallTimedOut:
-                raise KlingConnectionError(
-                    f"video download took longer than {budget:.0f} s (after {written} bytes)"
-                ) from None
-            except (OSError, requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
-                raise _connection_error(exc, "video download dropped", nothing_sent=True) from None
+    with resp, write_whole(target, overwrite=overwrite) as out:
+        try:
+            for chunk in _iter_body(resp, started + budget):
+                out.write(chunk)
+                written += len(chunk)
+        except _CallTimedOut:
+            raise KlingConnectionError(
+                f"video download took longer than {budget:.0f} s (after {written} bytes)"
+            ) from None
+        except (OSError, requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise _connection_error(exc, "video download dropped", nothing_sent=True) from None
         if announced is not None and announced.isdigit() and written != int(announced):
             raise KlingConnectionError(
                 f"video download ended after {written} of {announced} bytes (Content-Length)"
@@ -128,10 +121,6 @@ def download_once(
             raise KlingDownloadError(
                 f"video is {written} bytes but the API announced file_size {expected_size}; not kept"
             )
-        move_into_place(tmp, target, overwrite=overwrite)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
     return written
 
 

@@ -1,8 +1,11 @@
 """Destinations and atomic writes: text to a local Path or ObjectStoragePath, safe file names,
-writing beside the target and moving into place.
+and writes a reader sees whole or not at all.
 
 Local paths and object stores (``s3://``, ``gs://`` ... through Airflow's ObjectStoragePath) are
-handled alike; ObjectStoragePath is imported only when a destination is remote.
+handled alike; ObjectStoragePath is imported only when a destination is remote. A local file is
+written beside its target and renamed into place; an object is written to its own key uncommitted
+(fsspec's per-file ``autocommit=False``) and committed only when whole, so no copy is made on the
+store. A filesystem whose files cannot defer their commit keeps the write-beside-then-move path.
 """
 
 from __future__ import annotations
@@ -125,6 +128,94 @@ def move_into_place(tmp: Any, target: Any, *, overwrite: bool = True) -> None:
         os.unlink(tmp)
 
 
+def open_uncommitted(path: Any) -> Any | None:
+    """``path`` opened for writing with fsspec's ``autocommit=False``, or None where that is not honoured.
+
+    The object appears only on the handle's ``commit()``; ``discard()`` drops what was written (on S3,
+    the multipart upload is aborted). Whether a filesystem honours it is found out, not assumed: a
+    probe handle is opened first on a temporary name of our own (some filesystems create or truncate
+    a file as soon as it is opened, whatever ``autocommit`` says), and is trusted only when it says
+    it is uncommitted, is a buffered fsspec file (which sends nothing before a flush) and its class
+    brings its own ``commit`` and ``discard`` (fsspec's base ones do nothing). The probe is dropped
+    unsent; only then is ``path`` itself opened.
+
+    :param path: an ObjectStoragePath (anything with ``.fs`` and ``.path``).
+    """
+    with contextlib.suppress(Exception):  # object stores have no folders to create
+        path.parent.mkdir(parents=True, exist_ok=True)
+    probe_path = temporary_sibling(path)
+    probe = _open_deferred(path.fs, probe_path.path)
+    if probe is None:
+        return None
+    if _defers_commit(probe):
+        probe.closed = True  # nothing was sent: leave without the flush a close would make
+        return _open_deferred(path.fs, path.path)
+    with contextlib.suppress(Exception):
+        probe.discard()
+    with contextlib.suppress(Exception):
+        probe.close()
+    remove_quietly(probe_path)
+    return None
+
+
+def _open_deferred(fs: Any, name: str) -> Any | None:
+    try:
+        return fs.open(name, "wb", autocommit=False, block_size=WRITE_BLOCK)
+    except TypeError:  # a filesystem whose open() takes no block_size
+        try:
+            return fs.open(name, "wb", autocommit=False)
+        except TypeError:  # nor autocommit
+            return None
+
+
+def _defers_commit(handle: Any) -> bool:
+    from fsspec.spec import AbstractBufferedFile
+
+    cls = type(handle)
+    return (
+        isinstance(handle, AbstractBufferedFile)
+        and handle.autocommit is False
+        and cls.commit is not AbstractBufferedFile.commit
+        and cls.discard is not AbstractBufferedFile.discard
+    )
+
+
+@contextlib.contextmanager
+def write_whole(target: Any, *, overwrite: bool = True) -> Iterator[Any]:
+    """A binary handle whose bytes land at ``target`` only if the block ends without an error.
+
+    On a local disk the bytes go to a temporary file beside ``target``, moved into place at the end
+    (see :func:`move_into_place` for ``overwrite``). On an object store that honours it, the bytes
+    go to ``target``'s own key uncommitted and are committed at the end, or discarded on any error:
+    no temporary object, no server-side copy, and a reader never sees a partial object. Other
+    object stores keep the temporary object and the move. An error raised in the block (a size
+    check, say) leaves nothing behind.
+
+    :param target: a local Path or an ObjectStoragePath.
+    :param overwrite: replace a file that appeared meanwhile (locally; an object store has only the
+        caller's earlier existence check).
+    """
+    handle = None if is_local(target) else open_uncommitted(target)
+    if handle is None:
+        tmp = temporary_sibling(target)
+        try:
+            with open_for_write(tmp) as out:
+                yield out
+            move_into_place(tmp, target, overwrite=overwrite)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+        return
+    try:
+        with handle:  # closing uploads the last part, uncommitted
+            yield handle
+        handle.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            handle.discard()
+        raise
+
+
 def remove_quietly(path: Any) -> None:
     with contextlib.suppress(Exception):
         if path.exists():
@@ -138,10 +229,12 @@ __all__ = [
     "is_remote",
     "move_into_place",
     "open_for_write",
+    "open_uncommitted",
     "remove_quietly",
     "resolve_destination",
     "safe_file_name",
     "temporary_sibling",
+    "write_whole",
 ]
 
 
