@@ -1,8 +1,9 @@
 """Redirect-checked streaming download of a video to a local path or an object store.
 
 Every URL and redirect hop passes the download policy of :mod:`airflow_provider_kling.utils.urls`
-before any connection. The bytes land at the target only when their count is right (a local file
-through a temporary name beside it, an object through an uncommitted upload: see
+before any connection, and again on the address each connection reaches (:mod:`._peer`). The
+bytes land at the target only when their count is right (a local file through a temporary name
+beside it, an object through an uncommitted upload: see
 :func:`airflow_provider_kling.utils.storage.write_whole`). It lives with the hook, not in ``utils``:
 it runs on the hook's requests session and shares the sync transport's wall-clock body reader and
 error translation.
@@ -10,6 +11,7 @@ error translation.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -20,9 +22,10 @@ import urllib3.exceptions
 from airflow_provider_kling.exceptions import KlingConnectionError, KlingDownloadError
 from airflow_provider_kling.hooks._connection import _NoAuth
 from airflow_provider_kling.hooks._errors import _connection_error, _tls_error
+from airflow_provider_kling.hooks._peer import checking_peer
 from airflow_provider_kling.hooks._transport import _CallTimedOut, _iter_body
 from airflow_provider_kling.utils.storage import safe_file_name, write_whole
-from airflow_provider_kling.utils.urls import check_download_url, netloc_of, redact_query
+from airflow_provider_kling.utils.urls import check_download_peer, check_download_url, netloc_of, redact_query
 
 #: Default wall-clock bound of one video download try, headers to last byte.
 DOWNLOAD_TIMEOUT = 3600.0
@@ -39,6 +42,9 @@ def open_following_redirects(
 ) -> requests.Response:
     """Open ``url`` for streaming, checking the URL and every redirect hop against the download policy.
 
+    Each hop is checked before connecting and on the address its connection reached (the session
+    must carry :class:`~airflow_provider_kling.hooks._peer.PeerCheckingAdapter`, as the hook's does).
+
     :param session: the hook's requests.Session (no credentials are sent).
     :param url: the video URL.
     :param allow_loopback: let loopback hosts through (the emulator).
@@ -48,14 +54,15 @@ def open_following_redirects(
     for _ in range(_MAX_REDIRECTS + 1):
         check_download_url(url, allow_loopback=allow_loopback)
         try:
-            resp = session.get(
-                url,
-                stream=True,
-                timeout=(min(timeout[0], budget), min(timeout[1], budget)),
-                allow_redirects=False,
-                auth=_NoAuth(),
-                headers={"Accept-Encoding": "identity"},
-            )
+            with checking_peer(functools.partial(check_download_peer, url, allow_loopback=allow_loopback)):
+                resp = session.get(
+                    url,
+                    stream=True,
+                    timeout=(min(timeout[0], budget), min(timeout[1], budget)),
+                    allow_redirects=False,
+                    auth=_NoAuth(),
+                    headers={"Accept-Encoding": "identity"},
+                )
         except requests.exceptions.SSLError as exc:
             raise _tls_error(exc, None, netloc_of(url)) from None
         except requests.exceptions.RequestException as exc:

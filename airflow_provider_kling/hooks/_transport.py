@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,8 @@ import urllib3.exceptions
 from airflow_provider_kling.exceptions import KlingConnectionError, KlingResponseTooLarge
 from airflow_provider_kling.hooks._connection import _BearerAuth, _user_agent
 from airflow_provider_kling.hooks._errors import _connection_error, _is_refused, _read_response, _tls_error
-from airflow_provider_kling.utils.urls import netloc_of
+from airflow_provider_kling.hooks._peer import checking_peer, peer_checking_resolver
+from airflow_provider_kling.utils.urls import check_api_peer, netloc_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -128,16 +130,17 @@ def send(
     started = time.monotonic()
     read_timeout = min(timeout[1], budget)
     try:
-        resp = session.request(
-            method,
-            url,
-            headers=endpoint.headers,
-            auth=_BearerAuth(endpoint.api_key),
-            timeout=(min(timeout[0], budget), read_timeout),
-            allow_redirects=False,
-            stream=True,
-            **kw,
-        )
+        with checking_peer(functools.partial(check_api_peer, endpoint.base_url)):
+            resp = session.request(
+                method,
+                url,
+                headers=endpoint.headers,
+                auth=_BearerAuth(endpoint.api_key),
+                timeout=(min(timeout[0], budget), read_timeout),
+                allow_redirects=False,
+                stream=True,
+                **kw,
+            )
     except requests.exceptions.SSLError as exc:
         raise _tls_error(exc, endpoint, netloc_of(url)) from None
     except (requests.exceptions.ConnectTimeout, requests.exceptions.ConnectionError) as exc:
@@ -192,14 +195,16 @@ async def asend(
         sock_read=min(timeout[1], budget),
     )
     try:
-        async with session.request(
-            method,
-            url,
-            params=params,
-            headers=endpoint.auth_headers,
-            timeout=per_request,
-            allow_redirects=False,
-        ) as resp:
+        with checking_peer(functools.partial(check_api_peer, endpoint.base_url)):
+            resp = await session.request(
+                method,
+                url,
+                params=params,
+                headers=endpoint.auth_headers,
+                timeout=per_request,
+                allow_redirects=False,
+            )
+        async with resp:
             status, headers = resp.status, resp.headers
             _check_announced(method, path, status, headers)
             received = bytearray()
@@ -242,7 +247,9 @@ async def shared_session(conn_id: str, pool_limit: int) -> AsyncIterator[aiohttp
         import aiohttp
 
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=pool_limit, keepalive_timeout=30),
+            connector=aiohttp.TCPConnector(
+                limit=pool_limit, keepalive_timeout=30, resolver=peer_checking_resolver()
+            ),
             timeout=aiohttp.ClientTimeout(total=None),
             headers={"User-Agent": _user_agent()},
             trust_env=False,

@@ -56,6 +56,7 @@ from airflow_provider_kling.hooks._connection import (
 )
 from airflow_provider_kling.hooks._download import DOWNLOAD_TIMEOUT, _name_from_url
 from airflow_provider_kling.hooks._errors import _id_from_submit
+from airflow_provider_kling.hooks._peer import mount_peer_check
 from airflow_provider_kling.hooks._retry import (
     MAX_RETRY_AFTER,
     RetryPolicy,
@@ -210,6 +211,7 @@ class KlingHook(BaseHook):
         """The hook's one requests.Session (keep-alive pool). It carries no credentials itself."""
         session = requests.Session()
         session.headers["User-Agent"] = _user_agent()
+        mount_peer_check(session)  # the address policy is checked on the address connected to
         return session
 
     def get_conn(self) -> requests.Session:

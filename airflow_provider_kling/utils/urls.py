@@ -13,7 +13,12 @@ import socket
 import unicodedata
 from urllib.parse import urlsplit
 
-from airflow_provider_kling.exceptions import KlingConnectionError, KlingDownloadError, redact_urls
+from airflow_provider_kling.exceptions import (
+    KlingConfigError,
+    KlingConnectionError,
+    KlingDownloadError,
+    redact_urls,
+)
 
 #: Hosts spelled as numbers in a form other than dotted-quad IPv4 (2130706433, 0177.0.0.1, 0x7f.1):
 #: libc reads them as addresses, ``ipaddress`` does not; refused rather than guessed.
@@ -118,12 +123,22 @@ def netloc_of(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def forbidden_address_kind(
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: bool
-) -> str | None:
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _unmapped(address: _Address) -> _Address:
+    """An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) as the IPv4 address it stands for."""
     mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
+    return mapped if mapped is not None else address
+
+
+def _parsed_address(text: str) -> _Address:
+    """An address as ``getaddrinfo`` or ``getpeername`` gives it (an IPv6 zone ``%eth0`` dropped)."""
+    return ipaddress.ip_address(str(text).split("%", 1)[0])
+
+
+def forbidden_address_kind(address: _Address, allow_loopback: bool) -> str | None:
+    address = _unmapped(address)
     if address.is_loopback:
         return None if allow_loopback else "loopback"
     for kind in ("private", "link_local", "multicast", "reserved", "unspecified"):
@@ -139,7 +154,9 @@ def check_download_url(url: str, *, allow_loopback: bool = False) -> None:
 
     The host is resolved and every address it resolves to must be public: a private, loopback,
     link-local, multicast, reserved or unspecified address is refused. Only https is allowed, except
-    plain http to a loopback host when ``allow_loopback`` is set (the emulator).
+    plain http to a loopback host when ``allow_loopback`` is set (the emulator). The same rule is
+    checked again on the address the connection actually reaches (:func:`check_download_peer`), so a
+    DNS answer that changes in between is refused too.
 
     :raises KlingDownloadError: naming the URL without its (signed) query string.
     """
@@ -158,7 +175,29 @@ def check_download_url(url: str, *, allow_loopback: bool = False) -> None:
         raise KlingConnectionError(
             f"video download failed: cannot resolve {hostname!r}: {exc}", nothing_sent=True
         ) from None
-    addresses = {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
+    _refuse_download_addresses(url, {str(info[4][0]) for info in infos}, allow_loopback)
+
+
+def check_download_peer(url: str, address: str, *, allow_loopback: bool = False) -> None:
+    """Refuse the address a video download's connection reached if the download policy does not allow it.
+
+    Called with the connected socket's peer address before any byte of the request is sent: the
+    policy of :func:`check_download_url`, on the address connected to rather than on a lookup made
+    earlier (which DNS may have answered differently).
+
+    :param url: the video URL (or redirect hop) being fetched.
+    :param address: the peer address of the connection (``getpeername()[0]``).
+    :param allow_loopback: let loopback addresses through (the emulator).
+    :raises KlingDownloadError: naming the URL without its (signed) query string.
+    """
+    _refuse_download_addresses(url, {address}, allow_loopback)
+
+
+def _refuse_download_addresses(url: str, texts: set[str], allow_loopback: bool) -> None:
+    """The download policy on the addresses of ``url``'s host (resolved, or connected to)."""
+    shown = redact_query(url)
+    scheme, hostname, _, _ = split_http_url(url, "video URL")
+    addresses = {_parsed_address(text) for text in texts}
     for address in sorted(addresses, key=str):
         kind = forbidden_address_kind(address, allow_loopback)
         if kind:
@@ -178,7 +217,29 @@ def check_download_url(url: str, *, allow_loopback: bool = False) -> None:
         )
 
 
+def check_api_peer(base_url: str, address: str) -> None:
+    """Refuse plain http to the API unless the address the connection reached is loopback.
+
+    The connection's host is checked by name when it is read (plain http only to 127.0.0.1,
+    localhost or ::1); this is the same rule on the address actually connected to, so a
+    ``localhost`` that resolves elsewhere never receives the API key in clear. https is not limited.
+
+    :param base_url: the connection's base URL.
+    :param address: the peer address of the connection (``getpeername()[0]``, or a resolved one).
+    :raises KlingConfigError: plain http and a non-loopback address.
+    """
+    scheme, hostname, _, _ = split_http_url(base_url, "host")
+    if scheme == "http" and not _parsed_address(address).is_loopback:
+        raise KlingConfigError(
+            f"host {base_url!r} uses plain http, but {hostname} resolves to {address}, which is not a "
+            "loopback address; only https is allowed except to a loopback host (127.0.0.1, localhost, "
+            "::1), so the API key never crosses a network in clear"
+        )
+
+
 __all__ = [
+    "check_api_peer",
+    "check_download_peer",
     "check_download_url",
     "forbidden_address_kind",
     "host_problem",
