@@ -388,14 +388,17 @@ class KlingHook(BaseHook):
     ) -> str:
         """Stream a video to a local path or an ObjectStoragePath / fsspec URL in constant memory.
 
-        The bytes go to a temporary name beside the target and are moved into place only when the
-        count matches Content-Length and ``expected_size``; a failed try leaves nothing behind and
-        the download is retried on network errors. The API key is never sent to the video's host.
+        The bytes land at the target only when the count matches Content-Length and
+        ``expected_size`` (a local file through a temporary name beside it, an object through an
+        upload committed only then); a failed try leaves nothing behind and the download is retried
+        on network errors. The API key is never sent to the video's host.
 
         Only https URLs to public addresses are fetched, and every redirect hop is checked again:
         a host that resolves to a private, loopback, link-local, multicast or reserved address is
-        refused before any connection. The connection extra ``allow_loopback_downloads`` lets
-        loopback hosts through (over http too), for the emulator.
+        refused before any connection, and the address each connection reaches is checked before
+        anything is sent (a DNS answer that changes in between is refused too). The connection
+        extra ``allow_loopback_downloads`` lets loopback hosts through (over http too), for the
+        emulator.
 
         :param url: the video URL from the completed generation.
         :param destination: a file path, or a folder (existing, or written with a trailing ``/``).
