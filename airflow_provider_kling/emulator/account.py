@@ -312,8 +312,10 @@ class AccountHandlers(Responder):
             return
         disabled = self._account.disabled
         response.headers.update(request.get(HEADERS_KEY, {}))
-        if "inference_id" not in disabled:
-            response.headers.setdefault("x-inference-id", request.get(INFERENCE_KEY) or str(uuid.uuid4()))
+        inference_id = request.get(INFERENCE_KEY) or str(uuid.uuid4())
+        # A hostile id (the tests script ids with CR/LF) cannot travel in a header: it goes only in the body.
+        if "inference_id" not in disabled and inference_id.isascii() and inference_id.isprintable():
+            response.headers.setdefault("x-inference-id", inference_id)
         sent = valid_client_request_id(request.headers.get("X-Client-Request-Id"))
         if sent is not None and "client_request_id" not in disabled:
             response.headers["x-client-request-id"] = sent
