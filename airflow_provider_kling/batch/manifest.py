@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
+import os
 import re
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_kling.exceptions import KlingValidationError
 
@@ -29,51 +33,117 @@ _TEXT_TYPES = ("text", "image", "audio", "video", "choice")
 _REPORT_ROWS = 25
 
 
+class ManifestLine(NamedTuple):
+    """One line (JSONL) or record (CSV) of a manifest as it streams: its row, or why it is not one.
+
+    :param number: its line number in the file (1-based; for CSV the header is line 1), or the
+        list position + 1 for a list of dicts.
+    :param row: the row's fields (None when the line is not a row).
+    :param error: why the line is not a row (None when it is).
+    """
+
+    number: int
+    row: dict[str, Any] | None
+    error: str | None = None
+
+
+class _HashingReader(io.RawIOBase):
+    """A binary stream that feeds what is read through it to a digest (the content hash, in one pass)."""
+
+    def __init__(self, handle: Any, digest: Any) -> None:
+        self._handle = handle
+        self._digest = digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._handle.read(len(buffer))
+        count = len(data)
+        buffer[:count] = data
+        if self._digest is not None:
+            self._digest.update(data)
+        return count
+
+
+def iter_manifest(source: Any, key_field: str = "key", *, digest: Any = None) -> Iterator[ManifestLine]:
+    """Stream a manifest's rows, one at a time: the file is never read whole and no row list is built.
+
+    A list of dicts (XCom) or JSON list text yields its items; a file whose name ends in ``.csv`` is
+    read as CSV with a header row (empty cells are left out; only the cells of columns whose catalog
+    type is a number, a flag or a structure are decoded as JSON, see :func:`read_manifest`); anything
+    else is read as JSON Lines (one object per line, blank lines skipped).
+
+    :param source: a path, URL, ObjectStoragePath, JSON list text, or a list of dicts.
+    :param key_field: the column holding the row key (never decoded).
+    :param digest: a ``hashlib`` object fed the file's bytes as they stream (a list: its rows as JSON).
+    :raises KlingValidationError: the manifest does not exist.
+    """
+    if isinstance(source, str) and source.lstrip().startswith("["):
+        source = json.loads(source)
+    if isinstance(source, (list, tuple)):
+        for number, row in enumerate(source, 1):
+            if digest is not None:
+                digest.update(json.dumps(row, sort_keys=True, default=str).encode() + b"\n")
+            if isinstance(row, dict):
+                yield ManifestLine(number, dict(row))
+            else:
+                yield ManifestLine(number, None, "must be a mapping of fields")
+        return
+    path = open_path(source)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise KlingValidationError([("manifest", f"{source} does not exist")]) from None
+    with handle:
+        buffered = io.BufferedReader(_HashingReader(handle, digest), buffer_size=1 << 16)
+        if str(source).lower().endswith(".csv"):
+            text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
+            records = csv.DictReader(text)
+            for record in records:
+                yield ManifestLine(records.line_num, _csv_row(record, key_field))
+            return
+        for number, raw in enumerate(buffered, 1):
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                yield ManifestLine(number, None, f"is not JSON: {exc}")
+                continue
+            if not isinstance(row, dict):
+                yield ManifestLine(number, None, "must be a JSON object")
+                continue
+            yield ManifestLine(number, row)
+
+
 def read_manifest(source: Any, key_field: str = "key") -> list[dict[str, Any]]:
-    """The rows of a manifest: a list of dicts (XCom), or a JSONL / CSV file (local or object storage).
+    """The rows of a manifest as a list: a list of dicts (XCom), or a JSONL / CSV file.
 
     A file whose name ends in ``.csv`` is read as CSV with a header row (empty cells are left out);
     only the cells of columns whose catalog type is a number, a flag or a structure (``duration``,
     ``cfg_scale``, ``generate_audio``, ``camera_control``...) are decoded as JSON; every other column,
     the row key among them, stays text as written (``007``, ``12.50``, ``true``). Anything else is
-    read as JSON Lines (one object per line, blank lines skipped).
+    read as JSON Lines (one object per line, blank lines skipped). For large manifests use
+    :func:`iter_manifest` and :func:`validate_manifest`, which stream.
 
     :param source: a path, URL, ObjectStoragePath, JSON list text, or a list of dicts.
     :param key_field: the column holding the row key (never decoded).
     """
-    if isinstance(source, (list, tuple)):
-        rows = list(source)
-        bad = [i for i, r in enumerate(rows) if not isinstance(r, dict)]
-        if bad:
-            raise KlingValidationError([(f"manifest[{i}]", "must be a mapping of fields") for i in bad[:10]])
-        return [dict(r) for r in rows]
-    if isinstance(source, str) and source.lstrip().startswith("["):
-        return read_manifest(json.loads(source), key_field)
-    path = open_path(source)
-    try:
-        with path.open("rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise KlingValidationError([("manifest", f"{source} does not exist")]) from None
-    text = data.decode("utf-8-sig")
-    if str(source).lower().endswith(".csv"):
-        return [_csv_row(row, key_field) for row in csv.DictReader(io.StringIO(text))]
     rows = []
     errors = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            errors.append((f"manifest line {number}", f"is not JSON: {exc}"))
-            continue
-        if not isinstance(row, dict):
-            errors.append((f"manifest line {number}", "must be a JSON object"))
-            continue
-        rows.append(row)
+    listed = isinstance(source, (list, tuple)) or (
+        isinstance(source, str) and source.lstrip().startswith("[")
+    )
+    for line in iter_manifest(source, key_field):
+        if line.error is not None:
+            where = f"manifest[{line.number - 1}]" if listed else f"manifest line {line.number}"
+            errors.append((where, line.error))
+        elif line.row is not None:
+            rows.append(line.row)
     if errors:
-        raise KlingValidationError(errors)
+        raise KlingValidationError(errors[:10] if listed else errors)
     return rows
 
 
@@ -118,24 +188,83 @@ def open_path(location: Any) -> Any:
     return as_path(location)
 
 
-@dataclass
 class Row:
     """One validated manifest row.
 
     :param index: its position in the manifest (0-based).
     :param key: the row key (the video is ``<output_prefix>/<key>.mp4``).
-    :param request: the validated request (file inputs not yet read or signed).
-    :param spec: a hash of the row as written (no I/O): a changed row is a new generation.
+    :param request: the validated request (file inputs not yet read or signed); None with ``fields``:
+        built from them on first use (a row of a manifest validated earlier, see :func:`load_rows`).
+    :param spec: a hash of the row as written (no I/O): a changed row is a new generation; None:
+        the request's fingerprint, computed on first use.
+    :param fields: the row's fields as written (with the batch's parameters), when ``request`` is None.
+    :param check_capabilities: how ``request`` is built from ``fields``.
     """
 
-    index: int
-    key: str
-    request: KlingRequest
-    spec: str
+    __slots__ = ("_check", "_fields", "_request", "_spec", "index", "key")
+
+    def __init__(
+        self,
+        index: int,
+        key: str,
+        request: KlingRequest | None = None,
+        spec: str | None = None,
+        *,
+        fields: dict[str, Any] | None = None,
+        check_capabilities: bool = True,
+    ) -> None:
+        if request is None and fields is None:
+            raise ValueError("a Row needs its request or its fields")
+        self.index = index
+        self.key = key
+        self._request = request
+        self._spec = spec
+        self._fields = fields
+        self._check = check_capabilities
+
+    @property
+    def request(self) -> KlingRequest:
+        if self._request is None:
+            from airflow_provider_kling.schemas.request import build_request
+
+            self._request = build_request(dict(self._fields or {}), check_capabilities=self._check)
+            self._fields = None
+        return self._request
+
+    @property
+    def spec(self) -> str:
+        if self._spec is None:
+            self._spec = self.request.fingerprint()
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: str) -> None:
+        self._spec = value
 
     @property
     def model(self) -> str:
-        return self.request.model
+        if self._request is None:
+            return str((self._fields or {}).get("model") or "").strip()
+        return self._request.model
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Row):
+            return NotImplemented
+        return (self.index, self.key, self.spec) == (other.index, other.key, other.spec)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Row(index={self.index}, key={self.key!r}, model={self.model!r})"
+
+
+def _row_fields(
+    raw: dict[str, Any], index: int, *, model: str, parameters: dict[str, Any] | None, key_field: str
+) -> tuple[dict[str, Any], str]:
+    """A row's request fields (the batch's parameters, the row's own on top) and its key."""
+    fields = {**(parameters or {}), **{k: v for k, v in raw.items() if k != key_field}}
+    fields.setdefault("model", model)
+    return fields, str(raw.get(key_field, f"row-{index:05d}")).strip()
 
 
 def validate_rows(
@@ -157,16 +286,14 @@ def validate_rows(
     """
     from airflow_provider_kling.schemas.request import build_request
 
+    STATS.add(len(rows))
     errors: list[tuple[str, str]] = []
     out: list[Row] = []
     seen: dict[str, int] = {}
     if not rows:
         raise KlingValidationError([("manifest", "holds no rows")])
     for index, raw in enumerate(rows):
-        fields = {**(parameters or {}), **{k: v for k, v in raw.items() if k != key_field}}
-        fields.setdefault("model", model)
-        key_value = raw.get(key_field, f"row-{index:05d}")
-        key = str(key_value).strip()
+        fields, key = _row_fields(raw, index, model=model, parameters=parameters, key_field=key_field)
         where = f"row {index} ({key_field} {key!r})" if key_field in raw else f"row {index}"
         if not KEY_RULE.match(key) or key.endswith(".kling.json"):
             errors.append(
@@ -248,3 +375,258 @@ def validation_report(exc: KlingValidationError, total: int) -> str:
         f"{len(rows) or len(errors)} of {total} manifest rows are not valid; nothing was sent, nothing "
         "paid:\n" + "\n".join(lines) + tail
     )
+
+
+# ------------------------------------------------------------------ catalog-scale manifests
+#: Rows whose file inputs are checked together while a manifest streams (bounds what is held).
+_PROBE_CHUNK = 512
+
+
+class ValidationStats:
+    """How many manifest rows were validated against the catalog in this process (:data:`STATS`).
+
+    A resumption that finds its manifest unchanged validates none: watch :attr:`rows_validated`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.rows_validated = 0
+
+    def add(self, rows: int) -> None:
+        with self._lock:
+            self.rows_validated += rows
+
+
+#: Rows validated by :func:`validate_manifest` and :func:`validate_rows` in this process.
+STATS = ValidationStats()
+
+
+class ManifestInvalid(KlingValidationError):
+    """A manifest with bad rows: the message names the first of them; nothing was sent.
+
+    :param problems: the first ``(row, message)`` pairs found, in manifest order.
+    :param total_problems: every problem found.
+    :param bad_rows: rows (or lines) with at least one problem.
+    :param rows: rows read.
+    """
+
+    def __init__(
+        self, problems: list[tuple[str, str]], total_problems: int, bad_rows: int, rows: int
+    ) -> None:
+        self.problems = problems
+        self.total_problems = total_problems
+        self.bad_rows = bad_rows
+        self.rows = rows
+        lines = [f"  {name}: {message}" for name, message in problems]
+        more = total_problems - len(problems)
+        tail = f"\n  ... and {more} more problem(s)" if more > 0 else ""
+        report = (
+            f"{bad_rows} of {rows} manifest rows are not valid; nothing was sent, nothing paid:\n"
+            + "\n".join(lines)
+            + tail
+        )
+        super().__init__([("manifest", report)])
+
+
+@dataclass
+class ManifestCheck:
+    """What a streamed validation of a manifest found (kept in the batch state as :meth:`record`).
+
+    :param rows: the rows validated.
+    :param sha256: the manifest's content hash (a list's rows as JSON).
+    :param identity: the file's cheap identity (size and mtime, or size and ETag), None for a list.
+    :param settings: a hash of the batch settings the rows were validated with.
+    """
+
+    rows: int
+    sha256: str
+    identity: dict[str, Any] | None
+    settings: str
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "sha256": self.sha256,
+            "identity": self.identity,
+            "settings": self.settings,
+        }
+
+
+def settings_hash(model: str, parameters: dict[str, Any] | None, key_field: str, check: bool) -> str:
+    """A hash of the batch settings a manifest's rows are validated with."""
+    text = json.dumps(
+        [model, parameters, key_field, check], sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def manifest_identity(source: Any) -> dict[str, Any] | None:
+    """The manifest file's cheap identity, read without opening it: size and mtime (local) or size and
+    ETag / last-modified (object storage). None for a list of rows or a file that cannot be stat'ed.
+
+    :param source: a path, URL, ObjectStoragePath, JSON list text, or a list of dicts.
+    """
+    if isinstance(source, (list, tuple)) or (isinstance(source, str) and source.lstrip().startswith("[")):
+        return None
+    try:
+        path = open_path(source)
+        if hasattr(path, "fs"):
+            info = path.fs.info(path.path)
+            keep = ("size", "ETag", "etag", "e_tag", "LastModified", "last_modified", "mtime", "generation")
+            found = {k: str(info[k]) for k in keep if info.get(k) is not None}
+            if not any(k != "size" for k in found):
+                return None  # a store that reports no version: only the content hash can tell
+        else:
+            stat = os.stat(path)
+            found = {"size": str(stat.st_size), "mtime_ns": str(stat.st_mtime_ns)}
+    except Exception:
+        return None
+    return {"location": str(source), **found}
+
+
+def manifest_digest(source: Any) -> str:
+    """The manifest's content hash, streamed (no row is parsed): what :class:`ManifestCheck` records."""
+    digest = hashlib.sha256()
+    if isinstance(source, (list, tuple)) or (isinstance(source, str) and source.lstrip().startswith("[")):
+        for _ in iter_manifest(source, digest=digest):
+            pass
+        return digest.hexdigest()
+    try:
+        with open_path(source).open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise KlingValidationError([("manifest", f"{source} does not exist")]) from None
+    return digest.hexdigest()
+
+
+def unchanged_check(source: Any, recorded: Any, settings: str) -> dict[str, Any] | None:
+    """The recorded check of this manifest when neither it nor the settings changed since, else None.
+
+    The file's identity (size and mtime or ETag) decides without reading it; a file whose identity
+    moved but whose content hash did not (touched, copied again) is unchanged too.
+
+    :param source: the manifest.
+    :param recorded: a :meth:`ManifestCheck.record` from the batch state (or None).
+    :param settings: :func:`settings_hash` of the settings now.
+    """
+    if not isinstance(recorded, dict) or recorded.get("settings") != settings or not recorded.get("sha256"):
+        return None
+    identity = manifest_identity(source)
+    if identity is not None and identity == recorded.get("identity"):
+        return recorded
+    if manifest_digest(source) == recorded["sha256"]:
+        return {**recorded, "identity": identity}
+    return None
+
+
+def validate_manifest(
+    source: Any,
+    *,
+    model: str,
+    parameters: dict[str, Any] | None,
+    key_field: str,
+    check_capabilities: bool,
+    probe_files: bool = True,
+    max_errors: int = _REPORT_ROWS,
+) -> ManifestCheck:
+    """Validate every row of a manifest against the catalog as it streams, before anything is paid.
+
+    Memory stays bounded by the row keys (for the duplicate check) and the first ``max_errors``
+    problems: no list of rows is built and the file is never read whole. File inputs are checked
+    (exists, size, PNG/JPEG) a chunk of rows at a time.
+
+    :param source: a JSONL / CSV path or URL, an ObjectStoragePath, JSON list text, or a list of dicts.
+    :param model: the model of rows that name none.
+    :param parameters: fields shared by every row (a row's own fields win).
+    :param key_field: the column holding the row key.
+    :param check_capabilities: False to let models or fields the catalog does not know through.
+    :param probe_files: check file inputs too.
+    :param max_errors: most problems named in the error (all are counted).
+    :raises ManifestInvalid: naming the first bad rows (row number, line, key, field, what is allowed).
+    """
+    from airflow_provider_kling.schemas.request import build_request
+
+    identity = manifest_identity(source)
+    digest = hashlib.sha256()
+    problems: list[tuple[str, str]] = []
+    total = bad = 0
+    seen: dict[str, int] = {}
+    chunk: list[Row] = []
+
+    def problem(where: str, message: str) -> None:
+        nonlocal total
+        total += 1
+        if len(problems) < max_errors:
+            problems.append((where, message))
+
+    def probe(rows: list[Row]) -> None:
+        nonlocal bad
+        found = _probe_file_inputs(rows)
+        bad += len({name.split(" ", 2)[1] for name, _ in found})
+        for name, message in found:
+            problem(name, message)
+        rows.clear()
+
+    index = 0
+    for line in iter_manifest(source, key_field, digest=digest):
+        if line.row is None:
+            bad += 1
+            problem(f"manifest line {line.number}", str(line.error))
+            continue
+        fields, key = _row_fields(line.row, index, model=model, parameters=parameters, key_field=key_field)
+        named = f", {key_field} {key!r}" if key_field in line.row else ""
+        where = f"row {index} (line {line.number}{named})"
+        failed = False
+        if not KEY_RULE.match(key) or key.endswith(".kling.json"):
+            failed = True
+            problem(
+                where, f"{key_field} must be 1-128 letters, digits, '.', '_' or '-' (it names the video file)"
+            )
+        elif key in seen:
+            failed = True
+            problem(where, f"{key_field} {key!r} is also the key of row {seen[key]}")
+        else:
+            seen[key] = index
+        STATS.add(1)
+        try:
+            request = build_request(fields, check_capabilities=check_capabilities)
+        except KlingValidationError as exc:
+            failed = True
+            for name, message in exc.errors:
+                problem(f"{where} {name}", message)
+        else:
+            if probe_files and not total:
+                chunk.append(Row(index, key, request, ""))
+        bad += failed
+        index += 1
+        if len(chunk) >= _PROBE_CHUNK:
+            probe(chunk)
+    if chunk and not total:
+        probe(chunk)
+    if index == 0 and not total:
+        raise KlingValidationError([("manifest", "holds no rows")])
+    if total:
+        raise ManifestInvalid(problems, total, bad, index)
+    return ManifestCheck(
+        index, digest.hexdigest(), identity, settings_hash(model, parameters, key_field, check_capabilities)
+    )
+
+
+def load_rows(
+    source: Any, *, model: str, parameters: dict[str, Any] | None, key_field: str, check_capabilities: bool
+) -> list[Row]:
+    """The rows of a manifest already validated (:func:`validate_manifest`), in order, not validated
+    again: each row's request is built when first used (when it is sent, or its spec is needed).
+
+    :param source: the manifest.
+    """
+    out: list[Row] = []
+    index = 0
+    for line in iter_manifest(source, key_field):
+        if line.row is None:
+            continue
+        fields, key = _row_fields(line.row, index, model=model, parameters=parameters, key_field=key_field)
+        out.append(Row(index, key, fields=fields, check_capabilities=check_capabilities))
+        index += 1
+    return out

@@ -9,8 +9,6 @@ batch task runs (never at DAG parse).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -18,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_kling.batch.manifest import (
+    ManifestInvalid,
     Row,
+    load_rows,
     open_path,
-    read_manifest,
-    validate_rows,
-    validation_report,
+    settings_hash,
+    unchanged_check,
+    validate_manifest,
 )
 from airflow_provider_kling.batch.state import (
     COMPLETED,
@@ -111,36 +111,48 @@ class BatchRun:
         self.hook = hook
         self.prefix = open_path(_folder(settings.output_prefix))
         self.api = self.hook.endpoint.api
-        rows = read_manifest(settings.manifest, settings.key_field)
-        # The manifest and the settings its rows were checked with: a try that finds them unchanged
-        # in the state does not check every file input again.
-        checked_with = [settings.model, settings.parameters, settings.key_field, settings.check_capabilities]
-        checked = hashlib.sha256(
-            json.dumps([checked_with, rows], sort_keys=True, separators=(",", ":"), default=str).encode()
-        ).hexdigest()
         # The meta record first: one that cannot be read stops the batch before anything is sent.
         self.state = BatchState(context, self.prefix)
         meta = self.state.meta
-        probe = first_pass and meta.get("validated") != checked
-        if first_pass and not probe:
-            self.log.info("The manifest's file inputs were checked by an earlier try: not checked again")
-        try:
-            self.rows = validate_rows(
-                rows,
-                model=settings.model,
-                parameters=settings.parameters,
-                key_field=settings.key_field,
-                check_capabilities=settings.check_capabilities,
-                probe_files=probe,
+        # A manifest checked by an earlier pass or try, with the same settings, is not read and checked
+        # again row by row (its size and mtime or ETag, else its content hash, tell it is the same).
+        checked_with = settings_hash(
+            settings.model, settings.parameters, settings.key_field, settings.check_capabilities
+        )
+        known = unchanged_check(settings.manifest, meta.get("manifest"), checked_with)
+        if known is None:
+            try:
+                check = validate_manifest(
+                    settings.manifest,
+                    model=settings.model,
+                    parameters=settings.parameters,
+                    key_field=settings.key_field,
+                    check_capabilities=settings.check_capabilities,
+                )
+            except ManifestInvalid as exc:
+                for name, message in exc.problems:
+                    self.log.error("Manifest: %s: %s", name, message)
+                raise
+            known = check.record()
+        elif first_pass:
+            self.log.info(
+                "The manifest (%s rows) was checked by an earlier try: not checked again", known["rows"]
             )
-        except KlingValidationError as exc:
-            for name, message in exc.errors:
-                self.log.error("Manifest: %s: %s", name, message)
-            raise KlingValidationError([("manifest", validation_report(exc, len(rows)))]) from None
-        if probe:
-            meta["validated"] = checked
+        meta["manifest"] = known
+        self.state.stamp = f"{known['sha256'][:16]}.{checked_with[:16]}"
+        self.rows = load_rows(
+            settings.manifest,
+            model=settings.model,
+            parameters=settings.parameters,
+            key_field=settings.key_field,
+            check_capabilities=settings.check_capabilities,
+        )
         self.by_key = {row.key: row for row in self.rows}
         self.state.load([row.key for row in self.rows])
+        for row in self.rows:  # a row whose record was written for this manifest keeps its spec
+            record = self.state.rows.get(row.key)
+            if record is not None and record.get("m") == self.state.stamp and record.get("spec"):
+                row.spec = record["spec"]
         try_number = str(getattr(context["ti"], "try_number", 1))
         # Rows marked as being sent when the last process stopped (a killed worker): their POST may
         # have created, and billed, a generation whose id never came back. Reported as unknown and

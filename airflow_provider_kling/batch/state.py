@@ -94,6 +94,12 @@ class BatchState:
         self._lock = threading.Lock()
         #: Row records serialised by state writes (what a write costs: its shard, never the batch).
         self.rows_written = 0
+        #: Bytes handed to the store or written to state objects, and how many writes.
+        self.bytes_written = 0
+        self.writes = 0
+        #: Stamped on every record written with a ``spec``: the manifest version that spec belongs to,
+        #: so a resumption of an unchanged manifest trusts the spec without building the row again.
+        self.stamp: str | None = None
         if keys is not None:
             self.load(keys)
 
@@ -158,10 +164,13 @@ class BatchState:
         )
 
     def _set(self, key: str, value: Any) -> None:
+        data = json.dumps(value, separators=(",", ":")).encode()
+        self.writes += 1
+        self.bytes_written += len(data)
         if self.store is not None:
             self.store.set(key, value)
             return
-        write_atomic(self._path(key), json.dumps(value, separators=(",", ":")).encode())
+        write_atomic(self._path(key), data)
 
     def shard_of(self, key: str) -> int:
         index = self._index.get(key)
@@ -181,8 +190,16 @@ class BatchState:
         with self._lock:
             record = self._record(key)
             record.update(values, at=time.time())
+            self._stamp(record, values)
             self._dirty.add(self.shard_of(key))
             return record
+
+    def _stamp(self, record: dict[str, Any], values: dict[str, Any]) -> None:
+        if "spec" in values:
+            if self.stamp is None:
+                record.pop("m", None)
+            else:
+                record["m"] = self.stamp
 
     def forget(self, key: str) -> None:
         """Drop a row's record (its POST surely created nothing): the row is to be sent again."""
@@ -197,7 +214,9 @@ class BatchState:
         with self._lock:
             shards = set()
             for key, values in updates.items():
-                self._record(key).update(values, at=time.time())
+                record = self._record(key)
+                record.update(values, at=time.time())
+                self._stamp(record, values)
                 shards.add(self.shard_of(key))
             for shard in sorted(shards):
                 self._dirty.discard(shard)
