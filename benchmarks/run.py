@@ -1,6 +1,7 @@
 """Run every benchmark (``make bench``): tables as they finish, a summary, exit 1 if a target failed.
 
-Usage: ``python -m benchmarks.run [--only import,triggerer,download,polling,batch] [--report FILE.md]``.
+Usage: ``python -m benchmarks.run [--only import,triggerer,download,polling,batch,manifest]
+[--report FILE.md]``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from benchmarks.common import PYTHON, ROOT, cache_bytecode, machine_line, render_markdown
 
-BENCHMARKS = ("import", "triggerer", "download", "polling", "batch")
+BENCHMARKS = ("import", "triggerer", "download", "polling", "batch", "manifest")
 
 
 def main(argv: list[str] | None = None) -> int:
