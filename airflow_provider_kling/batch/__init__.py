@@ -3,8 +3,10 @@
 Loaded only when a batch task runs (never at DAG parse). What lives here:
 
 - :mod:`~airflow_provider_kling.batch.manifest`: reading a manifest (JSONL or CSV in object storage
-  or a local file, or a list of dicts from XCom) and validating every row before anything is paid
-  (:func:`read_manifest`, :func:`validate_rows`);
+  or a local file, or a list of dicts from XCom) and validating every row before anything is paid,
+  as it streams (:func:`iter_manifest`, :func:`validate_manifest`; :func:`read_manifest` and
+  :func:`validate_rows` for lists); a manifest checked before and unchanged is not checked again
+  (:func:`unchanged_check`);
 - :mod:`~airflow_provider_kling.batch.state`: the batch's durable state, one small record per row,
   in ``task_state_store`` (Airflow 3.3+) or in state objects under the output prefix (Airflow 2.11,
   or with no store) (:class:`BatchState`), each object replaced whole or not at all
@@ -29,9 +31,16 @@ from typing import TYPE_CHECKING
 
 from airflow_provider_kling.batch.manifest import (
     KEY_RULE,
+    STATS,
+    ManifestCheck,
+    ManifestInvalid,
     Row,
+    iter_manifest,
+    load_rows,
     open_path,
     read_manifest,
+    unchanged_check,
+    validate_manifest,
     validate_rows,
     validation_report,
 )
@@ -69,6 +78,7 @@ __all__ = [
     "ROWS_PER_SHARD",
     "SENDING",
     "STATE_KEY",
+    "STATS",
     "SUBMITTED",
     "TYPE_CHECKING",
     "UNKNOWN",
@@ -77,10 +87,16 @@ __all__ = [
     "BatchSettings",
     "BatchState",
     "KlingBatchStateError",
+    "ManifestCheck",
+    "ManifestInvalid",
     "Outcome",
     "Row",
+    "iter_manifest",
+    "load_rows",
     "open_path",
     "read_manifest",
+    "unchanged_check",
+    "validate_manifest",
     "validate_rows",
     "validation_report",
     "write_atomic",
