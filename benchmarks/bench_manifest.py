@@ -7,10 +7,10 @@ makes one pass over the file and reads the high-water mark again (``/proc/self/s
 ``resource.getrusage``). The validating child first validates a 50-row file, so the catalog and
 pydantic's validators are loaded before the measured pass, as in a batch task.
 
-- ``validate_manifest``: :func:`airflow_provider_kling.batch.manifest.validate_manifest` (every row
+- ``validate_manifest``: :func:`airflow_provider_kling.batch.validation.validate_manifest` (every row
   built into a catalog request, keys checked for duplicates, the content hashed);
 - ``json.loads loop``: ``for line in file: json.loads(line)`` and nothing else;
-- ``resume check``: :func:`~airflow_provider_kling.batch.manifest.unchanged_check` on the unchanged
+- ``resume check``: :func:`~airflow_provider_kling.batch.validation.unchanged_check` on the unchanged
   file, what a resumption does instead of validating again.
 """
 
@@ -47,7 +47,7 @@ def _write(path: Path, n: int, tag: str) -> None:
 
 def _child(side: str, manifest: str, warm: str, out: str) -> None:
     if side == "validate":
-        from airflow_provider_kling.batch.manifest import settings_hash, unchanged_check, validate_manifest
+        from airflow_provider_kling.batch.validation import settings_hash, unchanged_check, validate_manifest
 
         def check(path: str) -> Any:
             return validate_manifest(

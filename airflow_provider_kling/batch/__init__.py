@@ -4,8 +4,10 @@ Loaded only when a batch task runs (never at DAG parse). What lives here:
 
 - :mod:`~airflow_provider_kling.batch.manifest`: reading a manifest (JSONL or CSV in object storage
   or a local file, or a list of dicts from XCom) and validating every row before anything is paid,
-  as it streams (:func:`iter_manifest`, :func:`validate_manifest`; :func:`read_manifest` and
-  :func:`validate_rows` for lists); a manifest checked before and unchanged is not checked again
+  as it streams (:func:`iter_manifest`; :func:`read_manifest` and
+  :func:`validate_rows` for lists);
+- :mod:`~airflow_provider_kling.batch.validation`: a catalog-scale manifest validated as it streams
+  (:func:`validate_manifest`), and a manifest checked before and unchanged not checked again
   (:func:`unchanged_check`);
 - :mod:`~airflow_provider_kling.batch.state`: the batch's durable state, one small record per row,
   in ``task_state_store`` (Airflow 3.3+) or in state objects under the output prefix (Airflow 2.11,
@@ -32,15 +34,10 @@ from typing import TYPE_CHECKING
 from airflow_provider_kling.batch.manifest import (
     KEY_RULE,
     STATS,
-    ManifestCheck,
-    ManifestInvalid,
     Row,
     iter_manifest,
-    load_rows,
     open_path,
     read_manifest,
-    unchanged_check,
-    validate_manifest,
     validate_rows,
     validation_report,
 )
@@ -63,6 +60,13 @@ from airflow_provider_kling.batch.state import (
     KlingBatchStateError,
     write_atomic,
     write_jsonl,
+)
+from airflow_provider_kling.batch.validation import (
+    ManifestCheck,
+    ManifestInvalid,
+    load_rows,
+    unchanged_check,
+    validate_manifest,
 )
 
 __all__ = [

@@ -15,15 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_kling.batch.manifest import (
-    ManifestInvalid,
-    Row,
-    load_rows,
-    open_path,
-    settings_hash,
-    unchanged_check,
-    validate_manifest,
-)
+from airflow_provider_kling.batch.manifest import Row, open_path
 from airflow_provider_kling.batch.state import (
     COMPLETED,
     DONE,
@@ -36,6 +28,13 @@ from airflow_provider_kling.batch.state import (
     BatchLease,
     BatchState,
     write_jsonl,
+)
+from airflow_provider_kling.batch.validation import (
+    ManifestInvalid,
+    load_rows,
+    settings_hash,
+    unchanged_check,
+    validate_manifest,
 )
 from airflow_provider_kling.exceptions import KlingValidationError
 

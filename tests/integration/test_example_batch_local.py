@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.s3_server import s3_fixture, s3_server_fixture  # noqa: F401  (fixtures)
-from tests.test_example_dags import EXAMPLES, POLL_INTERVAL, load_dag_file, posts, run_dag
+from tests.support.dags import EXAMPLES, load_dag_file, posts, run_dag
+from tests.support.s3_server import s3_fixture, s3_server_fixture  # noqa: F401  (fixtures)
+
+POLL_INTERVAL = "0.2"
 
 EXAMPLE = EXAMPLES / "example_kling_catalog_batch.py"
 SAMPLE = EXAMPLES / "data" / "sample_manifest.jsonl"

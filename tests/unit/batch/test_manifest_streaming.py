@@ -1,5 +1,5 @@
 """Catalog-scale manifests: validated as they stream, state writes that cost what changed, resumptions
-that validate nothing again (``batch.manifest`` and ``batch.state``).
+that validate nothing again (``batch.manifest``, ``batch.validation`` and ``batch.state``).
 
 The 100,000-row cases validate in a child interpreter and read its peak RSS from ``/proc``: a
 validation that builds a list of the rows (or their requests) grows by well over 100 MB there.
@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
-from airflow_provider_kling.batch.manifest import STATS, ManifestInvalid, iter_manifest, validate_manifest
+from airflow_provider_kling.batch.manifest import STATS, iter_manifest
 from airflow_provider_kling.batch.state import ROWS_PER_SHARD, BatchState
+from airflow_provider_kling.batch.validation import ManifestInvalid, validate_manifest
 from airflow_provider_kling.operators.kling import KlingBatchVideoOperator
 
 MODEL = "kling-video/v1/standard/image-to-video"
@@ -53,7 +54,7 @@ def write_csv(path: Path, rows: Any) -> str:
 _CHILD = """
 import json, sys
 from pathlib import Path
-from airflow_provider_kling.batch.manifest import validate_manifest
+from airflow_provider_kling.batch.validation import validate_manifest
 
 def kb(key):
     for line in Path("/proc/self/status").read_text().splitlines():
