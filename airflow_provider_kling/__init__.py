@@ -59,7 +59,14 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "legacy: /v2/generate/video/kling/generation (default); "
                         "unified: /v2/video/generations",
                         "schema": {"type": ["string", "null"], "enum": ["legacy", "unified", None]},
-                    }
+                    },
+                    "input_staging": {
+                        "label": "Input staging prefix",
+                        "description": "s3:// or gs:// prefix where local audio/video inputs and "
+                        "upstream videos are uploaded once (by content hash) and sent presigned, "
+                        "e.g. s3://bucket/kling-inputs/",
+                        "schema": {"type": ["string", "null"]},
+                    },
                 },
             }
         ],

@@ -131,6 +131,12 @@ ONE_IMAGE_EFFECTS = ("squish", "expansion")
 # Types: text, image (http(s) URL, Base64 data URI, or a file: path, file://, s3://, gs://, ...),
 # image_or_pair, images, audio, video (http(s) URLs), duration, number, bool, choice,
 # camera_object, camera_preset, advanced_camera, dynamic_masks, multi_prompt, elements.
+# Every media input (image, audio, video) also takes a local path, an ObjectStoragePath / fsspec URL
+# or an upstream Kling task's result (resolved before the POST: utils/inputs.py).
+
+#: Media kinds the service takes as a Base64 data URI (MODELS.md: image_url is "URL or Base64");
+#: audio and video it fetches from a URL only, so a local audio or video file is staged and presigned.
+BASE64_MEDIA = ("image",)
 FIELDS: dict[str, dict[str, Any]] = {
     "prompt": {"type": "text", "max_length": 2500, "doc": "the text that guides the video"},
     "negative_prompt": {"type": "text", "max_length": 2500, "doc": "what to keep out of the video"},

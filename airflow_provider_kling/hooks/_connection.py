@@ -26,6 +26,12 @@ DEFAULT_BASE_URL = "https://api.apilaplas.com"
 GENERATION_PATH = ENDPOINT_PATHS["legacy"]
 #: The connection extra that lets downloads reach loopback hosts (and plain http to them): for the emulator.
 ALLOW_LOOPBACK_DOWNLOADS = "allow_loopback_downloads"
+#: The connection extra naming an object-storage prefix (``s3://bucket/kling-inputs/``) where local
+#: input files the service cannot take as Base64 (audio, video) are uploaded once, by content, and
+#: handed to the service as short-lived presigned URLs. Unset: such files are refused before any POST.
+INPUT_STAGING = "input_staging"
+#: Schemes an ``input_staging`` prefix may use: stores whose objects can be presigned.
+STAGING_SCHEMES = ("s3", "s3a", "gs", "gcs")
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,8 @@ class _Endpoint:
     :param host_text: the connection's host as written (for messages).
     :param assumed_https: the host had no scheme and https was assumed.
     :param allow_loopback_downloads: the connection allows video downloads from loopback hosts.
+    :param input_staging: the connection's ``input_staging`` prefix (an ``s3://`` or ``gs://`` URL
+        ending in ``/``), or None.
     """
 
     base_url: str
@@ -45,6 +53,7 @@ class _Endpoint:
     host_text: str = ""
     assumed_https: bool = False
     allow_loopback_downloads: bool = False
+    input_staging: str | None = None
 
     def __repr__(self) -> str:
         return f"_Endpoint(base_url={self.base_url!r}, api={self.api!r}, api_key=***)"
@@ -139,7 +148,29 @@ def endpoint_from_connection(conn: Any) -> _Endpoint:
         host_text=host_text,
         assumed_https=assumed_https,
         allow_loopback_downloads=_extra(conn).get(ALLOW_LOOPBACK_DOWNLOADS) in (True, "true", "True", 1),
+        input_staging=input_staging(conn),
     )
+
+
+def input_staging(conn: Any) -> str | None:
+    """The connection's ``input_staging`` extra as a prefix ending in ``/``, or None when unset.
+
+    :param conn: an Airflow Connection.
+    :raises KlingConfigError: the extra is not an ``s3://`` / ``gs://`` URL with a bucket.
+    """
+    conn_id = getattr(conn, "conn_id", None) or "?"
+    value = _extra(conn).get(INPUT_STAGING)
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in STAGING_SCHEMES or not parts.netloc or parts.query or parts.fragment:
+        raise KlingConfigError(
+            f"Connection {conn_id!r}: {INPUT_STAGING} {text!r} must be an object-storage prefix whose "
+            f"objects can be presigned ({', '.join(s + '://' for s in STAGING_SCHEMES)}), e.g. "
+            "s3://bucket/kling-inputs/ or s3://aws_conn_id@bucket/kling-inputs/"
+        )
+    return text if text.endswith("/") else f"{text}/"
 
 
 def _extra(conn: Any) -> dict[str, Any]:
@@ -215,6 +246,8 @@ __all__ = [
     "ALLOW_LOOPBACK_DOWNLOADS",
     "DEFAULT_BASE_URL",
     "GENERATION_PATH",
+    "INPUT_STAGING",
     "endpoint_choice",
     "endpoint_from_connection",
+    "input_staging",
 ]

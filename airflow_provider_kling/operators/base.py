@@ -67,10 +67,17 @@ class KlingBaseVideoOperator(BaseOperator):
     :param overwrite: replace an existing file at ``download_to``.
     :param skip_existing: when ``download_to`` already holds a video made from the same request (its
         ``<video>.kling.json`` sidecar names the request's hash), return it and pay nothing; the XCom
-        dict then says ``reused: True``. A changed prompt, field or image is a new request, and a video
+        dict then says ``reused: True``. A changed prompt, field or input is a new request, and a video
         made against another service (the sidecar's ``base_url``, e.g. the emulator) is not reused.
+        Default: True whenever ``download_to`` is set; False forces a new generation.
     :param presign_inputs: send private ``s3://`` / ``gs://`` images as presigned URLs (short expiry,
         masked in logs) when the storage can sign; False always sends their bytes as Base64.
+
+    Media inputs (images, video, audio, in named arguments or in ``parameters``) take a URL, a data
+    URI, a local path, an ObjectStoragePath / fsspec URL, or an upstream Kling task's result (its XCom
+    dict or its ``.output``): see :func:`~airflow_provider_kling.utils.inputs.resolve_media_inputs`.
+    A request counts each input by what it is (generation id, object and ETag, content hash), never by
+    a signed URL, so a re-run of a chained DAG reuses every step's video.
     """
 
     #: The kind of model this operator submits (None: any kind).
@@ -96,7 +103,7 @@ class KlingBaseVideoOperator(BaseOperator):
         timeout: timedelta | float = timedelta(minutes=30),
         download_to: Any = None,
         overwrite: bool = False,
-        skip_existing: bool = False,
+        skip_existing: bool | None = None,
         presign_inputs: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -142,14 +149,27 @@ class KlingBaseVideoOperator(BaseOperator):
         """Validate the rendered arguments and read file inputs (KlingValidationError names each field)."""
         from airflow_provider_kling.schemas.file_inputs import resolve_file_inputs
         from airflow_provider_kling.schemas.request import build_request
+        from airflow_provider_kling.utils.inputs import resolve_media_inputs
 
+        # Files and upstream results become URLs first: the validator checks what is sent.
+        inputs = resolve_media_inputs(self.request_fields(), self.hook, log=self.log)
         request = build_request(
-            self.request_fields(),
+            inputs.fields,
             check_capabilities=self.check_capabilities,
             kind=self.kind,
             log=self.log,
         )
-        return resolve_file_inputs(request, self.log, presign=getattr(self, "presign_inputs", True))
+        request = resolve_file_inputs(request, self.log, presign=getattr(self, "presign_inputs", True))
+        return inputs.stabilize(request)
+
+    def reuses_existing(self) -> bool:
+        """Whether this task looks for its video at ``download_to`` first (``skip_existing``).
+
+        Unset, it does whenever ``download_to`` is set: a re-run pays nothing for what is there.
+        """
+        if self.skip_existing is None:
+            return bool(self.download_to)
+        return bool(self.skip_existing) and bool(self.download_to)
 
     def _asked(self) -> dict[str, Any]:
         """The prompt and duration asked for, as reported in the XCom dict (never raises)."""
@@ -180,7 +200,7 @@ class KlingBaseVideoOperator(BaseOperator):
             base_url = self.hook.endpoint.base_url
             self._submitted: Generation | None = None
             self._submitted_at: float | None = None
-            if self.skip_existing and self.download_to:
+            if self.reuses_existing():
                 earlier = find_existing_video(
                     self.download_to, request.fingerprint(), self.log, base_url=base_url
                 )

@@ -128,7 +128,7 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
             check_capabilities=self.check_capabilities,
             max_active=self.max_active,
             timeout_seconds=self.timeout_seconds,
-            skip_existing=self.skip_existing,
+            skip_existing=self.skip_existing is not False,
             resend_unknown=self.resend_unknown,
             results_name=self.results_name,
             download_concurrency=self.download_concurrency,

@@ -191,6 +191,62 @@ def _stored_identity(ref: str) -> str | None:
     return f"{ref}#{version}" if version else None
 
 
+def presign_object(
+    ref: str, max_bytes: int | None = None, expires: int = PRESIGN_SECONDS, *, mask: bool = True
+) -> tuple[str, str | None] | None:
+    """A presigned GET URL for a private object in storage (image, video or audio), and its version.
+
+    One metadata call checks that the object exists and is within ``max_bytes``; nothing is downloaded.
+    The URL is registered with Airflow's secrets masker, so it never shows in a log.
+
+    :param ref: an object-storage URL (``s3://``, ``gs://``...); any other scheme returns None.
+    :param max_bytes: the model's limit for this input (None: no limit).
+    :param expires: how long the URL stays valid, in seconds.
+    :param mask: False to leave the URL out of Airflow's secrets masker.
+    :return: ``(url, "<ref>#<version>")`` (the version None when the store tags none: the object is
+        then identified by its bytes), or None when this storage cannot sign (no signer, no
+        credentials that can sign).
+    :raises ValueError: the object is missing or too large.
+    """
+    found = _sign(ref, max_bytes, expires)
+    if found is None:
+        return None
+    url, info, _fs, _key = found
+    if mask:
+        from airflow.providers.common.compat.sdk import mask_secret
+
+        mask_secret(url)
+    version = _object_version(info)
+    return url, f"{ref}#{version}" if version else None
+
+
+def _sign(
+    ref: str, max_bytes: int | None, expires: int, noun: str = "files"
+) -> tuple[str, dict[str, Any], Any, str] | None:
+    """(url, metadata, filesystem, key) of a signed GET for ``ref``; None when it cannot be signed."""
+    if urlsplit(ref).scheme.lower() not in PRESIGN_SCHEMES:
+        return None
+    path = _open_input(ref)
+    try:
+        fs = path.fs
+        key = path.path
+        info = fs.info(key)
+    except FileNotFoundError:
+        raise ValueError(f"names {ref!r}, which does not exist") from None
+    except Exception as exc:
+        raise ValueError(f"names {ref!r}, which could not be read: {type(exc).__name__}: {exc}") from None
+    size = info.get("size")
+    if max_bytes is not None and isinstance(size, int) and size > max_bytes:
+        raise ValueError(f"is a file of {size} bytes; this model takes {noun} of at most {max_bytes} bytes")
+    try:
+        url = fs.sign(key, expiration=int(expires))
+    except Exception:  # NotImplementedError, or credentials that cannot sign
+        return None
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        return None
+    return url, info, fs, key
+
+
 def presign_image(
     ref: str, max_bytes: int, expires: int = PRESIGN_SECONDS, *, mask: bool = True
 ) -> tuple[str, str | None] | None:
@@ -209,26 +265,10 @@ def presign_image(
         credentials that can sign): the caller then sends the bytes as Base64.
     :raises ValueError: the object is missing, too large or not a PNG/JPEG.
     """
-    if urlsplit(ref).scheme.lower() not in PRESIGN_SCHEMES:
+    found = _sign(ref, max_bytes, expires, "images")
+    if found is None:
         return None
-    path = _open_input(ref)
-    try:
-        fs = path.fs
-        key = path.path
-        info = fs.info(key)
-    except FileNotFoundError:
-        raise ValueError(f"names {ref!r}, which does not exist") from None
-    except Exception as exc:
-        raise ValueError(f"names {ref!r}, which could not be read: {type(exc).__name__}: {exc}") from None
-    size = info.get("size")
-    if isinstance(size, int) and size > max_bytes:
-        raise ValueError(f"is a file of {size} bytes; this model takes images of at most {max_bytes} bytes")
-    try:
-        url = fs.sign(key, expiration=int(expires))
-    except Exception:  # NotImplementedError, or credentials that cannot sign: send the bytes instead
-        return None
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
-        return None
+    url, info, fs, key = found
     try:
         head = fs.cat_file(key, start=0, end=16)
     except Exception as exc:
