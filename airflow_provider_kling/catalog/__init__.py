@@ -10,6 +10,7 @@ from __future__ import annotations
 from airflow_provider_kling.catalog.data import (
     ALIASES,
     ASPECT_RATIOS,
+    BASE64_MEDIA,
     CAMERA_AXES,
     CAMERA_TYPES,
     COMMON_OPTIONAL,
@@ -34,6 +35,7 @@ from airflow_provider_kling.catalog.docs import model_table_markdown
 __all__ = [
     "ALIASES",
     "ASPECT_RATIOS",
+    "BASE64_MEDIA",
     "CAMERA_AXES",
     "CAMERA_TYPES",
     "COMMON_OPTIONAL",

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import API_KEY, set_connection
-from tests.s3_server import s3_fixture, s3_server_fixture  # noqa: F401  (fixtures)
-from tests.test_example_dags import TEST_DAGS, api_posts, load_dag_file, run_dag
+from tests.support.connections import API_KEY, set_connection
+from tests.support.dags import TEST_DAGS, load_dag_file, posts, run_dag
+from tests.support.s3_server import s3_fixture, s3_server_fixture  # noqa: F401  (fixtures)
 
 PNG = b"\x89PNG\r\n\x1a\n" + hashlib.sha256(b"lighthouse").digest() * 40
 MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + hashlib.sha256(b"speech").digest() * 64
@@ -25,7 +25,7 @@ MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + hashlib.sha256(b"speech").digest() * 
 
 def _sent(emulator: Any) -> dict[str, dict[str, Any]]:
     """The generation POSTs' bodies, by model."""
-    return {post.json["model"]: post.json for post in api_posts(emulator)}
+    return {post.json["model"]: post.json for post in posts(emulator)}
 
 
 def _last_modified(s3: Any, key: str) -> Any:
@@ -60,7 +60,7 @@ def test_a_chained_dag_feeds_each_output_to_the_next_step_and_its_rerun_sends_no
     clip, edit, avatar = (first.xcom(t) for t in ("image_to_video", "edit", "avatar"))
     assert [clip["reused"], edit["reused"], avatar["reused"]] == [False, False, False]
     sent = _sent(emulator)
-    assert len(api_posts(emulator)) == 3
+    assert len(posts(emulator)) == 3
 
     # The edit got the first step's video: staged once under its content hash, presigned.
     video = Path(clip["video_path"]).read_bytes()
@@ -88,7 +88,7 @@ def test_a_chained_dag_feeds_each_output_to_the_next_step_and_its_rerun_sends_no
     emulator.reset()
     again = run_dag(dag)
     assert again.state == "success"
-    assert api_posts(emulator) == []
+    assert posts(emulator) == []
     for task_id, before in (("image_to_video", clip), ("edit", edit), ("avatar", avatar)):
         out = again.xcom(task_id)
         assert out["reused"] is True, task_id
@@ -106,7 +106,7 @@ def test_skip_existing_false_forces_a_new_generation_of_that_step_only(emulator,
     dag.get_task("edit").skip_existing = False
     forced = run_dag(dag)
     assert forced.state == "success"
-    assert [p.json["model"] for p in api_posts(emulator)] == ["klingai/video-o1-video-to-video-edit"]
+    assert [p.json["model"] for p in posts(emulator)] == ["klingai/video-o1-video-to-video-edit"]
     assert forced.xcom("edit")["reused"] is False
     assert forced.xcom("edit")["generation_id"] != first.xcom("edit")["generation_id"]
     assert forced.xcom("avatar")["reused"] is True

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import API_KEY, set_connection
-from tests.s3_server import s3_fixture, s3_server_fixture  # noqa: F401  (fixtures)
-from tests.test_example_dags import SAMPLE_MP4, api_posts
+from tests.support.connections import API_KEY, set_connection
+from tests.support.dags import SAMPLE_MP4, posts
+from tests.support.s3_server import s3_fixture, s3_server_fixture  # noqa: F401  (fixtures)
 
 AVATAR = "klingai/avatar-pro"
 EDIT = "klingai/video-o1-video-to-video-edit"
@@ -123,7 +123,7 @@ def test_an_upstream_result_stored_in_object_storage_is_presigned_and_counted_by
         "video_url": "kling-generation:gen-1",
         "elements.0.video_url": "kling-generation:gen-1",
     }
-    assert api_posts(emulator) == []
+    assert posts(emulator) == []
     assert emulator.count("GET") == 0  # the service was not asked
 
 
@@ -151,7 +151,7 @@ def test_an_upstream_result_without_a_stored_video_reads_a_fresh_url_from_the_se
     inputs = _resolve({"model": EDIT, "prompt": "p", "video_url": upstream})
     assert inputs.fields["video_url"] == done.video_url
     assert emulator.count("GET") == gets + 1
-    assert len(api_posts(emulator)) == 1  # the upstream generation's own POST only
+    assert len(posts(emulator)) == 1  # the upstream generation's own POST only
     # Stored or not, the same generation is the same input.
     stored = s3.put("videos/any.mp4", SAMPLE_MP4)
     again = _resolve({"model": EDIT, "prompt": "p", "video_url": _result(submitted.id, stored)})
@@ -174,7 +174,7 @@ def test_a_local_file_with_no_way_to_send_it_is_refused_before_any_post(emulator
     assert str(audio) in message
     assert "input_staging" in message
     assert "http(s) URL" in message
-    assert api_posts(emulator) == []
+    assert posts(emulator) == []
 
 
 def test_an_upstream_result_in_an_image_field_is_refused(emulator):
