@@ -9,6 +9,7 @@ batch task runs (never at DAG parse).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -36,7 +37,13 @@ from airflow_provider_kling.batch.validation import (
     unchanged_check,
     validate_manifest,
 )
-from airflow_provider_kling.exceptions import KlingValidationError
+from airflow_provider_kling.exceptions import KlingValidationError, redact_urls
+from airflow_provider_kling.utils.storage import write_atomic
+
+#: Failed rows a failed batch's error names (the rest are counted, and all are in the results).
+FAILURES_SHOWN = 10
+#: Characters of one row's error shown in a failed batch's message.
+FAILURE_TEXT = 300
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -109,6 +116,16 @@ class BatchRun:
         self.log = log
         self.hook = hook
         self.prefix = open_path(_folder(settings.output_prefix))
+        ti = context["ti"]
+        #: The task instance writing the batch, recorded in its sidecars (what the gallery checks).
+        self.identity = {
+            "dag_id": ti.dag_id,
+            "task_id": ti.task_id,
+            "run_id": context.get("run_id") or getattr(ti, "run_id", None),
+            "map_index": getattr(ti, "map_index", -1),
+        }
+        #: (row key, error) of every failed row, filled by :meth:`finish`.
+        self.failures: list[tuple[str, str]] = []
         self.api = self.hook.endpoint.api
         # The meta record first: one that cannot be read stops the batch before anything is sent.
         self.state = BatchState(context, self.prefix)
@@ -296,13 +313,18 @@ class BatchRun:
                     "api": record.get("api"),
                     "base_url": self.hook.endpoint.base_url,
                     "row_key": key,
+                    # The gallery streams a batch row only when its sidecar names the row's DAG.
+                    **self.identity,
                 }
                 path = download(self.hook, generation, self.video_path(key), True, sidecar=sidecar)
                 size = generation.file_size
                 if size is None:
                     size = open_path(path).stat().st_size
                 usage = {**(record.get("usage") or {}), **generation.usage}
-                return key, {"st": DONE, "video": str(path), "size": size, "usage": usage, "error": None}
+                # The service's URL without its signature: a results file never holds a signed URL.
+                url = redact_urls(generation.video_url)
+                values = {"st": DONE, "video": str(path), "size": size, "usage": usage, "url": url}
+                return key, {**values, "error": None}
             except Exception as exc:
                 # Kept as completed: a later pass or a retry of the task downloads it, paying nothing.
                 return key, {"error": f"download failed: {type(exc).__name__}: {exc}"}
@@ -523,6 +545,7 @@ class BatchRun:
     def finish(self) -> dict[str, Any]:
         """Write the results manifest next to the videos; return the small XCom summary."""
         lines = []
+        self.failures = []
         counts = {DONE: 0, REUSED: 0, FAILED: 0, UNKNOWN: 0}
         credits = tokens = 0.0
         usd = 0.0
@@ -541,20 +564,38 @@ class BatchRun:
                 credits += float(usage.get("credits_used") or 0)
                 tokens += float(usage.get("tokens_used") or 0)
                 usd += float(usage.get("usd_spent") or 0)
+            stored = status in (DONE, REUSED)
+            error = None
+            if status in (FAILED, UNKNOWN):
+                unfinished = _UNFINISHED.get(record.get("st"), "never sent before the batch ended")
+                reason = record.get("error") or unfinished
+                error = redact_urls(str(reason))
+            if error is not None:
+                self.failures.append((row.key, error))
             lines.append(
                 {
                     "key": row.key,
                     "generation_id": record.get("id"),
                     "status": {DONE: "completed"}.get(status, status),
                     "model": row.model,
-                    "video": record.get("video") if status in (DONE, REUSED) else None,
-                    "file_size": record.get("size") if status in (DONE, REUSED) else None,
+                    "prompt": _text(row.request.fields.get("prompt")),
+                    "duration": row.request.fields.get("duration"),
+                    "video_path": record.get("video") if stored else None,
+                    "video": record.get("video") if stored else None,
+                    "video_url": record.get("url") if stored else None,
+                    "file_size": record.get("size") if stored else None,
                     "usage": usage,
-                    "error": record.get("error") if status in (FAILED, UNKNOWN) else None,
+                    "error": error,
                 }
             )
         results = self.prefix / self.settings.results_name
         write_jsonl(results, lines)
+        # Beside the results, which task wrote them: the gallery lists a batch's rows only when this
+        # names the DAG whose result points at them.
+        write_atomic(
+            results.parent / f"{results.name}.kling.json",
+            json.dumps({"kind": "batch_results", **self.identity}).encode(),
+        )
         meta = self.state.meta
         usage_total = {
             k: v
@@ -580,6 +621,36 @@ class BatchRun:
         self.state.flush()
         self.lease.release()
         return summary
+
+
+#: Why a row that ended without an error of its own failed, by the state it was left in.
+_UNFINISHED = {
+    SUBMITTED: "still in progress at the service when the batch ended",
+    COMPLETED: "finished at the service but its video could not be stored",
+}
+
+
+def describe_failures(failures: list[tuple[str, str]], limit: int = FAILURES_SHOWN) -> str:
+    """The failed rows, for a failed batch's error: up to ``limit`` ``key: message`` lines, then how many
+    more (every one is in the results manifest). Messages are shortened and hold no signed URL.
+
+    :param failures: (row key, error) of every failed row, in manifest order.
+    :param limit: how many rows to name.
+    """
+    shown = []
+    for key, error in failures[:limit]:
+        text = " ".join(redact_urls(error).split())
+        if len(text) > FAILURE_TEXT:
+            text = text[: FAILURE_TEXT - 3] + "..."
+        shown.append(f"  {key}: {text}")
+    more = len(failures) - len(shown)
+    if more > 0:
+        shown.append(f"  and {more} more")
+    return "\n".join(shown)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _folder(prefix: Any) -> Any:

@@ -238,13 +238,20 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
             summary["posts"],
             summary["results"],
         )
-        if summary["failed"] and self.fail_on_partial_error:
-            context["ti"].xcom_push(key="batch_summary", value=summary)
-            raise AirflowFailException(
-                f"{summary['failed']} of {summary['rows']} rows failed (see {summary['results']}); the "
-                "others are stored. A retry or clear pays only for rows that were never sent "
-                "(fail_on_partial_error=False succeeds with the failures listed)."
-            )
+        if summary["failed"]:
+            from airflow_provider_kling.batch.run import describe_failures
+
+            failed = describe_failures(run.failures)
+            say = self.log.error if self.fail_on_partial_error else self.log.warning
+            say("%s of %s rows failed:\n%s", summary["failed"], summary["rows"], failed)
+            if self.fail_on_partial_error:
+                context["ti"].xcom_push(key="batch_summary", value=summary)
+                raise AirflowFailException(
+                    f"{summary['failed']} of {summary['rows']} rows failed (all are in "
+                    f"{summary['results']}):\n{failed}\nThe others are stored. A retry or clear pays only "
+                    "for rows that were never sent (fail_on_partial_error=False succeeds with the failures "
+                    "listed)."
+                )
         return summary
 
     def _defer_batch(self, run: Any, outcome: Any) -> None:
