@@ -567,7 +567,7 @@ class BatchRun:
             stored = status in (DONE, REUSED)
             error = None
             if status in (FAILED, UNKNOWN):
-                unfinished = _UNFINISHED.get(record.get("st"), "never sent before the batch ended")
+                unfinished = _UNFINISHED.get(str(record.get("st")), "never sent before the batch ended")
                 reason = record.get("error") or unfinished
                 error = redact_urls(str(reason))
             if error is not None:

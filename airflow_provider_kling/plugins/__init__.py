@@ -23,6 +23,9 @@ from airflow.providers.common.compat.sdk import AirflowPlugin
 URL_PREFIX = "/kling"
 #: The gallery's route inside the Airflow UI (``<base>/plugin/kling-videos``).
 URL_ROUTE = "kling-videos"
+#: The per-DAG tab's route (``<base>/dags/<dag_id>/plugin/kling-videos-dag``). Airflow keeps only
+#: views that have a route, and one view per route across all plugins: the tab needs its own.
+DAG_URL_ROUTE = "kling-videos-dag"
 
 
 def supports_gallery() -> bool:
@@ -69,6 +72,7 @@ def _external_views() -> list[dict[str, Any]]:
         {
             "name": "Kling videos",
             "href": f"{prefix}/?dag_id={{DAG_ID}}",
+            "url_route": DAG_URL_ROUTE,
             "destination": "dag",
             "icon": icon,
         },

@@ -2,11 +2,13 @@
 
 Routes (relative to the mount):
 
-* ``GET /``: the HTML page; query ``dag_id``, ``model``, ``run_id``, ``page``, ``per_page``.
+* ``GET /``: the HTML page; query ``dag_id``, ``model``, ``run_id``, ``task_id``, ``page``,
+  ``per_page``.
 * ``GET /api/generations``: the same list as JSON.
-* ``GET /video?dag_id=&run_id=&task_id=&map_index=``: streams the video that this task instance
-  reported in its XCom result (``video_path``), with HTTP Range support. Only such paths are ever
-  opened: the request names a task instance, never a file.
+* ``GET /video?dag_id=&run_id=&task_id=&map_index=[&row=]``: streams the video that this task
+  instance reported in its XCom result (``video_path``), or, with ``row``, the video of that row of
+  the batch results manifest its XCom summary points at; with HTTP Range support. Only such paths
+  are ever opened: the request names a task instance (and a row key), never a file.
 * ``GET /icon.svg``: the navigation icon.
 
 Who may see what: the user comes from Airflow's own token (the UI's cookie or a Bearer header,
@@ -14,8 +16,10 @@ Who may see what: the user comes from Airflow's own token (the UI's cookie or a 
 streamed, only when the auth manager lets that user read the XComs of its DAG.
 
 Generations are the ``return_value`` XComs shaped like a Kling result (a dict with
-``generation_id``, ``status`` and ``model``), read through the api-server's DB session, newest
-first. The newest :data:`SCAN_LIMIT` candidate results (``[kling] gallery_scan_limit``) are scanned.
+``generation_id``, ``status`` and ``model``), and the rows of the results manifests that batch
+summaries point at (:mod:`airflow_provider_kling.plugins.batch_rows`), read through the
+api-server's DB session, newest first. The newest :data:`SCAN_LIMIT` candidate results
+(``[kling] gallery_scan_limit``) are scanned.
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ from fastapi.responses import (
     Response,
     StreamingResponse,
 )
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Text, cast, or_, select
 
 from airflow_provider_kling.plugins import URL_PREFIX
+from airflow_provider_kling.plugins.batch_rows import batch_row, batch_rows, batch_summary
 from airflow_provider_kling.plugins.streaming import (
     HOW_TO_ENABLE,
     SAFE_HEADERS,
@@ -128,19 +133,27 @@ def readable_dag_ids(user: Any, dag_ids: set[str], session: Any) -> set[str]:
 # ----------------------------------------------------------------------------------------- reading
 
 
+def _mentions_kling() -> Any:
+    """A cheap prefilter on ``return_value`` XComs, checked in Python: a generation id or a batch's prefix."""
+    text = cast(XComModel.value, Text)
+    return (XComModel.key == "return_value") & or_(text.like("%generation_id%"), text.like("%output_prefix%"))
+
+
 def _candidates() -> Any:
-    """``return_value`` XComs whose JSON mentions a generation id: a cheap prefilter, checked in Python."""
-    return select(XComModel).where(
-        XComModel.key == "return_value", cast(XComModel.value, Text).like("%generation_id%")
-    )
+    """``return_value`` XComs that may be a Kling result or a batch summary."""
+    return select(XComModel).where(_mentions_kling())
+
+
+def _value(row: Any) -> Any:
+    try:
+        return XComModel.deserialize_value(row)
+    except Exception:
+        return None
 
 
 def kling_result(row: Any) -> dict[str, Any] | None:
     """The row's value when it is a Kling task's result (a dict with generation_id, status, model)."""
-    try:
-        value = XComModel.deserialize_value(row)
-    except Exception:
-        return None
+    value = _value(row)
     if isinstance(value, dict) and {"generation_id", "status", "model"} <= value.keys():
         return value
     return None
@@ -153,25 +166,25 @@ def generations(
     dag_id: str | None = None,
     model: str | None = None,
     run_id: str | None = None,
+    task_id: str | None = None,
+    roots: Roots | None = None,
 ) -> tuple[list[dict[str, Any]], list[str], list[str], bool]:
     """The generations ``user`` may see, newest first, with the DAGs and models to filter on.
+
+    A batch summary stands for the rows of its results manifest (read only under ``roots``).
 
     :param session: the api-server's DB session.
     :param user: the signed-in user.
     :param dag_id: only this DAG.
     :param model: only this model.
     :param run_id: only this DAG run.
+    :param task_id: only this task.
+    :param roots: where batch results may be read from (none: batch rows are not listed).
     :return: (items, readable DAG ids having results, models seen, whether the scan limit was hit).
     """
     from sqlalchemy import distinct
 
-    dag_ids = set(
-        session.scalars(
-            select(distinct(XComModel.dag_id)).where(
-                XComModel.key == "return_value", cast(XComModel.value, Text).like("%generation_id%")
-            )
-        )
-    )
+    dag_ids = set(session.scalars(select(distinct(XComModel.dag_id)).where(_mentions_kling())))
     readable = readable_dag_ids(user, dag_ids, session)
     wanted = readable & {dag_id} if dag_id else readable
     if not wanted:
@@ -179,6 +192,8 @@ def generations(
     stmt = _candidates().where(XComModel.dag_id.in_(wanted))
     if run_id:
         stmt = stmt.where(XComModel.run_id == run_id)
+    if task_id:
+        stmt = stmt.where(XComModel.task_id == task_id)
     rows = list(
         session.scalars(
             stmt.order_by(
@@ -193,14 +208,19 @@ def generations(
     items = []
     models = set()
     for row in rows:
-        result = kling_result(row)
-        if result is None:
+        value = _value(row)
+        if isinstance(value, dict) and {"generation_id", "status", "model"} <= value.keys():
+            results = [value]
+        elif (summary := batch_summary(value)) is not None and roots is not None:
+            results = batch_rows(summary, row.dag_id, roots, SCAN_LIMIT)
+        else:
             continue
-        if result.get("model"):
-            models.add(str(result["model"]))
-        if model and result.get("model") != model:
-            continue
-        items.append({"row": row, "result": result})
+        for result in results:
+            if result.get("model"):
+                models.add(str(result["model"]))
+            if model and result.get("model") != model:
+                continue
+            items.append({"row": row, "result": result})
     return items, sorted(readable), sorted(models), len(rows) >= SCAN_LIMIT
 
 
@@ -235,7 +255,14 @@ def describe(entry: dict[str, Any], prefix: str, ui_base: str, roots: Roots | No
     :param roots: where videos may be streamed from (none: nothing is streamed).
     """
     row, result = entry["row"], entry["result"]
-    ti = {"dag_id": row.dag_id, "run_id": row.run_id, "task_id": row.task_id, "map_index": row.map_index}
+    ti: dict[str, Any] = {
+        "dag_id": row.dag_id,
+        "run_id": row.run_id,
+        "task_id": row.task_id,
+        "map_index": row.map_index,
+    }
+    key = result.get("batch_key")
+    where = {**ti, "row": key} if key else ti
     run_link = f"{ui_base}/dags/{quote(row.dag_id, safe='')}/runs/{quote(row.run_id, safe='')}"
     task_link = f"{run_link}/tasks/{quote(row.task_id, safe='')}"
     if row.map_index >= 0:
@@ -255,7 +282,9 @@ def describe(entry: dict[str, Any], prefix: str, ui_base: str, roots: Roots | No
         "cost": _cost(result.get("usage") or {}),
         "has_video": streamable,
         "downloaded": bool(result.get("video_path")),
-        "video_src": f"{prefix}/video?{urlencode(ti)}" if streamable else None,
+        "video_src": f"{prefix}/video?{urlencode(where)}" if streamable else None,
+        "batch_key": key,
+        "error": result.get("error"),
         "video_url": None if streamable else _web_link(result.get("video_url")),
         "run_link": run_link,
         "task_link": task_link,
@@ -276,14 +305,17 @@ def _listing(
     dag_id: str | None,
     model: str | None,
     run_id: str | None,
+    task_id: str | None,
     page: int,
     per_page: int,
 ) -> dict[str, Any]:
-    items, dag_ids, models, limited = generations(session, user, dag_id=dag_id, model=model, run_id=run_id)
+    roots = configured_roots()
+    items, dag_ids, models, limited = generations(
+        session, user, dag_id=dag_id, model=model, run_id=run_id, task_id=task_id, roots=roots
+    )
     prefix, ui_base = _paths(request)
     pages = max(1, -(-len(items) // per_page))
     page = min(page, pages)
-    roots = configured_roots()
     shown = [describe(e, prefix, ui_base, roots) for e in items[(page - 1) * per_page : page * per_page]]
     return {
         "items": shown,
@@ -327,19 +359,23 @@ def page(
     dag_id: str | None = None,
     model: str | None = None,
     run_id: str | None = None,
+    task_id: str | None = None,
     page: Page = 1,
     per_page: PerPage = DEFAULT_PER_PAGE,
 ) -> HTMLResponse:
     """The gallery page."""
     from airflow_provider_kling.plugins.page import render
 
-    data = _listing(request, session, user, dag_id or None, model or None, run_id or None, page, per_page)
-    filters = {k: v for k, v in (("dag_id", dag_id), ("model", model), ("run_id", run_id)) if v}
+    data = _listing(
+        request, session, user, dag_id or None, model or None, run_id or None, task_id or None, page, per_page
+    )
+    asked = (("dag_id", dag_id), ("model", model), ("run_id", run_id), ("task_id", task_id))
+    filters = {k: v for k, v in asked if v}
 
     def page_query(number: int) -> str:
         return urlencode({**filters, "page": number, "per_page": per_page})
 
-    without_run = urlencode({k: v for k, v in filters.items() if k != "run_id"})
+    without_run = urlencode({k: v for k, v in filters.items() if k not in ("run_id", "task_id")})
     nonce = secrets.token_urlsafe(16)
     html = render(
         **data,
@@ -347,6 +383,7 @@ def page(
         dag_id=dag_id or "",
         model=model or "",
         run_id=run_id or "",
+        task_id=task_id or "",
         page_query=page_query,
         without_run=without_run,
         scan_limit=SCAN_LIMIT,
@@ -362,11 +399,14 @@ def api_generations(
     dag_id: str | None = None,
     model: str | None = None,
     run_id: str | None = None,
+    task_id: str | None = None,
     page: Page = 1,
     per_page: PerPage = DEFAULT_PER_PAGE,
 ) -> dict[str, Any]:
     """The gallery's list as JSON: ``items`` (one per generation), ``total``, ``page``, ``pages``, filters."""
-    data = _listing(request, session, user, dag_id or None, model or None, run_id or None, page, per_page)
+    data = _listing(
+        request, session, user, dag_id or None, model or None, run_id or None, task_id or None, page, per_page
+    )
     data.pop("prefix")
     return data
 
@@ -441,18 +481,19 @@ def video(
     run_id: str,
     task_id: str,
     map_index: int = -1,
+    row: str | None = None,
 ) -> Response:
     """Stream the video a Kling task instance reported, when it lies under a configured root.
 
-    The XCom's ``video_path`` only selects among files the deployment allowed
-    (:mod:`airflow_provider_kling.plugins.streaming`); Range requests are answered.
+    The XCom's ``video_path`` (or, with ``row``, that batch row's) only selects among files the
+    deployment allowed (:mod:`airflow_provider_kling.plugins.streaming`); Range requests are answered.
     """
     if dag_id not in readable_dag_ids(user, {dag_id}, session):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "You may not read this DAG's results")
     roots = configured_roots()
     if not roots.enabled:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"Video streaming is off: {HOW_TO_ENABLE}")
-    row = session.scalar(
+    xcom = session.scalar(
         _candidates().where(
             XComModel.dag_id == dag_id,
             XComModel.run_id == run_id,
@@ -460,7 +501,14 @@ def video(
             XComModel.map_index == map_index,
         )
     )
-    result = kling_result(row) if row is not None else None
+    # A batch row's video must also carry a sidecar naming the batch's DAG (another DAG's file is not).
+    batch_dag = None
+    if row is None:
+        result = kling_result(xcom) if xcom is not None else None
+    else:
+        summary = batch_summary(_value(xcom)) if xcom is not None else None
+        result = batch_row(summary, dag_id, roots, row) if summary is not None else None
+        batch_dag = dag_id
     if not result or not isinstance(result.get("video_path"), str) or not result["video_path"]:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No downloaded Kling video for this task instance")
     video_path, generation_id = result["video_path"], str(result["generation_id"])
@@ -469,13 +517,13 @@ def video(
         if not may_stream(video_path, roots):
             raise StreamRefused("the video is outside the configured gallery roots")
         if "://" not in video_path or video_path.startswith("file://"):
-            local = open_local(video_path, generation_id, roots)
+            local = open_local(video_path, generation_id, roots, batch_dag)
             if range_too_long(range_header):
                 size = local.stat_result.st_size
                 local.close()
                 raise HTTPException(416, headers={"Content-Range": f"bytes */{size}"})
             return _HeldFileResponse(local, media_type=media_type(str(local.path)), headers={**SAFE_HEADERS})
-        path, size = open_remote(video_path, generation_id, roots)
+        path, size = open_remote(video_path, generation_id, roots, batch_dag)
     except StreamRefused as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"This video is not streamed: {exc}") from None
     if range_too_long(range_header):

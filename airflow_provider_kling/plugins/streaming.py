@@ -10,7 +10,9 @@ never trusted as a file name. The gallery streams a video only when all of these
   resolved), and is a regular file, opened without following a last symlink; an object path has the
   root's scheme, connection id and bucket and lies under its prefix, with no ``.``/``..`` segment.
 * The provider's sidecar (``<video>.kling.json``) sits beside the video and names the generation
-  id the result names.
+  id the result names; for a batch row, it also names the batch's DAG.
+* A batch's results manifest is read only under the same roots, and only when its own sidecar
+  (``<results>.kling.json``) names the DAG whose result points at it (:func:`read_results`).
 
 Whatever is streamed goes out as a video type from an allow-list (else
 ``application/octet-stream``), with ``nosniff``, a sandboxing Content-Security-Policy and
@@ -151,8 +153,12 @@ def media_type(name: str) -> str:
     return VIDEO_TYPES.get(PurePosixPath(name).suffix.lower(), "application/octet-stream")
 
 
-def _sidecar_names(record: Any, generation_id: str) -> bool:
-    return isinstance(record, dict) and str(record.get("generation_id")) == generation_id
+def _sidecar_names(record: Any, generation_id: str | None, dag_id: str | None = None) -> bool:
+    if not isinstance(record, dict):
+        return False
+    if generation_id is not None and str(record.get("generation_id")) != generation_id:
+        return False
+    return dag_id is None or record.get("dag_id") == dag_id
 
 
 @dataclass
@@ -179,37 +185,47 @@ class LocalVideo:
         os.close(self.fd)
 
 
-def open_local(video_path: str, generation_id: str, roots: Roots) -> LocalVideo:
+def open_local(video_path: str, generation_id: str, roots: Roots, dag_id: str | None = None) -> LocalVideo:
     """Open a local video for streaming after every check of the module docstring.
 
     :param video_path: the result's ``video_path``.
     :param generation_id: the result's generation id; the sidecar must name it.
     :param roots: the configured roots.
+    :param dag_id: for a batch row, the batch's DAG; the sidecar must name it too.
     :raises StreamRefused: when any check fails.
     """
-    raw = Path(video_path.removeprefix("file://"))
+    return _open_checked(video_path, roots, generation_id, dag_id, "video")
+
+
+def _open_checked(
+    path_text: str, roots: Roots, generation_id: str | None, dag_id: str | None, what: str
+) -> LocalVideo:
+    """Open a local file under a root, with a sidecar naming ``generation_id`` / ``dag_id``."""
+    raw = Path(path_text.removeprefix("file://"))
     if not raw.is_absolute():
-        raise StreamRefused("the video path is not absolute")
+        raise StreamRefused(f"the {what} path is not absolute")
     try:
         resolved = raw.resolve(strict=True)
     except (OSError, RuntimeError) as exc:
-        raise StreamRefused("the video is no longer in its storage") from exc
+        raise StreamRefused(f"the {what} is no longer in its storage") from exc
     root = next((r for r in roots.local if _inside(resolved, r)), None)
     if root is None or resolved == root:
-        raise StreamRefused("the video is outside the configured gallery roots")
+        raise StreamRefused(f"the {what} is outside the configured gallery roots")
     try:
         fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise StreamRefused("the video cannot be opened") from exc
+        raise StreamRefused(f"the {what} cannot be opened") from exc
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise StreamRefused("the video is not a regular file")
+            raise StreamRefused(f"the {what} is not a regular file")
         proc = f"/proc/self/fd/{fd}"
         if os.path.exists(proc) and not _inside(Path(os.readlink(proc)), root):
-            raise StreamRefused("the video is outside the configured gallery roots")
-        if not _sidecar_names(_read_local_sidecar(resolved, root), generation_id):
-            raise StreamRefused("no sidecar beside the video names this generation")
+            raise StreamRefused(f"the {what} is outside the configured gallery roots")
+        if not _sidecar_names(_read_local_sidecar(resolved, root), generation_id, dag_id):
+            raise StreamRefused(
+                f"no sidecar beside the {what} names this {'generation' if generation_id else 'DAG'}"
+            )
     except BaseException:
         os.close(fd)
         raise
@@ -233,12 +249,15 @@ def _read_local_sidecar(video: Path, root: Path) -> Any:
             return None
 
 
-def open_remote(video_path: str, generation_id: str, roots: Roots) -> tuple[Any, int]:
+def open_remote(
+    video_path: str, generation_id: str | None, roots: Roots, dag_id: str | None = None
+) -> tuple[Any, int]:
     """An object-storage video checked for streaming, and its size.
 
     :param video_path: the result's ``video_path`` (``scheme://conn_id@bucket/key``).
     :param generation_id: the result's generation id; the sidecar must name it.
     :param roots: the configured roots.
+    :param dag_id: for a batch row, the batch's DAG; the sidecar must name it too.
     :raises StreamRefused: when any check fails.
     """
     if _remote_root(video_path, roots) is None:
@@ -257,9 +276,36 @@ def open_remote(video_path: str, generation_id: str, roots: Roots) -> tuple[Any,
         raise
     except Exception as exc:
         raise StreamRefused("the video or its sidecar cannot be read from its storage") from exc
-    if not _sidecar_names(record, generation_id):
+    if not _sidecar_names(record, generation_id, dag_id):
         raise StreamRefused("no sidecar beside the video names this generation")
     return path, size
+
+
+def read_results(results_path: Any, dag_id: str, roots: Roots, max_bytes: int) -> bytes:
+    """The first ``max_bytes`` of a batch's results manifest, after the checks a video gets.
+
+    The summary XCom naming the manifest is written by a task: the manifest is read only under a
+    configured root, and only when its sidecar (``<results>.kling.json``, written by the batch) names
+    ``dag_id``, the DAG whose result points at it.
+
+    :param results_path: the summary's ``results``.
+    :param dag_id: the DAG of the XCom that named it.
+    :param roots: the configured roots.
+    :param max_bytes: most bytes read.
+    :raises StreamRefused: when any check fails.
+    """
+    if not isinstance(results_path, str) or not may_stream(results_path, roots):
+        raise StreamRefused("the results manifest is outside the configured gallery roots")
+    if not _is_remote(results_path):
+        opened = _open_checked(results_path, roots, None, dag_id, "results manifest")
+        with os.fdopen(opened.fd, "rb") as handle:
+            return handle.read(max_bytes)
+    path, _ = open_remote(results_path, None, roots, dag_id)
+    try:
+        with path.open("rb") as handle:
+            return bytes(handle.read(max_bytes))
+    except Exception as exc:
+        raise StreamRefused("the results manifest cannot be read from its storage") from exc
 
 
 def range_too_long(header: str | None) -> bool:

@@ -11,9 +11,9 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
-import requests
 
 from tests.support.deployment import Deployment, RunWatch, deployment_fixture, wait_for  # noqa: F401
 
@@ -123,10 +123,22 @@ def test_extra_link_resolves_to_the_video(deployment: Deployment, runs: dict[str
     watch = runs["deploy_kling_deferrable"]
     links = deployment.api("GET", f"/dags/{watch.dag_id}/dagRuns/{watch.run_id}/taskInstances/generate/links")
     result = _result(deployment, watch, "generate")
-    assert links["extra_links"] == {"Kling video": result["video_url"]}
+    # A downloaded video's link is its gallery page (it lasts; the service's signed URL expires).
+    query = urlencode({"dag_id": watch.dag_id, "run_id": watch.run_id, "task_id": "generate"})
+    assert links["extra_links"] == {"Kling video": f"{deployment.base_url}/kling/?{query}"}
     assert result["video_url"].startswith(deployment.emulator_url)
-    # The link opens the very file the task downloaded.
-    body = requests.get(links["extra_links"]["Kling video"], timeout=30).content
+    # The page plays the very file the task downloaded.
+    listing = deployment.http.get(
+        f"{deployment.base_url}/kling/api/generations?{query}",
+        headers={"Authorization": f"Bearer {deployment.token()}"},
+        timeout=30,
+    ).json()
+    (item,) = listing["items"]
+    body = deployment.http.get(
+        f"{deployment.base_url}{item['video_src']}",
+        headers={"Authorization": f"Bearer {deployment.token()}"},
+        timeout=30,
+    ).content
     assert body == Path(result["video_path"]).read_bytes()
 
 
@@ -142,7 +154,8 @@ def test_example_basic(deployment: Deployment, runs: dict[str, RunWatch]) -> Non
     links = deployment.api(
         "GET", f"/dags/{watch.dag_id}/dagRuns/{watch.run_id}/taskInstances/image_to_video/links"
     )
-    assert links["extra_links"]["Kling video"] == result["video_url"]
+    link = urlencode({"dag_id": watch.dag_id, "run_id": watch.run_id, "task_id": "image_to_video"})
+    assert links["extra_links"]["Kling video"] == f"{deployment.base_url}/kling/?{link}"
 
 
 def test_example_pipeline_maps_shots_in_the_kling_pool(

@@ -451,7 +451,7 @@ def test_catalog_example_from_s3_to_s3_is_rerun_safe(emulator, airflow_db, s3, m
     assert (summary["completed"], summary["posts"]) == (2, 2)
     assert summary["results"] == f"{s3.url}/videos/2026-03-01/results.jsonl"
     assert s3.keys("videos/2026-03-01/") == sorted(
-        ["videos/2026-03-01/results.jsonl"]
+        ["videos/2026-03-01/results.jsonl", "videos/2026-03-01/results.jsonl.kling.json"]
         + [f"videos/2026-03-01/sku-{i}.mp4{ext}" for i in (1, 2) for ext in ("", ".kling.json")]
     )
     sent = {p.json["prompt"]: p.json["image_url"] for p in posts(emulator, "catalog:")}
