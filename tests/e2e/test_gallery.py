@@ -229,6 +229,8 @@ def test_plugin_is_loaded_with_its_view(deployment: Deployment) -> None:
     assert views["nav"]["url_route"] == "kling-videos"
     assert views["nav"]["href"] == "/kling/"
     assert views["dag"]["href"] == "/kling/?dag_id={DAG_ID}"
+    # Airflow's UI shows only views with a route, one view per route: the tab has its own.
+    assert views["dag"]["url_route"] == "kling-videos-dag"
     assert gallery_get(deployment, None, "/icon.svg").headers["content-type"].startswith("image/svg")
 
 
@@ -342,6 +344,89 @@ def test_gallery_streams_reported_videos_with_ranges(deployment: Deployment, gal
     page = gallery_get(deployment, None, "/")
     assert page.status_code in (302, 303, 307)
     assert "/auth/login" in page.headers["location"]
+
+
+BATCH = "kling_batch"
+
+
+@e2e
+def test_batch_rows_show_in_the_gallery_and_its_dag_tab_and_play(
+    browser: Any, deployment: Deployment
+) -> None:
+    """A batch's rows (from its results manifest) are cards; one plays; the DAG's own tab shows them."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    tag = f"gallery-batch-{secrets.token_hex(3)}"
+    rows = [
+        {"key": f"clip-{i}", "image_url": "https://images.example.org/catalog/sku.png",
+         "prompt": f"Batch clip {i} of a spinning top ({tag}) [seconds:1]"}
+        for i in range(3)
+    ]  # fmt: skip
+    manifest = deployment.home / "manifests" / f"{tag}.jsonl"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = deployment.videos / tag
+    conf = {"manifest": str(manifest), "output_prefix": str(out), "max_active": 3}
+    run_id = deployment.trigger(BATCH, conf=conf)
+    assert deployment.wait_run(BATCH, run_id, timeout=600) == "success", deployment.describe_run(
+        BATCH, run_id
+    )
+    lines = {r["key"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+
+    listing = gallery_get(
+        deployment, deployment.token(), "/api/generations", params={"dag_id": BATCH, "run_id": run_id}
+    ).json()
+    assert sorted(i["batch_key"] for i in listing["items"]) == sorted(lines)
+    assert {i["generation_id"] for i in listing["items"]} == {r["generation_id"] for r in lines.values()}
+
+    # The gallery page: one card per row, each with its prompt; a batch clip plays.
+    wait = WebDriverWait(browser, 90)
+    sign_in(
+        browser,
+        deployment,
+        f"{deployment.base_url}/kling/?dag_id={BATCH}&run_id={run_id}",
+        "admin",
+        deployment.admin_password,
+    )
+    shown = cards(browser)
+    assert sorted(c["prompt"] for c in shown) == sorted(r["prompt"] for r in rows)
+    assert {c["generation_id"] for c in shown} == {r["generation_id"] for r in lines.values()}
+    browser.execute_script(
+        "const v = document.querySelector('article.card video'); v.muted = true; v.play().catch(() => {});"
+    )
+    player = wait_for(
+        "a batch clip to play",
+        lambda: browser.execute_script(
+            "const v = document.querySelector('article.card video');"
+            "return v && v.readyState >= 2 && v.duration > 0 ? {ready: v.readyState, duration: v.duration,"
+            " src: v.getAttribute('src')} : null;"
+        ),
+        timeout=60,
+    )
+    assert player["ready"] >= 2
+    assert player["duration"] > 0
+    assert "row=clip-" in player["src"]
+    browser.save_screenshot(str(SHOTS / "gallery-batch.png"))
+
+    # The DAG's own "Kling videos" tab in the Airflow UI, embedding the gallery filtered to the DAG.
+    browser.get(f"{deployment.base_url}/dags/{BATCH}")
+    tab = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "a[href*='plugin/kling-videos-dag']"))[0]
+    tab.click()
+    wait.until(lambda d: "/plugin/kling-videos-dag" in d.current_url)
+    frame = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"iframe[src*='/kling/?dag_id={BATCH}']"))[
+        0
+    ]
+    browser.switch_to.frame(frame)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "article.card"))
+    in_tab = cards(browser)
+    assert {c["dag_id"] for c in in_tab} == {BATCH}
+    assert {r["generation_id"] for r in lines.values()} <= {c["generation_id"] for c in in_tab}
+    browser.switch_to.default_content()
+    time.sleep(1)  # let the frame's images settle for the picture
+    browser.save_screenshot(str(SHOTS / "gallery-dag-tab.png"))
 
 
 HOSTILE = "kling_gallery_hostile"
