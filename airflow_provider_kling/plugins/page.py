@@ -75,7 +75,7 @@ TEMPLATE = """<!doctype html>
 {% if items %}
 <div class="grid">
 {% for it in items %}
-  <article class="card" data-generation-id="{{ it.generation_id }}" data-dag-id="{{ it.dag_id }}">
+  <article class="card" data-generation-id="{{ it.generation_id }}" data-dag-id="{{ it.dag_id }}"{% if it.batch_key %} data-batch-key="{{ it.batch_key }}"{% endif %}>
     {% if it.video_src %}
     <video controls muted playsinline preload="metadata" src="{{ it.video_src }}"></video>
     {% else %}
@@ -92,6 +92,8 @@ TEMPLATE = """<!doctype html>
         <dt>Task</dt><dd><a class="task-link" href="{{ it.task_link }}" target="_top">{{ it.task_id }}{% if it.map_index >= 0 %} [{{ it.map_index }}]{% endif %}</a></dd>
         <dt>Finished</dt><dd>{{ it.timestamp }}</dd>
         <dt>Generation</dt><dd><code>{{ it.generation_id }}</code></dd>
+        {% if it.batch_key %}<dt>Batch row</dt><dd><code>{{ it.batch_key }}</code></dd>{% endif %}
+        {% if it.error %}<dt>Error</dt><dd class="error">{{ it.error }}</dd>{% endif %}
       </dl>
     </div>
   </article>

@@ -163,6 +163,8 @@ def test_a_batchs_rows_are_listed_from_its_results_and_their_videos_play(
     # The page shows them too, each card naming its row.
     page = client.get("/", params={"dag_id": BATCH, "per_page": 100})
     assert page.text.count("<video") == 2
+    assert page.text.count("data-batch-key=") == 3
+    assert "Could not detect face" in page.text
 
 
 def test_a_hostile_results_manifest_streams_neither_etc_passwd_nor_another_dags_video(
