@@ -17,7 +17,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_kling.operators.kling import KlingBatchVideoOperator
-from tests.conftest import API_KEY, set_connection
+from tests.support.connections import API_KEY, set_connection
 
 pytestmark = pytest.mark.airflow3
 IMAGE = "https://images.example.org/catalog/sku.png"

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from airflow_provider_kling.links.kling import KlingVideoLink
-from tests.test_example_dags import TEST_DAGS, load_dag_file, run_dag
+from tests.support.dags import TEST_DAGS, load_dag_file, run_dag
 
 pytestmark = pytest.mark.airflow3
 API = "http://airflow.example.org:8080"

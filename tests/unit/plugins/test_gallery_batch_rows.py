@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import API_KEY, set_connection
-from tests.test_example_dags import TEST_DAGS, load_dag_file, run_dag
+from tests.support.connections import API_KEY, set_connection
+from tests.support.dags import TEST_DAGS, load_dag_file, run_dag
 
 pytestmark = pytest.mark.airflow3
 
@@ -106,7 +106,7 @@ def client(runs: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[An
 
     from airflow_provider_kling.plugins.gallery import create_app
 
-    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "tests.auth_manager.DagDenyingAuthManager")
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "tests.support.auth_manager.DagDenyingAuthManager")
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
     monkeypatch.setenv("KLING_TEST_DENIED_DAGS", "")
     monkeypatch.setenv("AIRFLOW__KLING__GALLERY_ROOTS", str(runs["root"]))
