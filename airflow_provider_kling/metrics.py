@@ -27,9 +27,12 @@ CREDITS = "kling.credits_used"
 
 
 def _stats() -> Any:
-    try:  # Airflow 3: a Stats with incr/timing on every minor (module functions only from 3.3)
+    from airflow_provider_kling.version_compat import AIRFLOW_V_3_2_PLUS
+
+    # A Stats with incr/timing on every minor; the Task SDK's from 3.2 (module functions only from 3.3).
+    if AIRFLOW_V_3_2_PLUS:
         from airflow.sdk.observability.stats import Stats
-    except ImportError:  # Airflow 2
+    else:
         from airflow.stats import Stats
     return Stats
 

@@ -227,13 +227,15 @@ async def _amask(secret: str) -> None:
     digest = _mask_digest(secret)
     if digest in _MASKED:
         return
-    try:
-        from airflow.sdk.log import amask_secret
-    except ImportError:  # Airflow 2
+    from airflow_provider_kling.version_compat import AIRFLOW_V_3_3_PLUS
+
+    if not AIRFLOW_V_3_3_PLUS:  # no async masking before 3.3
         _mask(secret)
-    else:
-        await amask_secret(secret)
-        _MASKED.add(digest)
+        return
+    from airflow.sdk.log import amask_secret
+
+    await amask_secret(secret)
+    _MASKED.add(digest)
 
 
 def _user_agent() -> str:

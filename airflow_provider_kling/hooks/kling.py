@@ -195,10 +195,11 @@ class KlingHook(BaseHook):
         return self._endpoint
 
     async def _alookup_endpoint(self) -> _Endpoint:
-        aget = getattr(self, "aget_connection", None)
-        if aget is not None:
-            conn = await aget(self.kling_conn_id)
-        else:  # Airflow 2: no async connection lookup
+        from airflow_provider_kling.version_compat import AIRFLOW_V_3_1_PLUS
+
+        if AIRFLOW_V_3_1_PLUS:
+            conn = await self.aget_connection(self.kling_conn_id)
+        else:  # no async connection lookup before 3.1
             from asgiref.sync import sync_to_async
 
             conn = await sync_to_async(self.get_connection)(self.kling_conn_id)

@@ -30,10 +30,9 @@ DAG_URL_ROUTE = "kling-videos-dag"
 
 def supports_gallery() -> bool:
     """Whether this Airflow can show the gallery: 3.1+ (FastAPI plugin apps and external views)."""
-    from airflow import __version__
-    from packaging.version import Version
+    from airflow_provider_kling.version_compat import AIRFLOW_V_3_1_PLUS
 
-    return Version(Version(__version__).base_version) >= Version("3.1")
+    return AIRFLOW_V_3_1_PLUS
 
 
 def base_path() -> str:
