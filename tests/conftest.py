@@ -56,7 +56,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     other = "airflow2" if AIRFLOW_MAJOR >= 3 else "airflow3"
     # airflow31 / airflow33: the test reads what only that minor's Airflow gives (see pyproject's
     # markers); the provider's own behaviour on the earlier minors is covered by the rest of the suite.
-    floors = {"airflow31": (3, 1), "airflow33": (3, 3)}
+    floors = {"airflow31": (3, 1), "airflow32": (3, 2), "airflow33": (3, 3)}
     too_old = {name for name, minor in floors.items() if AIRFLOW_MINOR < minor}
     deselected = [
         item
@@ -74,8 +74,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 class _StdlibToStructlog(logging.Handler):
     """Hands stdlib log records to structlog while a test captures structlog events.
 
-    Airflow 3 logs ``self.log`` through structlog, Airflow 2 through stdlib logging: with this handler on
-    the root logger under Airflow 2, ``structlog.testing.capture_logs()`` sees the same messages there.
+    Airflow 3.1+ logs a hook's ``self.log`` through structlog, 2.11 and 3.0 through stdlib logging: with
+    this handler on the root logger there, ``structlog.testing.capture_logs()`` sees the same messages.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -88,7 +88,8 @@ class _StdlibToStructlog(logging.Handler):
 
 @pytest.fixture(autouse=True)
 def _airflow2_logs_reach_structlog() -> Iterator[None]:
-    if AIRFLOW_MAJOR >= 3:
+    # Hooks log through structlog from 3.1; 2.11 and 3.0 log them through stdlib logging.
+    if AIRFLOW_MINOR >= (3, 1):
         yield
         return
     import airflow  # noqa: F401  (configures logging first, which would drop a handler added earlier)

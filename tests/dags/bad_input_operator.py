@@ -16,6 +16,7 @@ import pendulum
 from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
+from tests.dags.kling_common import with_exception
 
 V16_STANDARD = "kling-video/v1.6/standard/image-to-video"
 V16_PRO = "kling-video/v1.6/pro/image-to-video"
@@ -28,15 +29,14 @@ def record_failure(context: Any) -> None:
     path = os.environ.get("KLING_BAD_INPUT_LOG")
     if not path:
         return
-    exc = context.get("exception")
-    line = {
-        "dag_id": context["dag"].dag_id,
-        "task_id": context["ti"].task_id,
-        "type": type(exc).__name__,
-        "message": str(exc),
-    }
-    with open(path, "a", encoding="utf-8") as out:
-        out.write(json.dumps(line) + "\n")
+    dag_id, task_id = context["dag"].dag_id, context["ti"].task_id
+
+    def write(exc: BaseException | None) -> None:
+        line = {"dag_id": dag_id, "task_id": task_id, "type": type(exc).__name__, "message": str(exc)}
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+
+    with_exception(context, write)
 
 
 def record_start(context: Any) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
+from airflow.listeners import hookimpl
 from airflow.models.trigger import TriggerFailureReason
 from airflow.providers.common.compat.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_kling.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
 
 
 def out_dir() -> str:
@@ -18,20 +21,61 @@ def out_dir() -> str:
     return os.environ.get("KLING_TEST_OUT", "/tmp/kling-test-dags")
 
 
+#: Failure callbacks waiting for their task's exception, by (dag_id, task_id, map_index, try_number).
+_WAITING: dict[tuple[str, str, int, int], Callable[[BaseException | None], None]] = {}
+
+
+class _FailureListener:
+    """Hands a waiting failure callback the exception Airflow gives listeners (see :func:`with_exception`)."""
+
+    @hookimpl
+    def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
+        key = (task_instance.dag_id, task_instance.task_id, task_instance.map_index, task_instance.try_number)
+        write = _WAITING.pop(key, None)
+        if write is not None:
+            write(error if isinstance(error, BaseException) else None)
+
+
+_LISTENER = _FailureListener()
+
+
+def with_exception(context: Any, write: Callable[[BaseException | None], None]) -> None:
+    """Call ``write`` with the exception a failure or retry callback is about.
+
+    Airflow 2.11 and 3.3+ put it in the callback's context. Before 3.3, ``dag.test()`` hands it to
+    ``finalize()`` but not to the callbacks' context; ``finalize()`` then gives it to the
+    ``on_task_instance_failed`` listeners, right after the callbacks: ``write`` waits for that.
+    """
+    exc = context.get("exception")
+    if exc is not None or AIRFLOW_V_3_3_PLUS or not AIRFLOW_V_3_0_PLUS:
+        write(exc)
+        return
+    from airflow.listeners.listener import get_listener_manager
+
+    manager = get_listener_manager()
+    if not manager.pm.is_registered(_LISTENER):
+        manager.add_listener(_LISTENER)
+    ti = context["ti"]
+    _WAITING[(ti.dag_id, ti.task_id, ti.map_index, ti.try_number)] = write
+
+
 def record_failure(context: Any) -> None:
     """on_failure / on_retry callback: append what failed, on which try and why, to events.jsonl."""
     ti = context["ti"]
-    exc = context.get("exception")
-    line = {
-        "task_id": ti.task_id,
-        "map_index": ti.map_index,
-        "try_number": ti.try_number,
-        "exception": type(exc).__name__ if exc is not None else None,
-        "message": str(exc) if exc is not None else None,
-    }
-    os.makedirs(out_dir(), exist_ok=True)
-    with open(os.path.join(out_dir(), "events.jsonl"), "a", encoding="utf-8") as out:
-        out.write(json.dumps(line) + "\n")
+
+    def write(exc: BaseException | None) -> None:
+        line = {
+            "task_id": ti.task_id,
+            "map_index": ti.map_index,
+            "try_number": ti.try_number,
+            "exception": type(exc).__name__ if exc is not None else None,
+            "message": str(exc) if exc is not None else None,
+        }
+        os.makedirs(out_dir(), exist_ok=True)
+        with open(os.path.join(out_dir(), "events.jsonl"), "a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+
+    with_exception(context, write)
 
 
 def record_resume(task_id: str, generation_id: str, status: str | None) -> None:

@@ -187,6 +187,7 @@ def test_connections_add_defines_the_same_connection_as_the_env_var(cli_env):
 
 
 @pytest.mark.airflow3  # the README's commands and answers are Airflow 3's
+@pytest.mark.airflow33  # 3.3's connection test endpoint answer
 def test_connections_test_cli_succeeds_against_the_emulator(emulator, cli_env):
     """The README's ``airflow connections test`` block, with the connection from the env var."""
     block = block_with("airflow connections test kling_default", "bash")
@@ -234,6 +235,7 @@ print(json.dumps({"password": stored["password"], "icon": [icon.status_code, ico
 
 
 @pytest.mark.airflow3
+@pytest.mark.airflow32  # the connection test endpoint's answer of 3.2+
 def test_airflow_332s_test_endpoint_refuses_the_connection_lists_test_icon(emulator, cli_env):
     """README: the Test icon's request is refused by Airflow's own endpoint; the hook itself is fine."""
     import airflow
@@ -272,6 +274,7 @@ def test_airflow_332s_test_endpoint_refuses_the_connection_lists_test_icon(emula
 
 # ------------------------------------------------------------------------------ pools
 @pytest.mark.airflow3  # the README's commands and answers are Airflow 3's
+@pytest.mark.airflow33  # 3.3's CLI (airflow.dag_processing.dagbag)
 def test_pool_commands_create_the_pool_the_pipeline_example_uses(cli_env):
     from tests.support.dags import EXAMPLES, load_dag_file
 
@@ -311,6 +314,7 @@ def run_by_hand(dag_file: Path, env: dict[str, str]) -> dict[str, Any]:
 
 
 @pytest.mark.airflow3
+@pytest.mark.airflow32  # the CLI of 3.2+ (airflow.dag_processing.dagbag)
 def test_operator_snippet_runs_when_triggered_by_hand(emulator, cli_env, tmp_path):
     """The README's DAG runs as written in a manual run, and ``{% raw %}`` keeps literal braces."""
     snippet = block_with("KlingTextToVideoOperator(", "python")
@@ -340,6 +344,7 @@ def test_operator_snippet_runs_when_triggered_by_hand(emulator, cli_env, tmp_pat
 
 
 @pytest.mark.airflow3
+@pytest.mark.airflow32  # the CLI of 3.2+ (airflow.dag_processing.dagbag)
 def test_ds_is_undefined_when_triggered_by_hand(emulator, cli_env):
     """What the README warns about: ``{{ ds }}`` fails a manual run of a ``schedule=None`` DAG."""
     dag_file = Path(cli_env["AIRFLOW__CORE__DAGS_FOLDER"]) / "kling_readme_ds.py"

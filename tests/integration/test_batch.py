@@ -429,6 +429,7 @@ def test_e2e_triggerer_restart_and_a_rerun_that_pays_nothing(deployment: Any) ->
     assert deployment.posts_for(tag) == E2E_ROWS
 
 
+@pytest.mark.airflow33  # expects no state objects in the bucket: task_state_store (3.3+) holds them
 def test_catalog_example_from_s3_to_s3_is_rerun_safe(emulator, airflow_db, s3, monkeypatch):
     import pendulum
 

@@ -899,6 +899,7 @@ print("done", flush=True)
 
 
 @pytest.mark.airflow3
+@pytest.mark.airflow31  # airflow.sdk.log.configure_logging(output=, colored_console=) is 3.1's
 def test_a_logged_key_comes_out_redacted(emulator: KlingEmulator) -> None:
     env = {
         **os.environ,

@@ -96,7 +96,6 @@ def test_retry_reconnects_to_the_paid_generation(emulator, airflow_db, test_out)
     assert all(API_KEY not in row["value"] for row in stored)
 
 
-@pytest.mark.airflow33
 def test_failure_semantics(emulator, airflow_db, test_out):
     set_connection("kling_bad_key", host=emulator.base_url, password="not-the-key")
     emulator.inject("403", method="POST", times=1)
@@ -153,7 +152,6 @@ def test_failure_semantics(emulator, airflow_db, test_out):
         assert API_KEY not in (event["message"] or "")
 
 
-@pytest.mark.airflow33
 def test_mapping_and_taskflow_inputs(emulator, airflow_db, test_out):
     module = load_dag_file(TEST_DAGS / "kling_mapping.py")
     result = run_dag(module.dag)
@@ -218,7 +216,6 @@ def assert_video_links(result: Any, tis: list[tuple[str, int]], base_url: str) -
             assert link.startswith(base_url)
 
 
-@pytest.mark.airflow33
 def test_no_second_payment_after_an_ambiguous_post_or_a_taken_file(emulator, airflow_db, test_out):
     emulator.inject("500", method="POST", after_create=True)
     (test_out / "taken.mp4").write_bytes(b"an earlier video")

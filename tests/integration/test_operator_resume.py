@@ -112,6 +112,7 @@ def test_omni_video_list_gives_the_first_url_and_lists_them_all(emulator, airflo
     assert len(posts(emulator)) == 2
 
 
+@pytest.mark.airflow33  # a retry reconnects through task_state_store (3.3+)
 def test_retry_after_a_successful_download_keeps_it(emulator, airflow_db, test_out):
     """Issue 10 #4: try 1 downloaded the video and died; try 2 reconnects and accepts its own file."""
     module = load_dag_file(TEST_DAGS / "kling_retry_after_download.py")
@@ -135,6 +136,7 @@ def test_retry_after_a_successful_download_keeps_it(emulator, airflow_db, test_o
     assert sorted(p.name for p in video.parent.iterdir()) == [video.name, video.name + ".kling.json"]
 
 
+@pytest.mark.airflow33  # a retry reconnects through task_state_store (3.3+)
 def test_completed_without_a_video_url_is_a_retryable_error(emulator, airflow_db, test_out):
     """Issue 10 #5: "completed" with no URL fails (naming the generation) instead of passing silently."""
     gen_id = f"{uuid.uuid4()}:{V1}"
@@ -210,6 +212,7 @@ def clear_and_rerun(dag: Any, run_id: str, task_ids: list[str]) -> dict[str, Any
     return outcome
 
 
+@pytest.mark.airflow33  # a retry reconnects through task_state_store (3.3+)
 def test_clear_after_editing_the_prompt_submits_a_new_generation(emulator, airflow_db, test_out, monkeypatch):
     """Issue 10 #7: task_state_store survives a clear; only an unchanged request may reconnect."""
     monkeypatch.setenv("KLING_TEST_PROMPT", "apples ripen in the sun")
@@ -276,6 +279,7 @@ def test_sensor_deferral_timeout_names_the_generation():
     assert gen_id in str(info.value)
 
 
+@pytest.mark.airflow33  # a retry reconnects through task_state_store (3.3+)
 def test_same_download_file_for_two_mapped_tasks(emulator, airflow_db, test_out):
     """Issue 10 suspicion: two mapped instances, one download_to file (as dag.test runs them, in turn)."""
     module = load_dag_file(TEST_DAGS / "kling_same_file.py")
@@ -392,6 +396,7 @@ def test_concurrent_downloads_to_one_file_keep_exactly_one(emulator, tmp_path):
 # ------------------------------------------------------------------------------------ issue 11
 
 
+@pytest.mark.airflow33  # a retry reconnects through task_state_store (3.3+)
 def test_deferral_timeout_says_what_happened_and_the_retry_reconnects(emulator, airflow_db, test_out, capfd):
     """Issue 11 #3: no triggerer: the deferral log line, the resume message, then a retry pays nothing."""
     module = load_dag_file(TEST_DAGS / "kling_deferral_timeout.py")

@@ -66,7 +66,6 @@ def style_emulator(
         yield emu
 
 
-@pytest.mark.airflow31
 def test_submit_returns_the_id_and_sends_the_validated_body(
     emulator: Any, hook_logs: list[dict[str, Any]]
 ) -> None:
@@ -223,7 +222,6 @@ def test_both_error_shapes_give_readable_messages(emulator: Any, marker: str, me
     assert str(info.value) == f"Kling generation {generation_id} failed: {message}"
 
 
-@pytest.mark.airflow31
 def test_wait_for_generation_logs_each_status_change(emulator: Any, hook_logs: list[dict[str, Any]]) -> None:
     hook = make_hook()
     # 3 s polled every 0.05 s: dozens of polls for three statuses, on any machine.
