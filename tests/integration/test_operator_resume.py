@@ -52,6 +52,7 @@ def downloads(emulator: Any) -> list[Any]:
 # ------------------------------------------------------------------------------------ issue 10
 
 
+@pytest.mark.airflow33  # records the paid id in task_state_store (3.3+)
 def test_paid_post_whose_id_cannot_be_recorded_fails_without_retry(emulator, airflow_db, test_out):
     """Issue 10 #1: the POST succeeded, then ``task_state_store.set`` raised (Execution API 503)."""
     module = load_dag_file(TEST_DAGS / "kling_paid_unrecorded.py")
