@@ -13,7 +13,7 @@ from airflow.models.trigger import TriggerFailureReason
 from airflow.providers.common.compat.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_kling.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
+from airflow_provider_kling.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
 
 
 def out_dir() -> str:
@@ -50,7 +50,10 @@ def with_exception(context: Any, write: Callable[[BaseException | None], None]) 
     if exc is not None or AIRFLOW_V_3_3_PLUS or not AIRFLOW_V_3_0_PLUS:
         write(exc)
         return
-    from airflow.listeners.listener import get_listener_manager
+    if AIRFLOW_V_3_2_PLUS:  # the Task SDK's own listener manager, which its task runner calls
+        from airflow.sdk.listener import get_listener_manager
+    else:
+        from airflow.listeners.listener import get_listener_manager
 
     manager = get_listener_manager()
     if not manager.pm.is_registered(_LISTENER):
