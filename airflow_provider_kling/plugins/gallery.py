@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -36,7 +37,7 @@ from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep
 from airflow.configuration import conf
 from airflow.models.xcom import XComModel
-from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -298,17 +299,39 @@ def _paths(request: Request) -> tuple[str, str]:
     return prefix, ui_base
 
 
-def _listing(
-    request: Request,
-    session: Any,
-    user: Any,
-    dag_id: str | None,
-    model: str | None,
-    run_id: str | None,
-    task_id: str | None,
-    page: int,
-    per_page: int,
-) -> dict[str, Any]:
+Page = Annotated[int, Query(ge=1)]
+PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE)]
+
+
+@dataclass
+class Filters:
+    """The query parameters the page and the list API share (an empty value is no filter)."""
+
+    dag_id: str | None = None
+    model: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    page: Page = 1
+    per_page: PerPage = DEFAULT_PER_PAGE
+
+    def asked(self) -> dict[str, str]:
+        """The filters given, by name."""
+        named = (
+            ("dag_id", self.dag_id),
+            ("model", self.model),
+            ("run_id", self.run_id),
+            ("task_id", self.task_id),
+        )
+        return {name: value for name, value in named if value}
+
+
+FiltersDep = Annotated[Filters, Depends()]
+
+
+def _listing(request: Request, session: Any, user: Any, filters: Filters) -> dict[str, Any]:
+    asked = filters.asked()
+    dag_id, model, run_id, task_id = (asked.get(k) for k in ("dag_id", "model", "run_id", "task_id"))
+    page, per_page = filters.page, filters.per_page
     roots = configured_roots()
     items, dag_ids, models, limited = generations(
         session, user, dag_id=dag_id, model=model, run_id=run_id, task_id=task_id, roots=roots
@@ -347,43 +370,26 @@ def page_security_headers(nonce: str) -> dict[str, str]:
     return {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff"}
 
 
-Page = Annotated[int, Query(ge=1)]
-PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE)]
-
-
 @router.get("/", response_class=HTMLResponse)
-def page(
-    request: Request,
-    user: GetUserDep,
-    session: SessionDep,
-    dag_id: str | None = None,
-    model: str | None = None,
-    run_id: str | None = None,
-    task_id: str | None = None,
-    page: Page = 1,
-    per_page: PerPage = DEFAULT_PER_PAGE,
-) -> HTMLResponse:
+def page(request: Request, user: GetUserDep, session: SessionDep, filters: FiltersDep) -> HTMLResponse:
     """The gallery page."""
     from airflow_provider_kling.plugins.page import render
 
-    data = _listing(
-        request, session, user, dag_id or None, model or None, run_id or None, task_id or None, page, per_page
-    )
-    asked = (("dag_id", dag_id), ("model", model), ("run_id", run_id), ("task_id", task_id))
-    filters = {k: v for k, v in asked if v}
+    data = _listing(request, session, user, filters)
+    asked = filters.asked()
 
     def page_query(number: int) -> str:
-        return urlencode({**filters, "page": number, "per_page": per_page})
+        return urlencode({**asked, "page": number, "per_page": filters.per_page})
 
-    without_run = urlencode({k: v for k, v in filters.items() if k not in ("run_id", "task_id")})
+    without_run = urlencode({k: v for k, v in asked.items() if k not in ("run_id", "task_id")})
     nonce = secrets.token_urlsafe(16)
     html = render(
         **data,
         nonce=nonce,
-        dag_id=dag_id or "",
-        model=model or "",
-        run_id=run_id or "",
-        task_id=task_id or "",
+        dag_id=filters.dag_id or "",
+        model=filters.model or "",
+        run_id=filters.run_id or "",
+        task_id=filters.task_id or "",
         page_query=page_query,
         without_run=without_run,
         scan_limit=SCAN_LIMIT,
@@ -393,20 +399,10 @@ def page(
 
 @router.get("/api/generations")
 def api_generations(
-    request: Request,
-    user: GetUserDep,
-    session: SessionDep,
-    dag_id: str | None = None,
-    model: str | None = None,
-    run_id: str | None = None,
-    task_id: str | None = None,
-    page: Page = 1,
-    per_page: PerPage = DEFAULT_PER_PAGE,
+    request: Request, user: GetUserDep, session: SessionDep, filters: FiltersDep
 ) -> dict[str, Any]:
     """The gallery's list as JSON: ``items`` (one per generation), ``total``, ``page``, ``pages``, filters."""
-    data = _listing(
-        request, session, user, dag_id or None, model or None, run_id or None, task_id or None, page, per_page
-    )
+    data = _listing(request, session, user, filters)
     data.pop("prefix")
     return data
 
