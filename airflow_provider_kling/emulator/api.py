@@ -19,14 +19,15 @@ from aiohttp import web
 from airflow_provider_kling import catalog
 from airflow_provider_kling.emulator import pricing
 from airflow_provider_kling.emulator.account import AccountHandlers
+from airflow_provider_kling.emulator.clips import clip_spec, generation_seconds
 from airflow_provider_kling.emulator.constants import API_PATHS, STATUS_STYLES, VIDEO_PREFIX, log
+from airflow_provider_kling.emulator.media import video_data_async
 from airflow_provider_kling.emulator.state import (
     ERROR_2026_MARKER,
     ERROR_MARKER,
     SECONDS_MARKER,
     Generation,
     _marker_text,
-    _requested_duration,
 )
 from airflow_provider_kling.emulator.validation import validate_body
 
@@ -99,7 +100,9 @@ class ApiHandlers(AccountHandlers):
             with self._lock:
                 self._log_submit(request, model, None)
             return await self._json(request, rec, 400, self._error_body(request, 400, message), fault)
-        usd = pricing.billed_usd(body["model"], body)
+        clip = clip_spec(body)
+        # Billed on the clip's length: the seconds served are the seconds paid.
+        usd = pricing.billed_usd(body["model"], {**body, "duration": clip.duration})
         with self._lock:
             refusal = self._refusal(request, usd)
             if refusal is not None:
@@ -108,9 +111,12 @@ class ApiHandlers(AccountHandlers):
             return await self._json(request, rec, 403, self._error_body(request, 403, refusal), fault)
         now = time.monotonic()
         prompt = _marker_text(body)
-        duration = _requested_duration(body.get("duration"))
+        duration = clip.duration
         seconds_marker = SECONDS_MARKER.search(prompt)
-        seconds = float(seconds_marker.group(1)) if seconds_marker else self.generation_seconds
+        if seconds_marker:
+            seconds = float(seconds_marker.group(1))
+        else:
+            seconds = generation_seconds(body["model"], duration, self.generation_seconds)
         if ERROR_2026_MARKER in prompt:
             outcome = "error_2026"
         elif ERROR_MARKER in prompt:
@@ -136,6 +142,7 @@ class ApiHandlers(AccountHandlers):
                 created_wall=time.time(),
                 client_request_id=rec.client_request_id,
                 request_id=str(uuid.uuid4()),
+                clip=clip,
             )
             self._generations[gen.id] = gen
             self._by_token[gen.video_token] = gen
@@ -179,7 +186,10 @@ class ApiHandlers(AccountHandlers):
             status = names[3]
             error = POLICY_ERROR_2026 if gen.outcome == "error_2026" else FACE_ERROR
         elif phase == 2:
-            video = self._video(request, gen)
+            size = gen.video_bytes
+            if size is None and self.answer_style != "2026":  # only the 2025 answer tells the size
+                size = len(await video_data_async(gen.clip, self._sample))
+            video = self._video(request, gen, size)
         payload = {
             "id": gen.id,
             "status": status,
@@ -189,8 +199,10 @@ class ApiHandlers(AccountHandlers):
         }
         return await self._json(request, rec, 200, payload, fault)
 
-    def _video(self, request: web.Request, gen: Generation) -> dict[str, Any] | list[dict[str, Any]]:
-        """The finished ``video`` field; a list for omni models."""
+    def _video(
+        self, request: web.Request, gen: Generation, file_size: int | None
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        """The finished ``video`` field (``file_size`` in the 2025 style); a list for omni models."""
         url = f"{request.scheme}://{request.host}{VIDEO_PREFIX}/{gen.video_token}/output.mp4"
         video: dict[str, Any]
         if self.answer_style == "2026":
@@ -201,7 +213,7 @@ class ApiHandlers(AccountHandlers):
                 "url": url,
                 "content_type": "video/mp4",
                 "file_name": "output.mp4",
-                "file_size": self.sample_size if gen.video_bytes is None else gen.video_bytes,
+                "file_size": file_size,
                 "duration": gen.duration,
             }
         canonical = catalog.MODEL_ALIASES.get(gen.model, gen.model)

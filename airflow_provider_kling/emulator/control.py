@@ -17,6 +17,7 @@ from aiohttp import web
 from airflow_provider_kling.emulator.account import AccountSettings, LogRow
 from airflow_provider_kling.emulator.constants import API_PATHS
 from airflow_provider_kling.emulator.faults import FaultsMixin
+from airflow_provider_kling.emulator.media import video_data
 from airflow_provider_kling.emulator.state import Generation, RecordedRequest
 
 
@@ -97,6 +98,17 @@ class ControlHandlers(FaultsMixin):
             gen = self._generations[generation_id]
             gen.ready_at = min(gen.ready_at, now)
             gen.queued_until = min(gen.queued_until, now)
+
+    def video_data(self, generation_id: str) -> bytes:
+        """The MP4 bytes served as this generation's video: its clip, or the sample MP4 without PyAV.
+
+        A blob's bytes (``video_bytes``) are :func:`~airflow_provider_kling.emulator.media.blob_bytes`.
+
+        :param generation_id: the id; raises KeyError when unknown.
+        """
+        with self._lock:
+            clip = self._generations[generation_id].clip
+        return video_data(clip, self._sample)
 
     # ------------------------------------------------------------------ control handlers
 

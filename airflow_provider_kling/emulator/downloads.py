@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from airflow_provider_kling.emulator.answers import Responder
-from airflow_provider_kling.emulator.media import MAX_BLOB, _Body
+from airflow_provider_kling.emulator.media import MAX_BLOB, _Body, video_data_async
 
 
 class DownloadHandlers(Responder):
@@ -25,7 +25,10 @@ class DownloadHandlers(Responder):
             size = gen.video_bytes if gen is not None else None
         if gen is None:
             return self._error(request, rec, 404, "Not found")
-        body = _Body(self._sample) if size is None else _Body(blob_size=size)
+        if size is None:
+            body = _Body(await video_data_async(gen.clip, self._sample))
+        else:
+            body = _Body(blob_size=size)
         return await self._answer(request, rec, 200, body, "video/mp4", fault, ranged=True)
 
     async def _handle_redirect(self, request: web.Request) -> web.StreamResponse:

@@ -1,13 +1,20 @@
-"""The bytes the emulator serves as videos: the sample MP4, pattern blobs, and Range parsing.
+"""The bytes the emulator serves as videos: clips that match the request, the sample MP4, pattern
+blobs, and Range parsing.
 
+A generation's video is the clip its request asks for (:func:`video_data`, encoded by
+:mod:`~airflow_provider_kling.emulator.encoder` when PyAV is installed), else the stock sample MP4.
 A blob is virtual: :func:`blob_bytes` computes any window of it, so a 1 TiB video costs no memory and
 a test can check every byte it downloaded.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+
+from airflow_provider_kling.emulator import encoder
+from airflow_provider_kling.emulator.clips import ClipSpec
 
 SAMPLE_PATH = Path(__file__).with_name("sample.mp4")
 CHUNK = 1024 * 1024
@@ -18,6 +25,26 @@ MAX_BLOB = 1 << 40
 # detectable) and any window of up to CHUNK bytes is one slice of this buffer: constant memory.
 _BLOB_PERIOD = 251
 _BLOB_PATTERN = bytes(range(1, _BLOB_PERIOD + 1)) * (CHUNK // _BLOB_PERIOD + 2)
+
+
+def video_data(clip: ClipSpec | None, sample: bytes) -> bytes:
+    """The MP4 served for a generation's ``clip``: encoded to match it, or ``sample`` without PyAV.
+
+    :param clip: the generation's clip, None for the stock sample.
+    :param sample: the stock sample MP4.
+    """
+    return (encoder.clip_bytes(clip) if clip is not None else None) or sample
+
+
+async def video_data_async(clip: ClipSpec | None, sample: bytes) -> bytes:
+    """:func:`video_data` without blocking the server's loop while a clip is first encoded.
+
+    :param clip: the generation's clip, None for the stock sample.
+    :param sample: the stock sample MP4.
+    """
+    if clip is None or encoder.is_cached(clip):
+        return video_data(clip, sample)
+    return await asyncio.to_thread(video_data, clip, sample)
 
 
 def blob_bytes(offset: int, length: int) -> bytes:

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_kling.emulator.clips import ClipSpec
+
 ERROR_MARKER = "[error]"
 ERROR_2026_MARKER = "[error:2026]"
 #: ``[seconds:N]`` in a prompt: this generation takes N seconds instead of ``generation_seconds``.
@@ -78,7 +80,7 @@ class Generation:
     :param prompt: requested prompt (or the first of ``multi_prompt``; "" when there is none).
     :param created_at: ``time.monotonic()`` at creation.
     :param outcome: ``"completed"``, ``"error"`` (detail shape) or ``"error_2026"`` (name/message shape).
-    :param duration: requested video duration in seconds (5 when not given as a number).
+    :param duration: the video's duration in seconds (its ``clip``'s; the usage is billed on it).
     :param video_token: opaque token in the video URL.
     :param video_bytes: size of the served blob, or None to serve the sample MP4.
     :param queued_until: monotonic time the status leaves "queued".
@@ -91,6 +93,7 @@ class Generation:
     :param created_wall: wall-clock creation time (``time.time()``), for the account's windows.
     :param client_request_id: the valid ``X-Client-Request-Id`` its submit carried, or None.
     :param request_id: the service-side id of its submit request (``request_id`` of its log row).
+    :param clip: the clip it serves (duration, frame size, audio), or None for the stock sample MP4.
     """
 
     id: str
@@ -110,6 +113,7 @@ class Generation:
     created_wall: float = 0.0
     client_request_id: str | None = None
     request_id: str = ""
+    clip: ClipSpec | None = None
 
     @property
     def finished_wall(self) -> float:
@@ -157,7 +161,7 @@ class EmulatorState:
 
     @property
     def sample_size(self) -> int:
-        """Size in bytes of the sample MP4 served for finished generations."""
+        """Size in bytes of the stock sample MP4 (served for every finished generation without PyAV)."""
         return len(self._sample)
 
 

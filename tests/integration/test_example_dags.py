@@ -18,7 +18,6 @@ import pytest
 from tests.support.connections import API_KEY, connection_json
 from tests.support.dags import (
     EXAMPLES,
-    SAMPLE_MP4,
     load_dag_file,
     posts,
     run_dag,
@@ -58,13 +57,13 @@ def test_basic_example_downloads_the_video(emulator, airflow_db, dag_env):
     assert out["generation_id"] == gen_id
     assert out["status"] == "completed"
     assert out["model"] == "kling-video/v1/standard/image-to-video"
-    assert out["file_size"] == len(SAMPLE_MP4)
+    assert out["file_size"] == len(emulator.video_data(gen_id))
     assert out["usage"]["tokens_used"] > 0
     assert out["video_url"].startswith(emulator.base_url)
     assert result.xcom("image_to_video", key="kling_video_url") == out["video_url"]
     video = Path(out["video_path"])
     assert video.parent == dag_env / "basic"
-    assert video.read_bytes() == SAMPLE_MP4
+    assert video.read_bytes() == emulator.video_data(gen_id)
     assert json.loads(json.dumps(out)) == out  # a plain JSON dict, small enough for XCom
     # The rendered request is what the emulator received, once.
     (post,) = posts(emulator)
@@ -100,7 +99,7 @@ def test_pipeline_example_maps_over_shots_and_writes_a_manifest(emulator, airflo
         out = result.xcom("generate", map_index=i)
         assert by_id[out["generation_id"]] == out
         assert result.xcom("generate", key="generation_id", map_index=i) == out["generation_id"]
-        assert Path(out["video_path"]).read_bytes() == SAMPLE_MP4
+        assert Path(out["video_path"]).read_bytes() == emulator.video_data(out["generation_id"])
         # Each shot waited in the triggerer, not in a worker slot.
         assert "deferred" in result.events[("generate", i)]
     # One paid POST per shot, each with that shot's image and prompt.
@@ -123,7 +122,7 @@ def test_daily_asset_example_emits_the_asset_and_feeds_the_consumer(emulator, ai
     assert video.parent == dag_env.resolve() / "daily"
     assert video.name.endswith(".mp4")
     assert video.stem[:4].isdigit()
-    assert video.read_bytes() == SAMPLE_MP4
+    assert video.read_bytes() == emulator.video_data(out["generation_id"])
     # The prompt template was rendered before it was sent.
     (post,) = posts(emulator)
     assert "{{" not in post.json["prompt"]
@@ -155,7 +154,7 @@ def test_daily_asset_example_emits_the_asset_and_feeds_the_consumer(emulator, ai
     published = consumed.xcom("publish_latest")
     assert published["source"] == str(video)
     assert published["generation_id"] == out["generation_id"]
-    assert Path(published["published"]).read_bytes() == SAMPLE_MP4
+    assert Path(published["published"]).read_bytes() == emulator.video_data(out["generation_id"])
 
 
 def test_sensor_example_waits_in_deferrable_mode(emulator, airflow_db, dag_env, monkeypatch):
@@ -179,7 +178,7 @@ def test_sensor_example_waits_in_deferrable_mode(emulator, airflow_db, dag_env, 
     assert waited["model"] == submitted["model"]
     assert waited["status"] == "completed"
     assert result.xcom("wait_for_video", key="kling_video_url") == waited["video_url"]
-    assert Path(result.xcom("download")).read_bytes() == SAMPLE_MP4
+    assert Path(result.xcom("download")).read_bytes() == emulator.video_data(gen_id)
     assert len(posts(emulator)) == 1
     # The sensor waited in its trigger, which holds the id and an epoch deadline, never the key.
     assert result.events[("wait_for_video", -1)] == ["running", "deferred", "running", "success"]
@@ -244,7 +243,7 @@ def test_v3_audio_example_sends_generate_audio_and_an_8_second_duration(emulator
     assert out["usage"]["tokens_used"] > 0
     video = Path(out["video_path"])
     assert video.parent == dag_env / "v3_audio"
-    assert video.read_bytes() == SAMPLE_MP4
+    assert video.read_bytes() == emulator.video_data(out["generation_id"])
     # It waited in the triggerer, not in a worker slot.
     assert "deferred" in result.events[("image_to_video_with_audio", -1)]
 
@@ -281,7 +280,7 @@ def test_v3_audio_example_on_the_unified_endpoint_reports_credits_and_usd(
     assert_one_shape(out)
     assert out["usage"]["credits_used"] > 0
     assert out["usage"]["usd_spent"] == pytest.approx(out["usage"]["credits_used"] / 2_000_000)
-    assert Path(out["video_path"]).read_bytes() == SAMPLE_MP4
+    assert Path(out["video_path"]).read_bytes() == emu.video_data(out["generation_id"])
 
 
 # Airflow 3.3.2's dag.test() resumes a deferred task with next_kwargs={'event': ...} only, dropping the
@@ -315,7 +314,7 @@ def test_text_to_video_example_sends_the_prompt_and_its_params(emulator, airflow
     assert out["endpoint"] == "legacy"
     video = Path(out["video_path"])
     assert video.parent == dag_env / "text_to_video"
-    assert video.read_bytes() == SAMPLE_MP4
+    assert video.read_bytes() == emulator.video_data(out["generation_id"])
 
 
 def test_text_to_video_example_takes_the_trigger_forms_params(emulator, airflow_db, dag_env):
@@ -351,7 +350,7 @@ def test_avatar_example_sends_the_image_and_the_audio(emulator, airflow_db, dag_
     assert out["model"] == "klingai/avatar-pro"
     video = Path(out["video_path"])
     assert video.parent == dag_env / "avatar"
-    assert video.read_bytes() == SAMPLE_MP4
+    assert video.read_bytes() == emulator.video_data(out["generation_id"])
     assert "deferred" in result.events[("avatar", -1)]
 
 
@@ -361,7 +360,8 @@ def test_basic_example_runs_when_triggered_by_hand(emulator, airflow_db, dag_env
     result = run_dag(module.dag, logical_date=None)
 
     assert result.state == "success"
-    assert Path(result.xcom("image_to_video")["video_path"]).read_bytes() == SAMPLE_MP4
+    out = result.xcom("image_to_video")
+    assert Path(out["video_path"]).read_bytes() == emulator.video_data(out["generation_id"])
 
 
 def test_manually_triggered_examples_use_no_logical_date_template():

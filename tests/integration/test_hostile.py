@@ -302,7 +302,7 @@ def test_plain_http_video_is_refused_by_default_and_allowed_to_loopback_when_ask
     assert emulator.count("GET", VIDEO_PREFIX) == 0  # refused before connecting
 
     written = hook_for("kling_default").download_video(done.video_url, tmp_path)
-    assert Path(written).stat().st_size == emulator.sample_size
+    assert Path(written).read_bytes() == emulator.video_data(generation_id)
     assert emulator.count("GET", VIDEO_PREFIX) == 1
 
 
@@ -432,7 +432,7 @@ def test_downloads_ask_for_identity_encoding(
     done = hook.get_generation(generation_id)
     emulator.inject("gzip", path_prefix=VIDEO_PREFIX)
     written = hook.download_video(done.video_url or "", tmp_path / "b.mp4", expected_size=done.file_size)
-    assert Path(written).stat().st_size == emulator.sample_size
+    assert Path(written).read_bytes() == emulator.video_data(generation_id)
     assert emulator.count("GET", VIDEO_PREFIX) == 1
 
 

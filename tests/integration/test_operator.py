@@ -16,7 +16,6 @@ from airflow_provider_kling.operators.kling import RESULT_KEYS
 from airflow_provider_kling.version_compat import AIRFLOW_V_3_3_PLUS
 from tests.support.connections import API_KEY, set_connection
 from tests.support.dags import (
-    SAMPLE_MP4,
     TEST_DAGS,
     failure_events,
     load_dag_file,
@@ -78,7 +77,9 @@ def test_retry_reconnects_to_the_paid_generation(emulator, airflow_db, test_out)
     download_failure = events["download_fails_once"][0]
     assert download_failure["exception"] != "AirflowFailException"
     assert "video download" in download_failure["message"]
-    assert Path(result.xcom("download_fails_once")["video_path"]).read_bytes() == SAMPLE_MP4
+    assert Path(result.xcom("download_fails_once")["video_path"]).read_bytes() == emulator.video_data(
+        result.xcom("download_fails_once")["generation_id"]
+    )
     assert emulator.fault_counts["reset_mid"] == 3
 
     # A stored generation that ended in error is the one case a retry pays again.
@@ -169,7 +170,7 @@ def test_mapping_and_taskflow_inputs(emulator, airflow_db, test_out):
         out = result.xcom("by_url", map_index=i)
         assert out["status"] == "completed"
         assert result.xcom("by_url", key="generation_id", map_index=i) == out["generation_id"]
-        assert Path(out["video_path"]).read_bytes() == SAMPLE_MP4
+        assert Path(out["video_path"]).read_bytes() == emulator.video_data(out["generation_id"])
         # Named after the id, without the model path a <uuid>:<model> id carries.
         assert Path(out["video_path"]).name == out["generation_id"].partition(":")[0] + ".mp4"
         assert tuple(out) == RESULT_KEYS
@@ -188,7 +189,7 @@ def test_mapping_and_taskflow_inputs(emulator, airflow_db, test_out):
         "duration": "5",
     }
     out = result.xcom("from_taskflow")
-    assert Path(out["video_path"]).read_bytes() == SAMPLE_MP4
+    assert Path(out["video_path"]).read_bytes() == emulator.video_data(out["generation_id"])
     assert len(posts(emulator)) == 4
     # It waited in its trigger (dag.test runs triggers in-process).
     assert result.events[("from_taskflow", -1)] == ["running", "deferred", "running", "success"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.dags import SAMPLE_MP4, TEST_DAGS, failure_events, load_dag_file, posts, run_dag
+from tests.support.dags import TEST_DAGS, failure_events, load_dag_file, posts, run_dag
 
 # dag.test() from a bundle, task_state_store and airflow.sdk DAGs: Airflow 3 only.
 pytestmark = pytest.mark.airflow3
@@ -109,7 +109,7 @@ def test_omni_video_list_gives_the_first_url_and_lists_them_all(emulator, airflo
     assert out["video_url"].startswith(emulator.base_url + "/_emulator/videos/")
     assert out["video_urls"] == [out["video_url"]]
     assert result.xcom("omni_emulated", key="kling_video_url") == out["video_url"]
-    assert Path(out["video_path"]).read_bytes() == SAMPLE_MP4
+    assert Path(out["video_path"]).read_bytes() == emulator.video_data(out["generation_id"])
     assert len(posts(emulator)) == 2
 
 
@@ -130,10 +130,10 @@ def test_retry_after_a_successful_download_keeps_it(emulator, airflow_db, test_o
     assert first["message"].endswith(str(video))
     # Downloaded once (by try 1); try 2 kept that file, whose sidecar names the generation and its size.
     assert len(downloads(emulator)) == 1
-    assert video.read_bytes() == SAMPLE_MP4
+    assert video.read_bytes() == emulator.video_data(out["generation_id"])
     sidecar = json.loads(video.with_name(video.name + ".kling.json").read_text())
     assert sidecar["generation_id"] == out["generation_id"]
-    assert sidecar["file_size"] == len(SAMPLE_MP4)
+    assert sidecar["file_size"] == len(emulator.video_data(out["generation_id"]))
     assert sorted(p.name for p in video.parent.iterdir()) == [video.name, video.name + ".kling.json"]
 
 
@@ -160,7 +160,7 @@ def test_completed_without_a_video_url_is_a_retryable_error(emulator, airflow_db
     (_post,) = posts(emulator)
     out = result.xcom("completed_without_url")
     assert out["generation_id"] == gen_id
-    assert Path(out["video_path"]).read_bytes() == SAMPLE_MP4
+    assert Path(out["video_path"]).read_bytes() == emulator.video_data(gen_id)
 
 
 def clear_and_rerun(dag: Any, run_id: str, task_ids: list[str]) -> dict[str, Any]:
@@ -301,7 +301,7 @@ def test_same_download_file_for_two_mapped_tasks(emulator, airflow_db, test_out)
     shared = test_out / "shared"
     out = result.xcom("same_file", map_index=winner)
     assert Path(out["video_path"]) == shared / "clip.mp4"
-    assert (shared / "clip.mp4").read_bytes() == SAMPLE_MP4
+    assert (shared / "clip.mp4").read_bytes() == emulator.video_data(out["generation_id"])
     sidecar = json.loads((shared / "clip.mp4.kling.json").read_text())
     assert sidecar["generation_id"] == out["generation_id"]
     # No partial file left behind.

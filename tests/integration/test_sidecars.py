@@ -19,7 +19,7 @@ from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import Generation, GenerationStatus
 from airflow_provider_kling.operators.kling import download, sidecar_path
 from tests.support.connections import API_KEY, GENERATION_SECONDS, connection_json
-from tests.support.dags import SAMPLE_MP4, TEST_DAGS, failure_events, load_dag_file, posts, run_dag
+from tests.support.dags import TEST_DAGS, failure_events, load_dag_file, posts, run_dag
 
 # dag.test() from a bundle, task_state_store and airflow.sdk DAGs: Airflow 3 only.
 pytestmark = pytest.mark.airflow3
@@ -71,7 +71,7 @@ def test_skip_existing_reuses_only_a_video_made_by_the_same_service(
         assert len(posts(other)) == 1
         assert out["reused"] is False
         assert out["video_path"] != made["video_path"]
-        assert Path(out["video_path"]).read_bytes() == SAMPLE_MP4
+        assert Path(out["video_path"]).read_bytes() == other.video_data(out["generation_id"])
         assert sidecar_of(out["video_path"])["base_url"] == other.base_url
     assert len(posts(emulator)) == 1
 
@@ -133,10 +133,10 @@ def test_retry_after_a_crash_between_the_video_and_its_sidecar_keeps_the_video(
     assert len(video_downloads(emulator)) == 1
     out = result.xcom("crash_before_sidecar")
     video = Path(out["video_path"])
-    assert video.read_bytes() == SAMPLE_MP4
+    assert video.read_bytes() == emulator.video_data(out["generation_id"])
     record = sidecar_of(out["video_path"])
     assert record["generation_id"] == out["generation_id"]
-    assert record["file_size"] == len(SAMPLE_MP4)
+    assert record["file_size"] == len(emulator.video_data(out["generation_id"]))
     assert record["base_url"] == emulator.base_url
     assert sorted(p.name for p in video.parent.iterdir()) == [video.name, video.name + ".kling.json"]
 

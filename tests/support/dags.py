@@ -21,7 +21,6 @@ from tests.support.connections import API_KEY
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "example_dags"
 TEST_DAGS = ROOT / "tests" / "dags"
-SAMPLE_MP4 = (ROOT / "airflow_provider_kling" / "emulator" / "sample.mp4").read_bytes()
 
 
 def load_dag_file(path: Path) -> ModuleType:

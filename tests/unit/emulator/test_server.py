@@ -132,7 +132,8 @@ def test_lifecycle_and_download() -> None:
             assert dl.status_code == 200
             assert dl.headers["Content-Type"] == "video/mp4"
             data = b"".join(dl.iter_content(4096))
-        assert len(data) == video["file_size"] == int(dl.headers["Content-Length"]) == emu.sample_size
+        assert len(data) == video["file_size"] == int(dl.headers["Content-Length"])
+        assert data == emu.video_data(gen_id)
         assert data[4:8] == b"ftyp"
         assert emu.count("GET", "/_emulator/videos") == 1
 

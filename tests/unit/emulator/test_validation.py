@@ -315,7 +315,7 @@ def test_2026_answer_shapes() -> None:
         assert re.search(r"/output\.mp4\?cacheKey=[^&]+&ksTime=[^&]+$", url)
         assert url == poll(emu, body["id"]).json()["video"]["url"]  # stable between polls
         data = requests.get(url, timeout=5).content
-        assert len(data) == emu.sample_size
+        assert data == emu.video_data(body["id"])
         assert data[4:8] == b"ftyp"
 
 
@@ -331,7 +331,7 @@ def test_omni_video_is_a_list(answer_style: str) -> None:
         if answer_style == "2026":
             assert set(video[0]) == {"url"}
         else:
-            assert video[0]["file_size"] == emu.sample_size
+            assert video[0]["file_size"] == len(emu.video_data(gen_id))
 
 
 def test_numeric_ids() -> None:

@@ -9,11 +9,14 @@ from typing import Any
 import pytest
 
 from airflow_provider_kling.emulator.app import SAMPLE_PATH, VIDEO_PREFIX
+from airflow_provider_kling.emulator.clips import clip_spec
+from airflow_provider_kling.emulator.media import video_data
 from airflow_provider_kling.exceptions import KlingConnectionError, KlingDownloadError
 from airflow_provider_kling.models import Generation
 from tests.support.hooks import REQUEST, make_hook
 
-SAMPLE = SAMPLE_PATH.read_bytes()
+#: What the emulator serves for REQUEST: its 5 s 16:9 clip (the stock sample MP4 without PyAV).
+CLIP = video_data(clip_spec(REQUEST), SAMPLE_PATH.read_bytes())
 
 
 @pytest.fixture
@@ -24,7 +27,8 @@ def video(emulator: Any) -> Generation:
     emulator.complete(generation_id)
     generation = hook.get_generation(generation_id)
     assert generation.video_url
-    assert generation.file_size == len(SAMPLE)
+    assert generation.file_size == len(CLIP)
+    assert emulator.video_data(generation_id) == CLIP
     return generation
 
 
@@ -36,7 +40,7 @@ def test_download_into_a_folder(emulator: Any, video: Generation, tmp_path: Path
     written = make_hook().download_video(video.video_url or "", tmp_path, expected_size=video.file_size)
 
     assert written == str(tmp_path / "output.mp4")
-    assert (tmp_path / "output.mp4").read_bytes() == SAMPLE
+    assert (tmp_path / "output.mp4").read_bytes() == CLIP
     assert sorted(p.name for p in tmp_path.iterdir()) == ["output.mp4"]
     assert downloads(emulator) == 1
     # The video's host never gets the API key (the emulator marks key-less downloads with None).
@@ -47,12 +51,12 @@ def test_download_to_a_file_path_and_a_named_file(emulator: Any, video: Generati
     hook = make_hook()
     target = tmp_path / "clip.mp4"
     assert hook.download_video(video.video_url or "", target) == str(target)
-    assert target.read_bytes() == SAMPLE
+    assert target.read_bytes() == CLIP
 
     named = hook.download_video(video.video_url or "", tmp_path, file_name="../../evil name.mp4")
     # Names from outside never escape the folder.
     assert Path(named) == tmp_path / "evil_name.mp4"
-    assert Path(named).read_bytes() == SAMPLE
+    assert Path(named).read_bytes() == CLIP
 
 
 def test_missing_folders_are_created(emulator: Any, video: Generation, tmp_path: Path) -> None:
@@ -60,18 +64,18 @@ def test_missing_folders_are_created(emulator: Any, video: Generation, tmp_path:
     folder = tmp_path / "a" / "b" / "c"
     written = hook.download_video(video.video_url or "", f"{folder}/")
     assert written == str(folder / "output.mp4")
-    assert (folder / "output.mp4").read_bytes() == SAMPLE
+    assert (folder / "output.mp4").read_bytes() == CLIP
 
     deep_file = tmp_path / "x" / "y" / "clip.mp4"
     assert hook.download_video(video.video_url or "", deep_file) == str(deep_file)
-    assert deep_file.read_bytes() == SAMPLE
+    assert deep_file.read_bytes() == CLIP
 
 
 def test_size_mismatch_keeps_nothing(emulator: Any, video: Generation, tmp_path: Path) -> None:
     with pytest.raises(KlingDownloadError) as info:
-        make_hook().download_video(video.video_url or "", tmp_path, expected_size=len(SAMPLE) + 1)
+        make_hook().download_video(video.video_url or "", tmp_path, expected_size=len(CLIP) + 1)
 
-    size = len(SAMPLE)
+    size = len(CLIP)
     assert f"video is {size} bytes but the API announced file_size {size + 1}" in str(info.value)
     assert list(tmp_path.iterdir()) == []  # neither the file nor a .part leftover
     assert downloads(emulator) == 1  # a wrong size is not a network error: not retried
@@ -111,7 +115,7 @@ def test_dropped_download_is_retried(emulator: Any, video: Generation, tmp_path:
         video.video_url or "", tmp_path, attempts=2, expected_size=video.file_size
     )
 
-    assert Path(written).read_bytes() == SAMPLE
+    assert Path(written).read_bytes() == CLIP
     assert sorted(p.name for p in tmp_path.iterdir()) == ["output.mp4"]
     assert downloads(emulator) == 2
 
@@ -129,7 +133,7 @@ def test_existing_file_is_kept_unless_overwrite(emulator: Any, video: Generation
     assert downloads(emulator) == 0
 
     assert hook.download_video(video.video_url or "", tmp_path, overwrite=True) == str(target)
-    assert target.read_bytes() == SAMPLE
+    assert target.read_bytes() == CLIP
     assert sorted(p.name for p in tmp_path.iterdir()) == ["output.mp4"]
 
 
@@ -165,7 +169,7 @@ def test_download_to_an_fsspec_folder_url(emulator: Any, video: Generation, memo
 
     # Compared as ObjectStoragePath spells it: Airflow 2's writes memory:///, Airflow 3's memory://.
     assert written == str(ObjectStoragePath(memory_folder + "output.mp4"))
-    assert ObjectStoragePath(written).read_bytes() == SAMPLE
+    assert ObjectStoragePath(written).read_bytes() == CLIP
     assert [p.name for p in ObjectStoragePath(memory_folder).iterdir()] == ["output.mp4"]
     with pytest.raises(KlingDownloadError):
         hook.download_video(video.video_url or "", memory_folder)
@@ -177,17 +181,17 @@ def test_download_to_object_storage_paths(emulator: Any, video: Generation, memo
     hook = make_hook()
     file_target = ObjectStoragePath(memory_folder + "clip.mp4")
     assert hook.download_video(video.video_url or "", file_target) == str(file_target)
-    assert file_target.read_bytes() == SAMPLE
+    assert file_target.read_bytes() == CLIP
 
     # An ObjectStoragePath drops a trailing "/", so a folder is one that exists.
     folder = ObjectStoragePath(memory_folder + "existing")
     folder.mkdir(parents=True)
     written = hook.download_video(video.video_url or "", folder, expected_size=video.file_size)
     assert written == str(ObjectStoragePath(memory_folder + "existing/output.mp4"))
-    assert ObjectStoragePath(written).read_bytes() == SAMPLE
+    assert ObjectStoragePath(written).read_bytes() == CLIP
 
     with pytest.raises(KlingDownloadError):
-        hook.download_video(video.video_url or "", folder, expected_size=len(SAMPLE) - 1, overwrite=True)
+        hook.download_video(video.video_url or "", folder, expected_size=len(CLIP) - 1, overwrite=True)
     # The failed try left neither a .part file nor a changed video behind.
     assert [p.name for p in folder.iterdir()] == ["output.mp4"]
-    assert ObjectStoragePath(written).read_bytes() == SAMPLE
+    assert ObjectStoragePath(written).read_bytes() == CLIP

@@ -105,7 +105,7 @@ def test_get_generation_reads_pending_then_completed(style_emulator: KlingEmulat
     assert done.video_url.startswith(emulator.base_url + "/_emulator/videos/")
     assert done.video_url.endswith("/output.mp4")
     assert done.file_name == "output.mp4"
-    assert done.file_size == emulator.sample_size
+    assert done.file_size == len(emulator.video_data(generation_id))
     assert done.content_type == "video/mp4"
     assert done.duration == 5
     assert done.error is None
@@ -230,7 +230,7 @@ def test_wait_for_generation_logs_each_status_change(emulator: Any, hook_logs: l
     done = hook.wait_for_generation(generation_id, poll_interval=0.05, timeout=60)
 
     assert done.status is GenerationStatus.COMPLETED
-    assert done.file_size == emulator.sample_size
+    assert done.file_size == len(emulator.video_data(generation_id))
     pattern = re.compile(rf"^Kling generation {re.escape(generation_id)} is (\w+) after (\d+\.\d) s$")
     changes = [m.groups() for m in map(pattern.match, messages(hook_logs)) if m]
     statuses = [status for status, _ in changes]
@@ -282,7 +282,7 @@ async def test_aget_generation_reads_the_generation(emulator: Any) -> None:
     emulator.complete(generation_id)
     done = await hook.aget_generation(generation_id)
     assert done.status is GenerationStatus.COMPLETED
-    assert done.file_size == emulator.sample_size
+    assert done.file_size == len(emulator.video_data(generation_id))
     assert done.video_url
     assert done.video_url.endswith("/output.mp4")
     assert [r.auth_ok for r in emulator.requests if r.method == "GET"] == [True, True]

@@ -121,7 +121,7 @@ async def test_one_success_event(emulator, loop_errors):
     assert event.generation is not None
     assert event.generation.video_url is not None
     assert event.generation.video_url.startswith(emulator.base_url)
-    assert event.generation.file_size == emulator.sample_size
+    assert event.generation.file_size == len(emulator.video_data(gen_id))
     assert polls(emulator, gen_id) >= 3  # pending twice, then completed
     assert API_KEY not in json.dumps(payload)
     assert_no_unclosed(loop_errors)
