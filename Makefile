@@ -14,7 +14,7 @@ UV_INSTALL = uv pip install --quiet --compile-bytecode
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip uv
-	$(BIN)/$(UV_INSTALL) --python $(BIN)/python -e ".[test]"
+	$(BIN)/$(UV_INSTALL) --python $(BIN)/python -e ".[test,emulator]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -59,7 +59,7 @@ $(STAMP_AF): pyproject.toml $(AIRFLOW_CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV_AF)
 	echo '*' > $(VENV_AF)/.gitignore
 	$(BIN_AF)/pip install --quiet --upgrade pip uv
-	$(BIN_AF)/$(UV_INSTALL) --python $(BIN_AF)/python -e ".[test]" \
+	$(BIN_AF)/$(UV_INSTALL) --python $(BIN_AF)/python -e ".[test,emulator]" \
 		"apache-airflow==$(AIRFLOW_VERSION)" --constraint $(AIRFLOW_CONSTRAINTS)
 	touch $@
 
