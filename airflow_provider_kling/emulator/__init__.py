@@ -7,6 +7,18 @@ auth, faults and recording; a generation can be polled on either) with the servi
 ``completed``/``error``), serves a small playable MP4 as the finished video and records every request
 (``RecordedRequest.path`` and ``.endpoint`` tell which endpoint was called).
 
+The finished video matches the request when PyAV is installed (``pip install
+'airflow-provider-kling[emulator]'``; ``make install`` does): its duration (``duration``, else the sum
+of ``multi_prompt`` shot durations, else the model's default; 3..15 s), its aspect ratio
+(``aspect_ratio``; for image to video the input image's when it is a Base64 data URI, else 16:9), a
+resolution class per model (1080p for ids saying so and for pro and master models, 720p otherwise)
+scaled down by 5 at 8 frames per second (a 16:9 720p clip is 256x144, 1080p 384x216), and a quiet
+500 Hz AAC tone when the model makes sound (``generate_audio``, true by default on v2.6 and v3), is
+given it (avatar) or keeps it (``keep_audio``). Each distinct clip is encoded once (tens of
+milliseconds) and cached in memory and in ``$KLING_EMULATOR_CLIP_CACHE`` (default
+``~/.cache/airflow-provider-kling/emulator-clips``). Without PyAV every request gets the stock sample
+MP4 (5 s, 320x240, silent). ``KlingEmulator.video_data(generation_id)`` returns the bytes served.
+
 Bodies are checked against :mod:`airflow_provider_kling.catalog`: every catalog model and alias is
 accepted; a retired one gets 400 ``Model ... is no longer supported``; a field the model does not take
 gets 400 ``Body validation error: Unrecognized key(s) in object: 'field'``; a missing required field
@@ -52,7 +64,7 @@ Point the provider's connection at it, then run DAGs as usual (``airflow dags te
 The accepted key is ``emulator-key`` unless ``--api-key`` or ``KLING_EMULATOR_API_KEY`` says otherwise.
 Other flags: ``--status-style documented|alternate``, ``--answer-style 2025|2026``,
 ``--id-style uuid|short|opaque|numeric``, ``--id-key id|generation_id``, ``--usage-style tokens|credits``,
-``--video-bytes N`` (serve an N-byte blob instead of the sample MP4) and ``--host``. ``--help`` lists
+``--video-bytes N`` (serve an N-byte blob instead of the clip) and ``--host``. ``--help`` lists
 every fault kind, prompt marker and control route.
 
 Answer styles: ``2025`` (default) answers ``<uuid>:<model>`` ids, ``{"tokens_used": N}`` usage and a
@@ -70,9 +82,13 @@ is no prompt:
   ``{"detail": [{"loc": ["body", "image_url"], "msg": "Could not detect face in the image", ...}]}``;
 - ``[error:2026]``: status ``error`` with
   ``{"name": "ContentPolicyViolation", "message": "The prompt was rejected by the content policy"}``;
-- ``[seconds:N]``: this generation finishes after N seconds instead of ``--generation-seconds``.
+- ``[seconds:N]``: this generation finishes after N seconds instead of its share of
+  ``--generation-seconds``.
 
-The video's length for usage is ``duration`` when it is a number (or a digit string), else 5.
+``--generation-seconds`` is the time of a 5 s clip of a reference model (v1 standard, "about 4-5
+minutes" on the service); other models take their documented times in proportion (v2/v2.1 master
+5-6 minutes, v2.1 pro 3-4 minutes) and a 10 s clip twice a 5 s one. The usage is billed on the clip's
+duration.
 
 Control API (no auth), to drive an emulator running in another process::
 

@@ -50,7 +50,13 @@ prompt markers (in prompt, or in the first multi_prompt entry when there is no p
   [error]         the generation ends with status error and {{"detail": [{{"loc": ["body",
                   "image_url"], "msg": "Could not detect face in the image", ...}}]}}
   [error:2026]    status error with {{"name": "ContentPolicyViolation", "message": ...}}
-  [seconds:N]     this generation takes N seconds instead of --generation-seconds
+  [seconds:N]     this generation takes N seconds instead of its share of --generation-seconds
+
+videos (with PyAV, the emulator extra; else the stock sample MP4 for every request):
+  a clip of the requested duration (3..15 s; multi_prompt shots add up), aspect ratio (aspect_ratio,
+  or a data-URI input image's, else 16:9), a 720p or 1080p class per model scaled down by 5 at 8 fps,
+  and a quiet AAC tone where the model makes (generate_audio), is given (avatar) or keeps (keep_audio)
+  sound; encoded once and cached in $KLING_EMULATOR_CLIP_CACHE (default ~/.cache/airflow-provider-kling)
 
 fault kinds (POST /_emulator/faults {{"kind": K, "times": 1, "method": "GET", "path_prefix": P,
   "retry_after": 2, "delay": 0.5, "size": N, "after_create": false}}; without path_prefix a fault hits
@@ -115,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="accepted bearer key (default: $KLING_EMULATOR_API_KEY or 'emulator-key')",
     )
     parser.add_argument(
-        "--generation-seconds", type=float, default=20.0, help="time to finish; queued for the first 10%%"
+        "--generation-seconds",
+        type=float,
+        default=20.0,
+        help="time to finish a 5 s clip of a reference model; other models and lengths in proportion "
+        "to their documented times; queued for the first 10%%",
     )
     parser.add_argument(
         "--status-style",

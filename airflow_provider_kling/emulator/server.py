@@ -70,7 +70,10 @@ class KlingEmulator(ApiHandlers, DownloadHandlers, ControlHandlers):
     :param api_key: the only bearer key accepted.
     :param host: interface to bind.
     :param port: TCP port; 0 picks a free one (see :attr:`base_url` after :meth:`start`).
-    :param generation_seconds: time from creation to the final status; "queued" for the first 10%.
+    :param generation_seconds: time from creation to the final status of a 5 s clip of a reference
+        model (v1 standard, 4-5 minutes on the service); other models and lengths take their documented
+        times in proportion (v2/v2.1 master 5-6 minutes, v2.1 pro 3-4, twice that for 10 s, see
+        :func:`~airflow_provider_kling.emulator.clips.generation_seconds`). "queued" for the first 10%.
     :param status_style: ``"documented"`` (queued/generating/completed/error) or
         ``"alternate"`` (waiting/processing/succeeded/failed).
     :param id_style: ``"uuid"`` (``<uuid>:<model>``), ``"short"`` (``gen_ab12cd34``), ``"opaque"``
@@ -79,7 +82,7 @@ class KlingEmulator(ApiHandlers, DownloadHandlers, ControlHandlers):
     :param id_key: key carrying the id in the POST answer: ``"id"`` or ``"generation_id"``.
     :param usage_style: ``"tokens"`` (``tokens_used``) or ``"credits"`` (``credits_used``, ``usd_spent``);
         ignored with ``answer_style="2026"``.
-    :param video_bytes: when set, finished videos are a blob of this many bytes instead of the sample MP4.
+    :param video_bytes: when set, finished videos are a blob of this many bytes instead of a clip.
     :param answer_style: ``"2025"`` (the seed-era shapes) or ``"2026"`` (usage ``{credits_used,
         usd_spent}`` with 2,000,000 credits per USD on submit and poll; ``video`` only ``{url}`` with a
         signed-looking query). Omni models answer ``video`` as a list in either style.
