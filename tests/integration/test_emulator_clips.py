@@ -12,7 +12,7 @@ import pytest
 
 from airflow_provider_kling.utils.artifacts import download, read_sidecar
 from airflow_provider_kling.utils.results import result_dict
-from tests.test_hook import make_hook
+from tests.support.hooks import make_hook
 
 av = pytest.importorskip("av", reason="the emulator's clips need PyAV (the emulator extra)")
 
