@@ -9,7 +9,8 @@ auth, faults and recording; a generation can be polled on either) with the servi
 
 The finished video matches the request when PyAV is installed (``pip install
 'airflow-provider-kling[emulator]'``; ``make install`` does): its duration (``duration``, else the sum
-of ``multi_prompt`` shot durations, else the model's default; 3..15 s), its aspect ratio
+of ``multi_prompt`` shot durations, an avatar's audio length when the audio is a data URI, else the
+model's default; 3..15 s), its aspect ratio
 (``aspect_ratio``; for image to video the input image's when it is a Base64 data URI, else 16:9), a
 resolution class per model (1080p for ids saying so and for pro and master models, 720p otherwise)
 scaled down by 5 at 8 frames per second (a 16:9 720p clip is 256x144, 1080p 384x216), and a quiet

@@ -76,12 +76,15 @@ def clip_spec(body: Mapping[str, Any]) -> ClipSpec:
 
 
 def clip_duration(model: str, body: Mapping[str, Any]) -> int:
-    """Seconds of video for ``body``: ``duration``, else the multi_prompt shots' sum, else the default.
+    """Seconds of video for ``body``: ``duration``, else the multi_prompt shots' sum (an avatar: its
+    audio's length when the audio is a data URI PyAV reads), else the model's default; 3..15.
 
     :param model: the requested model id.
     :param body: the request body.
     """
     seconds = _seconds(body.get("duration"))
+    if seconds is None and (catalog.model_entry(model) or {}).get("kind") == "avatar":
+        seconds = _audio_seconds(body.get("audio_url"))  # a talking avatar lasts as long as its audio
     if seconds is None:
         shots = body.get("multi_prompt")
         shots = shots if isinstance(shots, list) else []
@@ -188,6 +191,20 @@ def _jpeg_size(head: bytes) -> tuple[int, int] | None:
             return (width, height) if width and height else None
         pos += 2 + length
     return None
+
+
+def _audio_seconds(value: Any) -> int | None:
+    """Whole seconds of audio sent as a Base64 data URI (read with PyAV when installed), else None."""
+    if not isinstance(value, str) or not value.startswith("data:") or ";base64," not in value[:200]:
+        return None
+    from airflow_provider_kling.emulator.encoder import media_seconds
+
+    try:
+        data = base64.b64decode(value.split(",", 1)[1])
+    except (binascii.Error, ValueError):
+        return None
+    seconds = media_seconds(data)
+    return max(1, round(seconds)) if seconds else None
 
 
 def _aspect(model: str, body: Mapping[str, Any]) -> float:

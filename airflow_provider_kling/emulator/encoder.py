@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import io
 import math
 import os
 import tempfile
@@ -108,6 +109,26 @@ def encode(spec: ClipSpec) -> bytes:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(name)
+
+
+def media_seconds(data: bytes) -> float | None:
+    """The duration of an audio or video file held in memory, or None (unreadable, or no PyAV).
+
+    :param data: the file's bytes.
+    """
+    av = _load_av()
+    if av is None:
+        return None
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if container.duration is not None:
+                return float(container.duration / av.time_base)
+            stream = next(iter(container.streams), None)
+            if stream is not None and stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+    except (av.error.FFmpegError, ValueError, OSError):
+        return None
+    return None
 
 
 def _encode_video(av: Any, out: Any, stream: Any, spec: ClipSpec) -> None:

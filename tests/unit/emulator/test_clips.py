@@ -12,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+import wave
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,6 +168,25 @@ def test_image_to_video_follows_a_readable_image_else_16_9(emu: KlingEmulator) -
 
     # A panorama beyond what the service takes (2.5:1) is capped there.
     assert clip_spec({**body, "image_url": png_data_uri(1000, 100)}).width == 360
+
+
+def test_an_avatar_lasts_as_long_as_the_audio_it_is_given(emu: KlingEmulator) -> None:
+    sound = io.BytesIO()
+    with wave.open(sound, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * 8000 * 7)
+    audio_url = "data:audio/wav;base64," + base64.b64encode(sound.getvalue()).decode()
+    video, data = generate(emu, {"model": "klingai/avatar-pro", "image_url": URL, "audio_url": audio_url})
+
+    assert probe(data) == {"seconds": pytest.approx(7, abs=0.1), "width": 384, "height": 216, "audio": 1}
+    assert video["duration"] == 7
+    # Audio behind a URL is never fetched: the model's default length.
+    assert (
+        clip_spec({"model": "klingai/avatar-pro", "image_url": URL, "audio_url": "https://x/a.mp3"}).duration
+        == 5
+    )
 
 
 @pytest.mark.parametrize(
