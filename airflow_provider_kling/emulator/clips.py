@@ -76,8 +76,10 @@ def clip_spec(body: Mapping[str, Any]) -> ClipSpec:
 
 
 def clip_duration(model: str, body: Mapping[str, Any]) -> int:
-    """Seconds of video for ``body``: ``duration``, else the multi_prompt shots' sum (an avatar: its
-    audio's length when the audio is a data URI PyAV reads), else the model's default; 3..15.
+    """Seconds of video for ``body``: ``duration``, else the multi_prompt shots' sum, else (an avatar)
+    the length of audio sent as a data URI PyAV reads, else for avatar, edit and motion-control models
+    the length :func:`~airflow_provider_kling.emulator.pricing.variable_seconds` bills, else the
+    model's default; always 3..15.
 
     :param model: the requested model id.
     :param body: the request body.

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_kling.emulator import API_PATH, UNIFIED_PATH, KlingEmulator
+from airflow_provider_kling.emulator import API_PATH, UNIFIED_PATH, KlingEmulator, pricing
 from airflow_provider_kling.emulator.clips import ClipSpec, clip_spec, generation_seconds
 from airflow_provider_kling.emulator.encoder import CACHE_ENV, cache_folder, clip_bytes
 from airflow_provider_kling.emulator.media import SAMPLE_PATH
@@ -146,6 +146,15 @@ def test_multi_prompt_shots_add_up_and_the_model_default_applies_otherwise(emu: 
     video, data = generate(emu, {"model": "klingai/video-v3-turbo-pro-text-to-video", "multi_prompt": shots})
     assert probe(data)["seconds"] == pytest.approx(7, abs=0.1)
     assert video["duration"] == 7
+    # Billed as the 7 seconds served, the same as asking for 7 seconds.
+    asked = {"model": "klingai/video-v3-turbo-pro-text-to-video", "prompt": "a door", "duration": 7}
+    requests.post(emu.base_url + UNIFIED_PATH, json=asked, headers=AUTH, timeout=10).raise_for_status()
+    billed = {
+        g.body.get("duration"): g.usd
+        for g in emu.generations.values()
+        if g.prompt in ("a door opens", "a door")
+    }
+    assert billed[None] == billed[7] > 0
 
     # The seed model sends "5" as text on the legacy endpoint; v1 standard makes silent 720p clips.
     body = {
@@ -182,11 +191,9 @@ def test_an_avatar_lasts_as_long_as_the_audio_it_is_given(emu: KlingEmulator) ->
 
     assert probe(data) == {"seconds": pytest.approx(7, abs=0.1), "width": 384, "height": 216, "audio": 1}
     assert video["duration"] == 7
-    # Audio behind a URL is never fetched: the model's default length.
-    assert (
-        clip_spec({"model": "klingai/avatar-pro", "image_url": URL, "audio_url": "https://x/a.mp3"}).duration
-        == 5
-    )
+    # Audio behind a URL is never fetched: the length the emulator bills for it (the same URL, the same).
+    body = {"model": "klingai/avatar-pro", "image_url": URL, "audio_url": "https://x/a.mp3"}
+    assert clip_spec(body).duration == pricing.variable_seconds(body)
 
 
 @pytest.mark.parametrize(
