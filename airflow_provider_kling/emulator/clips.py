@@ -199,7 +199,7 @@ def _audio_seconds(value: Any) -> int | None:
     """Whole seconds of audio sent as a Base64 data URI (read with PyAV when installed), else None."""
     if not isinstance(value, str) or not value.startswith("data:") or ";base64," not in value[:200]:
         return None
-    from airflow_provider_kling.emulator.encoder import media_seconds
+    from airflow_provider_kling.emulator.probe import media_seconds
 
     try:
         data = base64.b64decode(value.split(",", 1)[1])

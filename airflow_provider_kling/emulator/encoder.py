@@ -3,8 +3,8 @@
 :func:`clip_bytes` turns a :class:`~airflow_provider_kling.emulator.clips.ClipSpec` into an MP4
 (H.264 video of a scrolling gradient with a progress bar, and a quiet 500 Hz AAC tone when the clip has
 sound). PyAV (``pip install 'airflow-provider-kling[emulator]'``, FFmpeg inside its wheel) is imported
-only here and only when a clip is first needed; without it :func:`clip_bytes` returns None and the
-emulator serves its stock sample MP4.
+by :mod:`~airflow_provider_kling.emulator.probe` only when a clip is first needed; without it
+:func:`clip_bytes` returns None and the emulator serves its stock sample MP4.
 
 Each distinct clip is encoded once per process (memory) and once per machine (files under
 :func:`cache_folder`), so a test suite creating hundreds of generations encodes a handful of clips.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import array
 import contextlib
-import io
 import math
 import os
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 
 from airflow_provider_kling.emulator.clips import FPS, ClipSpec
 from airflow_provider_kling.emulator.constants import log
+from airflow_provider_kling.emulator.probe import load_av, pyav_missing
 
 #: Bump when the clips' content or encoding changes: old cache files are then ignored.
 ENCODER_VERSION = 1
@@ -36,13 +36,11 @@ TONE_LEVEL = 0.05  # quiet: about -26 dBFS
 
 _memory: dict[ClipSpec, bytes] = {}
 _lock = threading.Lock()
-_av: Any = None
-_av_missing = False
 
 
 def available() -> bool:
     """Whether PyAV can be imported (the emulator's clips match requests only then)."""
-    return _load_av() is not None
+    return load_av() is not None
 
 
 def cache_folder() -> Path:
@@ -59,7 +57,7 @@ def is_cached(spec: ClipSpec) -> bool:
 
     :param spec: the clip's duration, frame size and audio.
     """
-    return spec in _memory or _av_missing
+    return spec in _memory or pyav_missing()
 
 
 def clip_bytes(spec: ClipSpec) -> bytes | None:
@@ -70,7 +68,7 @@ def clip_bytes(spec: ClipSpec) -> bytes | None:
     cached = _memory.get(spec)
     if cached is not None:
         return cached
-    av = _load_av()
+    av = load_av()
     if av is None:
         return None
     with _lock:  # one encode per clip, however many generations ask at once
@@ -89,7 +87,7 @@ def encode(spec: ClipSpec) -> bytes:
 
     :param spec: the clip's duration, frame size and audio.
     """
-    av = _load_av()
+    av = load_av()
     if av is None:
         raise RuntimeError("PyAV is not installed: pip install 'airflow-provider-kling[emulator]'")
     fd, name = tempfile.mkstemp(suffix=".mp4", prefix="kling-clip-")
@@ -109,26 +107,6 @@ def encode(spec: ClipSpec) -> bytes:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(name)
-
-
-def media_seconds(data: bytes) -> float | None:
-    """The duration of an audio or video file held in memory, or None (unreadable, or no PyAV).
-
-    :param data: the file's bytes.
-    """
-    av = _load_av()
-    if av is None:
-        return None
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            if container.duration is not None:
-                return float(container.duration / av.time_base)
-            stream = next(iter(container.streams), None)
-            if stream is not None and stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-    except (av.error.FFmpegError, ValueError, OSError):
-        return None
-    return None
 
 
 def _encode_video(av: Any, out: Any, stream: Any, spec: ClipSpec) -> None:
@@ -199,16 +177,3 @@ def _write_cache(spec: ClipSpec, av_version: str, data: bytes) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-
-
-def _load_av() -> Any:
-    global _av, _av_missing
-    if _av is None and not _av_missing:
-        try:
-            import av  # PyAV: the optional ``emulator`` extra
-        except ImportError:
-            _av_missing = True
-            log.info("PyAV is not installed: the emulator serves its stock sample clip for every request")
-        else:
-            _av = av
-    return _av
