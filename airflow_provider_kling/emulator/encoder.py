@@ -171,6 +171,7 @@ def _write_cache(spec: ClipSpec, av_version: str, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache folder may be shared
         os.replace(tmp, path)  # atomic: another process reads the whole file or none
     except OSError as exc:
         log.debug("Could not keep the clip %s in the cache: %s", path.name, exc)
