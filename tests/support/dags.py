@@ -21,6 +21,9 @@ from tests.support.connections import API_KEY
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "example_dags"
 TEST_DAGS = ROOT / "tests" / "dags"
+#: A small playable MP4 to use as an input file. Not what the emulator serves for a generation when
+#: PyAV is installed: compare downloads with ``emulator.video_data(generation_id)``.
+SAMPLE_MP4 = (ROOT / "airflow_provider_kling" / "emulator" / "sample.mp4").read_bytes()
 
 
 def load_dag_file(path: Path) -> ModuleType:
