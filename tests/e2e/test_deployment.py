@@ -34,6 +34,7 @@ CATALOG_EXAMPLES = (
 )
 EXAMPLES = (
     "example_kling_basic",
+    "example_kling_chain",
     "example_kling_pipeline",
     "example_kling_sensor",
     *(dag_id for dag_id, *_ in CATALOG_EXAMPLES),
@@ -202,6 +203,19 @@ def test_catalog_examples(
         if r["method"] == "POST" and isinstance(r["json"], dict) and r["json"].get("model") == model
     ]
     assert len(posts) == 1
+
+
+def test_example_chain_feeds_the_clip_to_the_edit(deployment: Deployment, runs: dict[str, RunWatch]) -> None:
+    watch = runs["example_kling_chain"]
+    assert watch.final_state == "success", deployment.describe_run(watch.dag_id, watch.run_id)
+    clip, restyle = _result(deployment, watch, "clip"), _result(deployment, watch, "restyle")
+    assert Path(clip["video_path"]).parent == deployment.videos / "chain" / "clips"
+    assert Path(restyle["video_path"]).parent == deployment.videos / "chain" / "edits"
+    assert Path(restyle["video_path"]).stat().st_size == restyle["file_size"] > 0
+    sent = [r for r in deployment.emulator("GET", "/requests") if r["method"] == "POST"]
+    (edit,) = [r for r in sent if isinstance(r["json"], dict) and r["json"].get("model") == restyle["model"]]
+    # The edit was sent the first clip's video (the service's URL of it: stored locally, no staging).
+    assert edit["json"]["video_url"].split("?")[0] == clip["video_url"].split("?")[0]
 
 
 def test_example_sensor_waits_in_the_triggerer(deployment: Deployment, runs: dict[str, RunWatch]) -> None:

@@ -201,11 +201,12 @@ def assert_video_links(result: Any, tis: list[tuple[str, int]], base_url: str) -
     """The "Kling video" extra link, resolved as the API server does, from the serialized DAG."""
     from urllib.parse import parse_qsl, urlsplit
 
-    from airflow_provider_kling.plugins import supports_gallery
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import select
+
+    from airflow_provider_kling.plugins import supports_gallery
 
     with create_session() as session:
         serialized = SerializedDagModel.get_dag(result.dag_id, session=session)
