@@ -1,6 +1,7 @@
 """Metrics through Airflow's own Stats (StatsD / OpenTelemetry, as the deployment configures them).
 
-Names start with ``kling.``; tags are limited to ``model`` and ``outcome`` so the series stay few:
+Names start with ``kling.``; tags are limited to ``model`` and ``outcome`` (and ``dag`` on the spend,
+so it can be attributed) so the series stay few:
 ``model`` is a model id of the catalog (an alias counts as the model it names), ``other`` for a model
 the catalog does not know (sent with ``check_capabilities=False``), or ``unknown``. A metric that
 cannot be sent never fails a task.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ FINISHED = "kling.generations.finished"
 SECONDS = "kling.generation.seconds"
 #: Credits the service reported as used, summed per model.
 CREDITS = "kling.credits_used"
+#: US dollars the service billed (cost headers or ``meta.usage``), summed per DAG and model.
+USD_SPENT = "kling.usd_spent"
 
 
 def _stats() -> Any:
@@ -81,6 +85,24 @@ def credits(usage: dict[str, Any], model: str | None) -> None:
     used = usage.get("credits_used")
     if isinstance(used, (int, float)) and not isinstance(used, bool) and used > 0:
         incr(CREDITS, model, count=int(used))
+
+
+def usd_spent(usage: dict[str, Any], model: str | None, dag_id: str | None) -> None:
+    """Add the USD a generation was billed, tagged by DAG and model, when the service reported it.
+
+    :param usage: the generation's usage (``usd_spent``).
+    :param model: the model it was made with.
+    :param dag_id: the DAG it was made for (characters a StatsD tag cannot hold are replaced).
+    """
+    spent = usage.get("usd_spent")
+    if not isinstance(spent, (int, float)) or isinstance(spent, bool) or not spent > 0:
+        return
+    tags = {**_tags(model), "dag": _DAG_TAG_OUTSIDE.sub("_", dag_id or "unknown")[:100]}
+    with contextlib.suppress(Exception):
+        _stats().incr(USD_SPENT, float(spent), tags=tags)
+
+
+_DAG_TAG_OUTSIDE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def finished(outcome: str, model: str | None, submitted_at: float | None, now: float) -> None:

@@ -87,6 +87,26 @@ def _hint(status: int, method: str, endpoint: _Endpoint | None) -> str | None:
     return None
 
 
+#: The cost header carrying the billed USD (the same figure as ``meta.usage.usd_spent``).
+USD_HEADER = "x-aimlapi-usd-spent"
+
+
+def _with_cost_headers(data: dict[str, Any], headers: Any) -> dict[str, Any]:
+    """Fill ``meta.usage.usd_spent`` from the answer's cost header when the body leaves it out."""
+    value = headers.get(USD_HEADER) if headers is not None else None
+    try:
+        spent = float(value) if value is not None else None
+    except ValueError:
+        spent = None
+    meta = data.get("meta")
+    if spent is None or spent != spent or (meta is not None and not isinstance(meta, dict)):
+        return data
+    usage = (meta or {}).get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        return data
+    return {**data, "meta": {**(meta or {}), "usage": {"usd_spent": spent, **(usage or {})}}}
+
+
 def _read_response(
     method: str, path: str, status: int, body: bytes, headers: Any, endpoint: _Endpoint | None = None
 ) -> dict[str, Any]:
@@ -104,7 +124,7 @@ def _read_response(
                 method=method,
                 path=path,
             )
-        return data
+        return _with_cost_headers(data, headers)
     try:
         err = json.loads(body)
     except (ValueError, RecursionError):

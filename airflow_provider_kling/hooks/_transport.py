@@ -113,6 +113,7 @@ def send(
     path: str,
     budget: float,
     timeout: tuple[float, float],
+    extra_headers: dict[str, str] | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
     """One API attempt on the sync path: at most ``budget`` seconds and MAX_RESPONSE_BYTES.
@@ -124,6 +125,7 @@ def send(
     :param path: the generation path (for errors).
     :param budget: wall-clock seconds for the attempt, connect to last byte.
     :param timeout: the hook's (connect, read) timeouts; each is cut to ``budget``.
+    :param extra_headers: headers of this call only (``X-Client-Request-Id``).
     :param kw: passed to ``session.request`` (``params``, ``json``).
     :return: the answer's JSON object.
     """
@@ -134,7 +136,7 @@ def send(
             resp = session.request(
                 method,
                 url,
-                headers=endpoint.headers,
+                headers={**endpoint.headers, **extra_headers} if extra_headers else endpoint.headers,
                 auth=_BearerAuth(endpoint.api_key),
                 timeout=(min(timeout[0], budget), read_timeout),
                 allow_redirects=False,

@@ -40,7 +40,7 @@ from airflow_provider_kling.exceptions import (
     KlingNotFoundError,
     redact_urls,
 )
-from airflow_provider_kling.hooks import _download, _transport
+from airflow_provider_kling.hooks import _download, _reconcile, _transport
 from airflow_provider_kling.hooks._connection import (
     _ENDPOINT_LOOKUPS,
     ALLOW_LOOPBACK_DOWNLOADS,
@@ -57,6 +57,7 @@ from airflow_provider_kling.hooks._connection import (
 from airflow_provider_kling.hooks._download import DOWNLOAD_TIMEOUT, _name_from_url
 from airflow_provider_kling.hooks._errors import _id_from_submit
 from airflow_provider_kling.hooks._peer import mount_peer_check
+from airflow_provider_kling.hooks._request_id import CLIENT_REQUEST_ID_HEADER
 from airflow_provider_kling.hooks._retry import (
     MAX_RETRY_AFTER,
     RetryPolicy,
@@ -245,14 +246,16 @@ class KlingHook(BaseHook):
         self,
         method: str,
         *,
-        params: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
         json: dict[str, Any] | None = None,
         attempts: int | None = None,
         api: str | None = None,
         deadline: float | None = None,
+        path: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         endpoint = self.endpoint
-        path = endpoint.path(api)
+        path = path or endpoint.path(api)
         url = endpoint.base_url + path
         policy = self._retry_policy(method, attempts, deadline)
         try:
@@ -266,6 +269,7 @@ class KlingHook(BaseHook):
                         path,
                         self._budget(deadline),
                         self.timeout,
+                        headers,
                         params=params,
                         json=json,
                     )
@@ -276,24 +280,95 @@ class KlingHook(BaseHook):
             raise failure from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def submit(self, request: KlingRequest | dict[str, Any]) -> Generation:
+    def submit(
+        self,
+        request: KlingRequest | dict[str, Any],
+        *,
+        client_request_id: str | None = None,
+        reconcile: bool = True,
+    ) -> Generation:
         """Validate ``request`` and start a paid generation on the connection's endpoint.
 
         Retried only when the service surely created nothing (refused connection, failed TLS
         handshake, 429, 503), never after a timeout or a dropped answer, so one call never pays twice.
+        With a ``client_request_id``, a POST whose answer was lost is looked up in ``/v2/logs``: found,
+        the generation it created is returned (nothing paid again); not found by the connection's
+        bound (``reconcile_window_seconds``, default 600), it is sent again. Where the service does
+        not offer ``/v2/logs``, the lost answer's error is raised as before.
 
         :param request: a :class:`~airflow_provider_kling.models.KlingRequest` or a dict of its fields.
+        :param client_request_id: sent as ``X-Client-Request-Id`` (see
+            :func:`~airflow_provider_kling.hooks._request_id.client_request_id`); None sends none.
+        :param reconcile: False to raise a lost answer's error at once (the batch looks its rows up
+            together, without holding a thread).
         :return: the submit answer: the id, the first status and the usage billed at submit.
         :raises KlingUnusableIdError: the service accepted it but answered an id that cannot be polled.
         """
         validated = resolve_file_inputs(build_request(request), self.log)
         payload = validated.payload(self.endpoint.api)
-        body = self._call("POST", json=payload)
+        headers = {CLIENT_REQUEST_ID_HEADER: client_request_id} if client_request_id else None
+        first_sent = time.time()
+        sends = 0
+        while True:
+            sends += 1
+            sent_at = time.time()
+            try:
+                body = self._call("POST", json=payload, headers=headers)
+                break
+            except KlingError as exc:
+                if not (client_request_id and reconcile and post_may_have_created(exc)):
+                    raise
+                found = self._find_lost_post(exc, client_request_id, validated.model, first_sent, sent_at)
+                if found is not None:
+                    return found
+                if sends >= _reconcile.MAX_SENDS:
+                    raise
+                self.log.warning(
+                    "Sending the request again (client request id %s): its earlier POST created nothing",
+                    client_request_id,
+                )
         generation = Generation.from_api(body, _id_from_submit(body, self.endpoint.path()))
         # Ids of the form "<uuid>:<model>" already name the model: say it once.
         model = "" if validated.model in generation.id else f"model {validated.model}, "
         self.log.info(
             "Kling generation %s submitted (%s%s endpoint)", generation.id, model, self.endpoint.api
+        )
+        return generation
+
+    def _find_lost_post(
+        self, exc: KlingError, client_id: str, model: str, first_sent: float, sent_at: float
+    ) -> Generation | None:
+        """The generation a POST with a lost answer created, per ``/v2/logs``; None: send it again.
+
+        :raises KlingError: ``exc`` again when the service offers no ``/v2/logs`` (at most once).
+        """
+        self.log.warning(
+            "The answer to the Kling POST was lost (%s); looking its client request id %s up in %s",
+            exc,
+            client_id,
+            _reconcile.LOGS_PATH,
+        )
+        settings = _reconcile.ReconcileSettings.from_connection(self.get_connection(self.kling_conn_id))
+        try:
+            found = _reconcile.wait_for_logged(
+                self, client_id, model, min(first_sent, sent_at), settings, self.log
+            )
+        except _reconcile.LogsNotOffered as missing:
+            self.log.warning(
+                "The service does not offer %s (%s): the lost POST cannot be looked up and is not sent "
+                "again (at most once)",
+                _reconcile.LOGS_PATH,
+                missing,
+            )
+            raise exc from None
+        if found is None:
+            return None
+        generation = self.get_generation(found)
+        self.log.info(
+            "Kling generation %s was created by the POST whose answer was lost (client request id %s): "
+            "reconnected to it, nothing paid again",
+            generation.id,
+            client_id,
         )
         return generation
 

@@ -229,7 +229,10 @@ class KlingBaseVideoOperator(BaseOperator):
             from airflow_provider_kling.schemas.generation import Generation
 
             pending = first or Generation(id=generation_id, status=GenerationStatus.PENDING)
-            return result_dict(pending, request.model, endpoint=api, usage=usage, **self._asked())
+            crid = self._client_request_id(context, sidecar)
+            return result_dict(
+                pending, request.model, endpoint=api, usage=usage, client_request_id=crid, **self._asked()
+            )
         if self.deferrable:
             from airflow_provider_kling.triggers.kling import KlingGenerationTrigger
 
@@ -374,8 +377,11 @@ class KlingBaseVideoOperator(BaseOperator):
                         prior.error,
                     )
         self._check_destination_free()
+        from airflow_provider_kling.hooks._request_id import from_context
+
         try:
-            submitted = hook.submit(request)
+            # The same id on every try of this request: a lost answer is found again in /v2/logs.
+            submitted = hook.submit(request, client_request_id=from_context(context, fingerprint))
             self._submitted_at = time.time()
         except KlingError as exc:
             if post_may_have_created(exc):
@@ -500,7 +506,15 @@ class KlingBaseVideoOperator(BaseOperator):
                 raise fail_fast(exc, generation.id) from exc
             if lasting := stored_video_link(video_path):
                 context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=lasting)
-        result = result_dict(generation, self.model, video_path, endpoint=api, usage=usage, **self._asked())
+        result = result_dict(
+            generation,
+            self.model,
+            video_path,
+            endpoint=api,
+            usage=usage,
+            client_request_id=self._client_request_id(context, sidecar),
+            **self._asked(),
+        )
         self.log.info(
             "Kling generation %s completed: %s; spent %s",
             generation.id,
@@ -509,9 +523,20 @@ class KlingBaseVideoOperator(BaseOperator):
         )
         if count_credits:
             metrics.credits(generation.usage, result["model"])
+        metrics.usd_spent(result["usage"], result["model"], getattr(context["ti"], "dag_id", None))
         annotate_outlets(context, self.outlets, result)
         self._result = result
         return result
+
+    @staticmethod
+    def _client_request_id(context: Context, sidecar: dict[str, Any] | None) -> str | None:
+        """The ``X-Client-Request-Id`` this task's POST carried (rebuilt: it never changes between tries)."""
+        fingerprint = (sidecar or {}).get("request")
+        if not fingerprint:
+            return None
+        from airflow_provider_kling.hooks._request_id import from_context
+
+        return from_context(context, str(fingerprint))
 
     # ------------------------------------------------------------------------------ lineage
     def _lineage(self) -> Any:

@@ -35,6 +35,8 @@ RESULT_KEYS = (
     "file_size",
     "usage",
     "reused",
+    "client_request_id",
+    "usd_spent",
 )
 #: Credits per US dollar as observed in the service's answers (not a promise of the service).
 CREDITS_PER_USD = 2_000_000
@@ -102,6 +104,7 @@ def result_dict(
     prompt: str | None = None,
     duration: float | None = None,
     reused: bool = False,
+    client_request_id: str | None = None,
 ) -> dict[str, Any]:
     """The small JSON-safe dict every Kling task returns as XCom (keys: :data:`RESULT_KEYS`).
 
@@ -117,7 +120,10 @@ def result_dict(
     :param prompt: the prompt asked for.
     :param duration: the duration asked for, in seconds.
     :param reused: the video was already at the destination (``skip_existing``).
+    :param client_request_id: the ``X-Client-Request-Id`` its POST carried (None: no POST by this task).
     """
+    usage = {**(usage or {}), **generation.usage}
+    spent = usage.get("usd_spent")
     return {
         "generation_id": generation.id,
         "status": generation.status.value,
@@ -131,8 +137,11 @@ def result_dict(
         "video_path": video_path,
         "file_name": generation.file_name,
         "file_size": generation.file_size,
-        "usage": {**(usage or {}), **generation.usage},
+        "usage": usage,
         "reused": reused,
+        "client_request_id": client_request_id,
+        # Billed USD as the service reported it (cost headers or meta.usage); None when it did not.
+        "usd_spent": None if reused or not isinstance(spent, (int, float)) else float(spent),
     }
 
 

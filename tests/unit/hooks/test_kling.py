@@ -109,7 +109,8 @@ def test_get_generation_reads_pending_then_completed(style_emulator: KlingEmulat
     assert done.content_type == "video/mp4"
     assert done.duration == 5
     assert done.error is None
-    assert done.usage == {"tokens_used": 420_000}
+    # The body reports tokens; the billed USD comes from the answer's x-aimlapi-usd-spent header.
+    assert done.usage == {"tokens_used": 420_000, "usd_spent": 0.42}
     assert emulator.count("GET") == 2
 
 
@@ -125,7 +126,7 @@ def test_get_generation_reads_pending_then_completed(style_emulator: KlingEmulat
         pytest.param(
             {"id_key": "generation_id"},
             UUID_ID.pattern,
-            {"tokens_used": 420_000},
+            {"tokens_used": 420_000, "usd_spent": 0.42},  # the USD from the cost header
             id="generation_id-key-uuid",
         ),
         pytest.param(
