@@ -216,6 +216,7 @@ class BatchRun:
         self._ceiling = max(1, int(settings.max_active))
         self._limit = self._ceiling
         self._retry_after = 5.0
+        self._reconciler: Any = None
 
     # -------------------------------------------------------------- helpers
     def video_path(self, key: str) -> Any:
@@ -227,6 +228,12 @@ class BatchRun:
         if record is None or record.get("spec") != self.by_key[key].spec:
             return None
         return record
+
+    def client_request_id(self, row: Row) -> str:
+        """The ``X-Client-Request-Id`` of a row's POST: its task, run, key and request, never the try."""
+        from airflow_provider_kling.hooks._request_id import from_context
+
+        return from_context(self.context, row.spec, row_key=row.key)
 
     def in_flight(self) -> list[list[str]]:
         out = []
@@ -244,11 +251,35 @@ class BatchRun:
         """Apply what the trigger reported, submit up to the limit, store finished videos."""
         if finished:
             self._apply_finished(finished)
+        # Rows whose POST answer was lost: found in /v2/logs they are in flight, else sent again later.
+        looking, look_again = self._resolve_unknown()
         # Refill the service's window first, then store what finished while the new ones run.
         backoff = self._submit()
         self._store_completed()
         self.state.flush()
-        return Outcome(pending=self.in_flight(), waiting=len(self.unsubmitted()), backoff=backoff)
+        waiting = len(self.unsubmitted()) + looking
+        return Outcome(pending=self.in_flight(), waiting=waiting, backoff=max(backoff, look_again))
+
+    def _resolve_unknown(self) -> tuple[int, float]:
+        """Look the ``unknown`` rows up in ``/v2/logs`` (see :mod:`~airflow_provider_kling.batch.reconcile`).
+
+        :return: rows still being looked for, and the seconds before the next look (0: none left).
+        """
+        if self._reconciler is None:
+            from airflow_provider_kling.batch.reconcile import UnknownRows
+
+            self._reconciler = UnknownRows(self.hook, self.log)
+        unknown = {
+            row.key: record
+            for row in self.rows
+            if (record := self._record(row.key)) is not None and record.get("st") == UNKNOWN
+        }
+        found, resend, looking = self._reconciler.resolve(unknown, {k: self.by_key[k].model for k in unknown})
+        for key, generation_id in found.items():
+            self.state.update(key, st=SUBMITTED, id=generation_id, api=self.api, usage={}, error=None)
+        for key in resend:
+            self.state.forget(key)
+        return looking, self._reconciler.settings.poll if looking else 0.0
 
     def _apply_finished(self, finished: dict[str, Any]) -> None:
         for key, verdict in finished.items():
@@ -321,6 +352,9 @@ class BatchRun:
                 if size is None:
                     size = open_path(path).stat().st_size
                 usage = {**(record.get("usage") or {}), **generation.usage}
+                from airflow_provider_kling import metrics
+
+                metrics.usd_spent(usage, self.by_key[key].model, getattr(self.context["ti"], "dag_id", None))
                 # The service's URL without its signature: a results file never holds a signed URL.
                 url = redact_urls(generation.video_url)
                 values = {"st": DONE, "video": str(path), "size": size, "usage": usage, "url": url}
@@ -400,7 +434,9 @@ class BatchRun:
             if stop.is_set():
                 return row, None, None, None
             try:
-                return row, self.hook.submit(request), fingerprint, None
+                crid = self.client_request_id(row)
+                generation = self.hook.submit(request, client_request_id=crid, reconcile=False)
+                return row, generation, fingerprint, None
             except Exception as exc:
                 return row, exc, fingerprint, None
 
@@ -427,7 +463,16 @@ class BatchRun:
                     batch.append(row)
                 # A row is marked as being sent before its POST: a worker killed while POSTs are in
                 # flight leaves those rows marked, and they are never sent again (see UNKNOWN).
-                intents = {row.key: {"spec": row.spec, "st": SENDING, "error": None} for row in batch}
+                intents = {
+                    row.key: {
+                        "spec": row.spec,
+                        "st": SENDING,
+                        "error": None,
+                        "crid": self.client_request_id(row),
+                        "sent": time.time(),
+                    }
+                    for row in batch
+                }
                 if paid or intents:
                     self.state.save_rows({**paid, **intents})
                 for row in batch:
@@ -505,6 +550,7 @@ class BatchRun:
                 "request": fingerprint,
                 "usage": dict(answer.usage),
                 "error": None,
+                "crid": self.client_request_id(row),
             }
             return "submitted"
         exc = answer
@@ -586,6 +632,7 @@ class BatchRun:
                     "file_size": record.get("size") if stored else None,
                     "usage": usage,
                     "error": error,
+                    "client_request_id": record.get("crid"),
                 }
             )
         results = self.prefix / self.settings.results_name

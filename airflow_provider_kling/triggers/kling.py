@@ -242,6 +242,22 @@ class KlingGenerationTrigger(BaseTrigger):
         """Nothing to cancel remotely: the API has no cancel, the generation goes on and stays resumable."""
         self.log.debug("Trigger for Kling generation %s stopped", self.generation_id)
 
+    async def on_kill(self) -> None:
+        """A user marked the task failed or success, or cleared it (Airflow 3.3+ calls this).
+
+        No route of the service cancels a generation: say so, name it, and leave its recorded id in
+        place (``task_state_store``, the ``generation_id`` XCom) so a clear reconnects to it.
+        """
+        self.log.warning(
+            "The task was stopped by a user, but Kling generation %s%s goes on at the service and is "
+            "billed when it completes: no route cancels a generation. Its id stays recorded, so clearing "
+            "the task reconnects to it instead of paying again (KlingGenerationSensor(generation_id=%r) "
+            "waits for it too).",
+            self.generation_id,
+            f" ({self.model})" if self.model else "",
+            self.generation_id,
+        )
+
 
 class KlingBatchTrigger(BaseTrigger):
     """Poll every pending generation of a batch from one trigger, over the loop's shared session.
@@ -358,3 +374,19 @@ class KlingBatchTrigger(BaseTrigger):
     async def cleanup(self) -> None:
         """The generations go on at the service; the task's state still holds every id."""
         self.log.debug("Batch trigger for %s generation(s) stopped", len(self.pending))
+
+    async def on_kill(self) -> None:
+        """A user marked the batch task failed or success, or cleared it (Airflow 3.3+ calls this).
+
+        No route cancels a generation: the ones in flight go on and are billed. The batch's state keeps
+        every id, so a clear reconnects to them and stores their videos without paying again.
+        """
+        shown = ", ".join(f"{key}={gid}" for key, gid, _api in self.pending[:20])
+        self.log.warning(
+            "The batch task was stopped by a user, but its %s generation(s) in flight go on at the service "
+            "and are billed when they complete: no route cancels a generation. Their ids stay in the "
+            "batch's state, so clearing the task reconnects to them instead of paying again: %s%s",
+            len(self.pending),
+            shown,
+            " ..." if len(self.pending) > 20 else "",
+        )

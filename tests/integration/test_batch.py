@@ -258,8 +258,11 @@ def test_unknown_rows_are_sent_again_only_when_asked(emulator, airflow_db, batch
 
     The next try of the task (here a retry; a clear is the same) never sends it again by default; with
     ``resend_unknown=True`` it does, and pays twice for it, which is why that is not the default: the
-    service takes no idempotency key, so nothing tells whether the lost POST was billed.
+    service takes no idempotency key, so nothing tells whether the lost POST was billed. That is the
+    case of a service without ``/v2/logs`` (turned off here); with it, the rows are looked up instead
+    (tests/integration/test_exactly_once.py).
     """
+    emulator.configure_account(disabled=["logs"])
     tag = f"lost-answers-{resend}"
     rows = manifest_rows(10, tag, seconds=0.3)
     manifest = write_manifest(batch_env / "in" / "m.jsonl", rows)
