@@ -157,3 +157,57 @@ def test_task_cleared_while_generating_reconnects(deployment: Deployment) -> Non
     assert (
         deployment.xcoms(DAG_DEFERRABLE, run_id, "generate")["return_value"]["generation_id"] == generation_id
     )
+
+
+@pytest.mark.slow
+def test_batch_killed_mid_submit_ends_with_every_generation_once(deployment: Deployment) -> None:
+    """SIGKILL of a 2,000-row batch while it submits, with ``/v2/logs`` offered (rows lag 5 s).
+
+    The rows whose POSTs were in flight at the kill are looked up by their client request ids: those
+    the service took are reconnected to, those it never received are sent again after the
+    connection's bound. The batch ends with exactly one generation per row and no ``unknown`` row.
+    (Without the route, today's report: tests/integration/test_batch.py's SIGKILL case.)
+    """
+    from collections import Counter
+
+    from tests.integration.test_batch import E2E_ROWS, _e2e_batch, read_results
+
+    tag = "e2e-sigkill-logs"
+    pid_file = deployment.home / "markers" / f"{tag}.pid"
+    deployment.emulator("POST", "/account", json={"logs_delay": 5, "disabled": []})
+    try:
+        run_id, _rows, out = _e2e_batch(deployment, tag, pid_file=str(pid_file), fail_on_partial=True)
+
+        def submitting() -> int | None:
+            if not pid_file.exists() or deployment.posts_for(tag) < 20:
+                return None
+            pid, try_number = pid_file.read_text().split()
+            return int(pid) if try_number == "1" else None
+
+        pid = wait_for("the first try to be submitting", submitting, timeout=300, interval=0.5)
+        os.kill(pid, signal.SIGKILL)
+        killed_at = deployment.posts_for(tag)
+        watch = deployment.watch_run("kling_batch", run_id, timeout=900)
+    finally:
+        deployment.emulator("POST", "/account", json={"logs_delay": 0})
+    assert watch.final_state == "success", deployment.describe_run("kling_batch", run_id)
+    gens = deployment.generations_for(tag)
+    assert len(gens) == E2E_ROWS, f"{len(gens)} generations for {E2E_ROWS} rows"
+    assert len({g["prompt"] for g in gens}) == E2E_ROWS  # no row paid twice
+    lines = read_results(out / "results.jsonl")
+    status = Counter(line["status"] for line in lines)
+    assert status == {"completed": E2E_ROWS}, status
+    assert len({line["client_request_id"] for line in lines}) == E2E_ROWS
+    summary = deployment.xcoms("kling_batch", run_id, "batch")["return_value"]
+    assert (summary["completed"], summary["unknown"]) == (E2E_ROWS, 0)
+    retry_log = "\n".join(
+        deployment.task_log("kling_batch", run_id, "batch", t["try_number"])
+        for t in deployment.tries("kling_batch", run_id, "batch")[1:]
+    )
+    found = [line for line in retry_log.splitlines() if "/v2/logs:" in line and "found at their" in line]
+    assert found, retry_log[-3000:]
+    print(
+        f"SIGKILL mid-batch with /v2/logs (5 s delay): killed after {killed_at} POSTs; "
+        f"{deployment.posts_for(tag)} POSTs and {len(gens)} generations for {E2E_ROWS} rows, {status}; "
+        f"{found[-1].strip()[-200:]}"
+    )

@@ -352,12 +352,21 @@ def test_e2e_worker_killed_mid_batch_pays_nothing_twice(deployment: Any) -> None
     """SIGKILL of the task process while it submits: the retry reconnects, no row is paid twice.
 
     The POSTs in flight at the kill (at most ``submit_concurrency``, 8) may have created generations
-    whose ids never came back: those rows are reported ``unknown`` and never sent again.
+    whose ids never came back: where the service offers no ``/v2/logs`` (turned off here), those rows
+    are reported ``unknown`` and never sent again. With the route, tests/e2e/test_crash_safety.py.
     """
     import signal
 
     from tests.support.deployment import wait_for
 
+    deployment.emulator("POST", "/account", json={"disabled": ["logs"]})
+    try:
+        _killed_mid_batch_without_logs(deployment, wait_for, signal)
+    finally:
+        deployment.emulator("POST", "/account", json={"disabled": []})
+
+
+def _killed_mid_batch_without_logs(deployment: Any, wait_for: Any, signal: Any) -> None:
     tag = "e2e-sigkill"
     pid_file = deployment.home / "markers" / f"{tag}.pid"
     run_id, rows, out = _e2e_batch(deployment, tag, pid_file=str(pid_file), fail_on_partial=False)

@@ -141,8 +141,10 @@ def test_a_state_write_that_fails_part_way_keeps_the_old_state(emulator, tmp_pat
     # k0's id was recorded before the failed write: the retry reconnected to it.
     assert found["k0"]["status"] == "completed"
     assert found["k0"]["generation_id"] == generation_of(emulator, rows[0]["prompt"])
-    # k1 was marked as being sent: its id never reached the state, so it is not sent again.
-    assert found["k1"]["status"] == "unknown"
+    # k1 was marked as being sent and its id never reached the state: /v2/logs names the generation its
+    # client request id created, so the retry reconnected to it and did not send it again.
+    assert found["k1"]["status"] == "completed"
+    assert found["k1"]["generation_id"] == generation_of(emulator, rows[1]["prompt"])
     assert [found[k]["status"] for k in ("k2", "k3")] == ["completed", "completed"]
     assert not [p for p in state_folder(out).iterdir() if p.name.endswith(".tmp")]
 

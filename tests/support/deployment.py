@@ -358,7 +358,13 @@ class Deployment:
                         "conn_type": "kling",
                         "host": self.emulator_url,
                         "password": self.api_key,
-                        "extra": {"allow_loopback_downloads": True},
+                        # A POST lost at a kill that never reached the service is sent again after
+                        # a minute of not showing in /v2/logs (ten by default), so runs stay short.
+                        "extra": {
+                            "allow_loopback_downloads": True,
+                            "reconcile_window_seconds": 60,
+                            "reconcile_poll_seconds": 2,
+                        },
                     }
                 ),
                 "AIRFLOW_CONN_KLING_REFUSED": json.dumps(
