@@ -94,8 +94,9 @@ def test_metrics_count_generations_with_low_cardinality_tags(observed_run: dict[
         "kling.generation.seconds",
         "kling.credits_used",
     }
-    for _, tags, _ in metrics:
-        assert set(tags) <= {"model", "outcome"}
+    for name, tags, _ in metrics:
+        # Only the spend carries the DAG, so it can be attributed; the others stay per model.
+        assert set(tags) <= ({"model", "dag"} if name == "kling.usd_spent" else {"model", "outcome"})
     submitted = [tags["model"] for name, tags, _ in metrics if name == "kling.generations.submitted"]
     assert sorted(submitted) == sorted(
         ["kling-video/v1/standard/image-to-video"] * 2 + ["klingai/video-v3-pro-text-to-video"]
@@ -113,6 +114,22 @@ def test_metrics_count_generations_with_low_cardinality_tags(observed_run: dict[
     timers = [value for name, _, value in metrics if name == "kling.generation.seconds"]
     assert timers
     assert all(value.endswith("|ms") for value in timers)
+
+
+def test_spend_is_counted_per_dag_and_model(observed_run: dict[str, Any]) -> None:
+    """The USD each completed generation was billed, as kling.usd_spent tagged by DAG and model."""
+    metrics = kling_metrics(observed_run["packets"])
+    spent = [(tags, value) for name, tags, value in metrics if name == "kling.usd_spent"]
+    # The two completed generations; the failed one was billed nothing.
+    assert sorted(tags["model"] for tags, _ in spent) == [
+        "kling-video/v1/standard/image-to-video",
+        "klingai/video-v3-pro-text-to-video",
+    ]
+    assert {tags["dag"] for tags, _ in spent} == {"kling_observed"}
+    for _, value in spent:
+        amount, kind = value.split("|")
+        assert kind == "c"
+        assert float(amount) > 0
 
 
 def test_lineage_of_a_completed_generation(observed_run: dict[str, Any]) -> None:
