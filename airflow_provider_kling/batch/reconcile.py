@@ -90,5 +90,26 @@ class UnknownRows:
         )
         return found, resend, looking
 
+    def settle(self, state: Any, rows: list[tuple[Any, dict[str, Any]]], api: str) -> tuple[int, float]:
+        """Look the ``unknown`` ones of ``rows`` up and write what was learnt into the batch's state.
+
+        :param state: the batch's :class:`~airflow_provider_kling.batch.state.BatchState`.
+        :param rows: (manifest row, its state record) for the rows that have a record.
+        :param api: the endpoint the rows were sent to.
+        :return: rows still being looked for, and the seconds before the next look (0: none left).
+        """
+        from airflow_provider_kling.batch.state import SUBMITTED, UNKNOWN
+
+        unknown = {row.key: record for row, record in rows if record.get("st") == UNKNOWN}
+        if not unknown:
+            return 0, 0.0
+        models = {row.key: row.model for row, _record in rows if row.key in unknown}
+        found, resend, looking = self.resolve(unknown, models)
+        for key, generation_id in found.items():
+            state.update(key, st=SUBMITTED, id=generation_id, api=api, usage={}, error=None)
+        for key in resend:
+            state.forget(key)
+        return looking, self.settings.poll if looking else 0.0
+
 
 __all__ = ["UnknownRows"]

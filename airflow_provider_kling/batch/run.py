@@ -261,25 +261,13 @@ class BatchRun:
         return Outcome(pending=self.in_flight(), waiting=waiting, backoff=max(backoff, look_again))
 
     def _resolve_unknown(self) -> tuple[int, float]:
-        """Look the ``unknown`` rows up in ``/v2/logs`` (see :mod:`~airflow_provider_kling.batch.reconcile`).
-
-        :return: rows still being looked for, and the seconds before the next look (0: none left).
-        """
+        """Look the ``unknown`` rows up in ``/v2/logs``: rows still looked for, seconds to the next look."""
         if self._reconciler is None:
             from airflow_provider_kling.batch.reconcile import UnknownRows
 
             self._reconciler = UnknownRows(self.hook, self.log)
-        unknown = {
-            row.key: record
-            for row in self.rows
-            if (record := self._record(row.key)) is not None and record.get("st") == UNKNOWN
-        }
-        found, resend, looking = self._reconciler.resolve(unknown, {k: self.by_key[k].model for k in unknown})
-        for key, generation_id in found.items():
-            self.state.update(key, st=SUBMITTED, id=generation_id, api=self.api, usage={}, error=None)
-        for key in resend:
-            self.state.forget(key)
-        return looking, self._reconciler.settings.poll if looking else 0.0
+        unknown = [(row, record) for row in self.rows if (record := self._record(row.key)) is not None]
+        return self._reconciler.settle(self.state, unknown, self.api)
 
     def _apply_finished(self, finished: dict[str, Any]) -> None:
         for key, verdict in finished.items():

@@ -144,7 +144,13 @@ def look(hook: Any, client_ids: set[str], models: set[str], since: float) -> dic
 
 
 def wait_for_logged(
-    hook: Any, client_id: str, model: str, sent_at: float, settings: ReconcileSettings, log: Any
+    hook: Any,
+    client_id: str,
+    model: str,
+    sent_at: float,
+    settings: ReconcileSettings,
+    log: Any,
+    since: float | None = None,
 ) -> str | None:
     """Look for one lost POST until it is found or the bound passes.
 
@@ -154,6 +160,7 @@ def wait_for_logged(
     :param sent_at: when it was sent (UNIX epoch); the bound counts from here.
     :param settings: the bound and the pace of looks.
     :param log: where each look is told.
+    :param since: when the first POST of this request was sent (default ``sent_at``): the window's start.
     :return: the generation it created, or None when the bound passed without finding it.
     :raises LogsNotOffered: the service does not offer ``/v2/logs``.
     """
@@ -161,7 +168,7 @@ def wait_for_logged(
     looks = 0
     while True:
         looks += 1
-        found = look(hook, {client_id}, {model}, sent_at).get(client_id)
+        found = look(hook, {client_id}, {model}, since if since is not None else sent_at).get(client_id)
         if found is not None:
             return found
         left = bound - time.time()
@@ -186,6 +193,49 @@ def wait_for_logged(
         time.sleep(min(settings.poll, left))
 
 
+def find_lost_post(
+    hook: Any, exc: KlingError, client_id: str, model: str, since: float, sent_at: float
+) -> Any:
+    """The generation a POST with a lost answer created, per ``/v2/logs``; None: send it again.
+
+    :param hook: the hook that sent it.
+    :param exc: the lost answer's error (raised again when the route is not offered).
+    :param client_id: the client request id the POST carried.
+    :param model: the model it asked for.
+    :param since: when the first POST of this request was sent (UNIX epoch): the window's start.
+    :param sent_at: when this POST was sent: the bound counts from here.
+    :return: the :class:`~airflow_provider_kling.schemas.generation.Generation`, or None.
+    :raises KlingError: ``exc`` when the service offers no ``/v2/logs`` (at most once, as before).
+    """
+    hook.log.warning(
+        "The answer to the Kling POST was lost (%s); looking its client request id %s up in %s",
+        exc,
+        client_id,
+        LOGS_PATH,
+    )
+    settings = ReconcileSettings.from_connection(hook.get_connection(hook.kling_conn_id))
+    try:
+        found = wait_for_logged(hook, client_id, model, sent_at, settings, hook.log, since)
+    except LogsNotOffered as missing:
+        hook.log.warning(
+            "The service does not offer %s (%s): the lost POST cannot be looked up and is not sent "
+            "again (at most once)",
+            LOGS_PATH,
+            missing,
+        )
+        raise exc from None
+    if found is None:
+        return None
+    generation = hook.get_generation(found)
+    hook.log.info(
+        "Kling generation %s was created by the POST whose answer was lost (client request id %s): "
+        "reconnected to it, nothing paid again",
+        generation.id,
+        client_id,
+    )
+    return generation
+
+
 __all__ = [
     "DEFAULT_POLL",
     "DEFAULT_WINDOW",
@@ -195,6 +245,7 @@ __all__ = [
     "WINDOW_EXTRA",
     "LogsNotOffered",
     "ReconcileSettings",
+    "find_lost_post",
     "look",
     "wait_for_logged",
 ]

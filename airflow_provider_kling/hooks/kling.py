@@ -318,7 +318,9 @@ class KlingHook(BaseHook):
             except KlingError as exc:
                 if not (client_request_id and reconcile and post_may_have_created(exc)):
                     raise
-                found = self._find_lost_post(exc, client_request_id, validated.model, first_sent, sent_at)
+                found = _reconcile.find_lost_post(
+                    self, exc, client_request_id, validated.model, first_sent, sent_at
+                )
                 if found is not None:
                     return found
                 if sends >= _reconcile.MAX_SENDS:
@@ -332,43 +334,6 @@ class KlingHook(BaseHook):
         model = "" if validated.model in generation.id else f"model {validated.model}, "
         self.log.info(
             "Kling generation %s submitted (%s%s endpoint)", generation.id, model, self.endpoint.api
-        )
-        return generation
-
-    def _find_lost_post(
-        self, exc: KlingError, client_id: str, model: str, first_sent: float, sent_at: float
-    ) -> Generation | None:
-        """The generation a POST with a lost answer created, per ``/v2/logs``; None: send it again.
-
-        :raises KlingError: ``exc`` again when the service offers no ``/v2/logs`` (at most once).
-        """
-        self.log.warning(
-            "The answer to the Kling POST was lost (%s); looking its client request id %s up in %s",
-            exc,
-            client_id,
-            _reconcile.LOGS_PATH,
-        )
-        settings = _reconcile.ReconcileSettings.from_connection(self.get_connection(self.kling_conn_id))
-        try:
-            found = _reconcile.wait_for_logged(
-                self, client_id, model, min(first_sent, sent_at), settings, self.log
-            )
-        except _reconcile.LogsNotOffered as missing:
-            self.log.warning(
-                "The service does not offer %s (%s): the lost POST cannot be looked up and is not sent "
-                "again (at most once)",
-                _reconcile.LOGS_PATH,
-                missing,
-            )
-            raise exc from None
-        if found is None:
-            return None
-        generation = self.get_generation(found)
-        self.log.info(
-            "Kling generation %s was created by the POST whose answer was lost (client request id %s): "
-            "reconnected to it, nothing paid again",
-            generation.id,
-            client_id,
         )
         return generation
 
