@@ -27,7 +27,7 @@ class UnknownRows:
     def __init__(self, hook: Any, log: Any) -> None:
         self.hook = hook
         self.log = log
-        self.settings = ReconcileSettings.from_connection(hook.get_connection(hook.kling_conn_id))
+        self.settings: ReconcileSettings = hook.endpoint.reconcile
         self.offered = True
         self._next_look = 0.0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +19,7 @@ import requests.auth
 
 from airflow_provider_kling.catalog import DEFAULT_ENDPOINT, ENDPOINT_PATHS
 from airflow_provider_kling.exceptions import KlingConfigError
+from airflow_provider_kling.hooks._reconcile import ReconcileSettings
 from airflow_provider_kling.utils.urls import is_loopback, netloc, split_http_url
 
 DEFAULT_BASE_URL = "https://api.apilaplas.com"
@@ -44,6 +45,7 @@ class _Endpoint:
     :param allow_loopback_downloads: the connection allows video downloads from loopback hosts.
     :param input_staging: the connection's ``input_staging`` prefix (an ``s3://`` or ``gs://`` URL
         ending in ``/``), or None.
+    :param reconcile: how long and how often a POST whose answer was lost is looked for in ``/v2/logs``.
     """
 
     base_url: str
@@ -54,6 +56,7 @@ class _Endpoint:
     assumed_https: bool = False
     allow_loopback_downloads: bool = False
     input_staging: str | None = None
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
 
     def __repr__(self) -> str:
         return f"_Endpoint(base_url={self.base_url!r}, api={self.api!r}, api_key=***)"
@@ -149,6 +152,7 @@ def endpoint_from_connection(conn: Any) -> _Endpoint:
         assumed_https=assumed_https,
         allow_loopback_downloads=_extra(conn).get(ALLOW_LOOPBACK_DOWNLOADS) in (True, "true", "True", 1),
         input_staging=input_staging(conn),
+        reconcile=ReconcileSettings.from_connection(conn),
     )
 
 

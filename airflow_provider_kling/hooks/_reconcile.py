@@ -16,6 +16,7 @@ keeps under the route's documented rate (200 requests a minute); a 429 is waited
 from __future__ import annotations
 
 import collections
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -75,10 +76,10 @@ class ReconcileSettings:
                 value = float(raw)
             except (TypeError, ValueError):
                 value = -1.0
-            if not value > 0 or value != value:
-                raise KlingValidationError(
-                    [(f"connection extra {name}", f"must be a number of seconds > 0, got {raw!r}")]
-                )
+            if not (value > 0 and math.isfinite(value)):
+                conn_id = getattr(conn, "conn_id", None) or "?"
+                problem = f"must be a number of seconds > 0, got {raw!r}"
+                raise KlingValidationError([(f"connection {conn_id!r} extra {name}", problem)])
             values[field] = value
         return cls(**values)
 
@@ -213,7 +214,7 @@ def find_lost_post(
         client_id,
         LOGS_PATH,
     )
-    settings = ReconcileSettings.from_connection(hook.get_connection(hook.kling_conn_id))
+    settings = hook.endpoint.reconcile
     try:
         found = wait_for_logged(hook, client_id, model, sent_at, settings, hook.log, since)
     except LogsNotOffered as missing:

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kling.exceptions import KlingValidationError
 from airflow_provider_kling.operators.kling import KlingBatchVideoOperator
 from tests.support.connections import API_KEY, use_connection
 from tests.support.dags import TEST_DAGS, failure_events, load_dag_file, posts, run_dag
+from tests.support.hooks import REQUEST, make_hook
 
 #: Look every 0.2 s; send again when a POST is not logged within the window.
 FAST = {"reconcile_poll_seconds": 0.2, "reconcile_window_seconds": 30}
@@ -160,3 +162,15 @@ def test_a_batch_without_the_logs_route_reports_unknown_rows_as_today(
     unknown = [r for r in _results(out) if r["status"] == "unknown"]
     assert len(unknown) == 3
     assert all("may have created a paid generation" in r["error"] for r in unknown)
+
+
+@pytest.mark.parametrize("value", [0, -5, "ten minutes", float("inf")])
+def test_a_bad_lookup_bound_is_refused_before_any_post(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch, value: Any
+) -> None:
+    connect(emulator, monkeypatch, reconcile_window_seconds=value)
+    with pytest.raises(KlingValidationError) as info:
+        make_hook().submit(REQUEST, client_request_id="kl:dag:task:run:-1:0123")
+    assert "connection 'kling_default' extra reconcile_window_seconds" in str(info.value)
+    assert "must be a number of seconds > 0" in str(info.value)
+    assert posts(emulator) == []
