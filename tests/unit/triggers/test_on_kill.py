@@ -50,7 +50,8 @@ def _warnings(events: list[dict[str, Any]]) -> list[str]:
 def test_a_killed_generation_trigger_names_what_goes_on_and_is_billed(
     emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    generation_id = KlingHook().submit_generation(REQUEST)
+    # [seconds:600]: the generation stays pending until the test completes it, whatever the load.
+    generation_id = KlingHook().submit_generation({**REQUEST, "prompt": "a long one [seconds:600]"})
     trigger = KlingGenerationTrigger(generation_id=generation_id, poll_interval=0.05, model=MODEL)
     with structlog.testing.capture_logs() as events:
         asyncio.run(_run_and_kill(trigger, emulator, monkeypatch))
@@ -69,7 +70,7 @@ def test_a_killed_generation_trigger_names_what_goes_on_and_is_billed(
 def test_a_killed_batch_trigger_names_every_generation_in_flight(
     emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ids = [KlingHook().submit_generation({**REQUEST, "prompt": f"row {n}"}) for n in range(3)]
+    ids = [KlingHook().submit_generation({**REQUEST, "prompt": f"row {n} [seconds:600]"}) for n in range(3)]
     trigger = KlingBatchTrigger(pending=[[f"k{n}", gid, ""] for n, gid in enumerate(ids)], poll_interval=0.05)
     with structlog.testing.capture_logs() as events:
         asyncio.run(_run_and_kill(trigger, emulator, monkeypatch))
