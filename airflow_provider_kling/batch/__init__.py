@@ -14,6 +14,9 @@ Loaded only when a batch task runs (never at DAG parse). What lives here:
   or with no store) (:class:`BatchState`), each object replaced whole or not at all
   (:func:`write_atomic`); and the lease that keeps two runs from writing (and paying for) the same
   output prefix at once (:class:`BatchLease`);
+- :mod:`~airflow_provider_kling.batch.settings`: the settings a run works from (:class:`BatchSettings`);
+- :mod:`~airflow_provider_kling.batch.results`: the results-manifest rows, and the failed rows a
+  failed batch's error names;
 - :mod:`~airflow_provider_kling.batch.run`: one run of the batch loop in the worker: reconcile what
   the trigger reported, download finished videos (bounded concurrency), submit new rows up to
   ``max_active`` in flight, then defer again or write the results manifest (:class:`BatchRun`,
@@ -41,7 +44,8 @@ from airflow_provider_kling.batch.manifest import (
     validate_rows,
     validation_report,
 )
-from airflow_provider_kling.batch.run import BatchRun, BatchSettings, Outcome
+from airflow_provider_kling.batch.run import BatchRun, Outcome
+from airflow_provider_kling.batch.settings import BatchSettings
 from airflow_provider_kling.batch.state import (
     COMPLETED,
     DONE,

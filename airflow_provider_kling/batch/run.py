@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_kling.batch.manifest import Row, open_path
+from airflow_provider_kling.batch.results import results_row
+from airflow_provider_kling.batch.settings import BatchSettings
 from airflow_provider_kling.batch.state import (
     COMPLETED,
     DONE,
@@ -40,52 +42,8 @@ from airflow_provider_kling.batch.validation import (
 from airflow_provider_kling.exceptions import KlingValidationError, redact_urls
 from airflow_provider_kling.utils.storage import write_atomic
 
-#: Failed rows a failed batch's error names (the rest are counted, and all are in the results).
-FAILURES_SHOWN = 10
-#: Characters of one row's error shown in a failed batch's message.
-FAILURE_TEXT = 300
-
 
 # ------------------------------------------------------------------------------------ the run
-@dataclass(frozen=True)
-class BatchSettings:
-    """What a batch run needs from its task's (rendered) arguments.
-
-    :param manifest: the rows: a JSONL / CSV path or URL, an ObjectStoragePath, or a list of dicts.
-    :param output_prefix: the folder (local or object storage) the videos and results go to.
-    :param model: the model of rows that name none.
-    :param parameters: fields shared by every row (a row's own fields win).
-    :param key_field: the column holding the row key.
-    :param check_capabilities: False to send models or fields the catalog does not know, unchecked.
-    :param max_active: most generations in flight at once.
-    :param timeout_seconds: how long the whole batch may take, in seconds.
-    :param skip_existing: reuse videos already under the prefix from the same request.
-    :param resend_unknown: send again, at the start of a try, rows whose POST may have created a
-        generation whose id never came back.
-    :param results_name: the results manifest's file name under ``output_prefix``.
-    :param download_concurrency: videos downloaded at once.
-    :param submit_concurrency: POSTs in flight at once while filling the window.
-    :param presign_inputs: send private object storage images as presigned URLs when possible.
-    :param presign_seconds: validity of presigned input URLs.
-    """
-
-    manifest: Any
-    output_prefix: Any
-    model: str
-    parameters: dict[str, Any] | None
-    key_field: str
-    check_capabilities: bool
-    max_active: int
-    timeout_seconds: float
-    skip_existing: bool
-    resend_unknown: bool
-    results_name: str
-    download_concurrency: int
-    submit_concurrency: int
-    presign_inputs: bool
-    presign_seconds: int
-
-
 @dataclass
 class Outcome:
     """What one pass of the batch loop left to do."""
@@ -585,44 +543,16 @@ class BatchRun:
         usd = 0.0
         for row in self.rows:
             record = self._record(row.key) or {}
-            status = record.get("st")
-            if status == COMPLETED:  # its download kept failing
-                status = FAILED
-            elif status == SUBMITTED:
-                status = FAILED
-            elif status is None or status == SENDING:
-                status = FAILED
+            line, status = results_row(row, record)
             counts[status] = counts.get(status, 0) + 1
-            usage = record.get("usage") or {}
-            if record.get("st") != REUSED:
+            if status != REUSED:
+                usage = record.get("usage") or {}
                 credits += float(usage.get("credits_used") or 0)
                 tokens += float(usage.get("tokens_used") or 0)
                 usd += float(usage.get("usd_spent") or 0)
-            stored = status in (DONE, REUSED)
-            error = None
-            if status in (FAILED, UNKNOWN):
-                unfinished = _UNFINISHED.get(str(record.get("st")), "never sent before the batch ended")
-                reason = record.get("error") or unfinished
-                error = redact_urls(str(reason))
-            if error is not None:
-                self.failures.append((row.key, error))
-            lines.append(
-                {
-                    "key": row.key,
-                    "generation_id": record.get("id"),
-                    "status": {DONE: "completed"}.get(status, status),
-                    "model": row.model,
-                    "prompt": _text(row.request.fields.get("prompt")),
-                    "duration": row.request.fields.get("duration"),
-                    "video_path": record.get("video") if stored else None,
-                    "video": record.get("video") if stored else None,
-                    "video_url": record.get("url") if stored else None,
-                    "file_size": record.get("size") if stored else None,
-                    "usage": usage,
-                    "error": error,
-                    "client_request_id": record.get("crid"),
-                }
-            )
+            if line["error"] is not None:
+                self.failures.append((row.key, line["error"]))
+            lines.append(line)
         results = self.prefix / self.settings.results_name
         write_jsonl(results, lines)
         # Beside the results, which task wrote them: the gallery lists a batch's rows only when this
@@ -656,36 +586,6 @@ class BatchRun:
         self.state.flush()
         self.lease.release()
         return summary
-
-
-#: Why a row that ended without an error of its own failed, by the state it was left in.
-_UNFINISHED = {
-    SUBMITTED: "still in progress at the service when the batch ended",
-    COMPLETED: "finished at the service but its video could not be stored",
-}
-
-
-def describe_failures(failures: list[tuple[str, str]], limit: int = FAILURES_SHOWN) -> str:
-    """The failed rows, for a failed batch's error: up to ``limit`` ``key: message`` lines, then how many
-    more (every one is in the results manifest). Messages are shortened and hold no signed URL.
-
-    :param failures: (row key, error) of every failed row, in manifest order.
-    :param limit: how many rows to name.
-    """
-    shown = []
-    for key, error in failures[:limit]:
-        text = " ".join(redact_urls(error).split())
-        if len(text) > FAILURE_TEXT:
-            text = text[: FAILURE_TEXT - 3] + "..."
-        shown.append(f"  {key}: {text}")
-    more = len(failures) - len(shown)
-    if more > 0:
-        shown.append(f"  and {more} more")
-    return "\n".join(shown)
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _folder(prefix: Any) -> Any:

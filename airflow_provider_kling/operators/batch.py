@@ -21,7 +21,7 @@ from airflow_provider_kling.utils.results import fail_fast, timeout_seconds
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_kling.batch.run import BatchSettings
+    from airflow_provider_kling.batch.settings import BatchSettings
 
 
 class KlingBatchVideoOperator(KlingBaseVideoOperator):
@@ -239,7 +239,7 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
             summary["results"],
         )
         if summary["failed"]:
-            from airflow_provider_kling.batch.run import describe_failures
+            from airflow_provider_kling.batch.results import describe_failures
 
             failed = describe_failures(run.failures)
             say = self.log.error if self.fail_on_partial_error else self.log.warning
