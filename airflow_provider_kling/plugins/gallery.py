@@ -307,12 +307,12 @@ PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE)]
 class Filters:
     """The query parameters the page and the list API share (an empty value is no filter)."""
 
-    dag_id: str | None = None
-    model: str | None = None
-    run_id: str | None = None
-    task_id: str | None = None
-    page: Page = 1
-    per_page: PerPage = DEFAULT_PER_PAGE
+    dag_id: str | None
+    model: str | None
+    run_id: str | None
+    task_id: str | None
+    page: int
+    per_page: int
 
     def asked(self) -> dict[str, str]:
         """The filters given, by name."""
@@ -325,7 +325,19 @@ class Filters:
         return {name: value for name, value in named if value}
 
 
-FiltersDep = Annotated[Filters, Depends()]
+def query_filters(
+    dag_id: str | None = None,
+    model: str | None = None,
+    run_id: str | None = None,
+    task_id: str | None = None,
+    page: Page = 1,
+    per_page: PerPage = DEFAULT_PER_PAGE,
+) -> Filters:
+    """The filters from the query string (a function, so FastAPI reads its annotations in this module)."""
+    return Filters(dag_id, model, run_id, task_id, page, per_page)
+
+
+FiltersDep = Annotated[Filters, Depends(query_filters)]
 
 
 def _listing(request: Request, session: Any, user: Any, filters: Filters) -> dict[str, Any]:
