@@ -231,3 +231,55 @@ class KlingGenerationTimeout(KlingError):
 
 class KlingDownloadError(KlingError):
     """A video download was incomplete or did not match its announced size; nothing was kept."""
+
+
+class KlingOutOfCreditsError(KlingForbiddenError):
+    """403 for money: the key ran out of credits or reached its spending limit. Never retried.
+
+    :param conn_id: the connection whose key was refused.
+    :param limit: the limit that applies, as a person reads it (e.g. the key's spending limit).
+    """
+
+    def __init__(self, conn_id: str, limit: str, exc: KlingAPIError) -> None:
+        self.conn_id = conn_id
+        self.limit = limit
+        super().__init__(
+            exc.status_code,
+            f"connection {conn_id!r}: the service refused the generation for money ({limit}): "
+            f"{exc.message}. Nothing was created; top up the balance or raise the key's limit before "
+            "running again",
+            request_id=exc.request_id,
+            method=exc.method,
+            path=exc.path,
+        )
+
+
+class KlingBudgetError(KlingError):
+    """A cost cap stopped a request before its POST: nothing was sent or paid for it. Never retried."""
+
+    retryable = False
+
+
+class KlingBudgetExceeded(KlingBudgetError):
+    """The request's estimate would cross a cap (``max_usd`` or the connection's ``daily_usd_cap``).
+
+    :param cap_name: the cap, e.g. ``max_usd`` or ``connection 'kling_default' daily_usd_cap``.
+    :param cap: the cap in USD.
+    :param estimate: the request's estimate in USD.
+    :param spent: what was already spent or committed against the cap, in USD.
+    :param what: what was stopped, e.g. ``the request`` or ``row 'cat-12'``.
+    """
+
+    def __init__(self, cap_name: str, cap: float, estimate: float, spent: float, what: str = "the request"):
+        self.cap_name = cap_name
+        self.cap = cap
+        self.estimate = estimate
+        self.spent = spent
+        super().__init__(
+            f"{cap_name} of ${cap:.4f} would be crossed: {what} is estimated at ${estimate:.4f} and "
+            f"${spent:.4f} is already spent or in flight (${spent + estimate:.4f} in all); it was not sent"
+        )
+
+
+class KlingBudgetUnknown(KlingBudgetError):
+    """A cap is set but the price or the spend it needs cannot be read: fail closed, before any POST."""

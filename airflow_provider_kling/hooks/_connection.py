@@ -46,6 +46,8 @@ class _Endpoint:
     :param input_staging: the connection's ``input_staging`` prefix (an ``s3://`` or ``gs://`` URL
         ending in ``/``), or None.
     :param reconcile: how long and how often a POST whose answer was lost is looked for in ``/v2/logs``.
+    :param prices: the connection's ``prices`` extra as written (model -> price), checked when read.
+    :param daily_usd_cap: the connection's ``daily_usd_cap`` extra: most USD the key may spend per UTC day.
     """
 
     base_url: str
@@ -57,6 +59,8 @@ class _Endpoint:
     allow_loopback_downloads: bool = False
     input_staging: str | None = None
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    prices: Any = field(default=None, compare=False)
+    daily_usd_cap: float | None = None
 
     def __repr__(self) -> str:
         return f"_Endpoint(base_url={self.base_url!r}, api={self.api!r}, api_key=***)"
@@ -153,6 +157,8 @@ def endpoint_from_connection(conn: Any) -> _Endpoint:
         allow_loopback_downloads=_extra(conn).get(ALLOW_LOOPBACK_DOWNLOADS) in (True, "true", "True", 1),
         input_staging=input_staging(conn),
         reconcile=ReconcileSettings.from_connection(conn),
+        prices=_extra(conn).get("prices"),
+        daily_usd_cap=_daily_cap(conn, conn_id),
     )
 
 
@@ -175,6 +181,23 @@ def input_staging(conn: Any) -> str | None:
             "s3://bucket/kling-inputs/ or s3://aws_conn_id@bucket/kling-inputs/"
         )
     return text if text.endswith("/") else f"{text}/"
+
+
+def _daily_cap(conn: Any, conn_id: str) -> float | None:
+    """The ``daily_usd_cap`` extra: a number of USD above 0, or None when not set."""
+    raw = _extra(conn).get("daily_usd_cap")
+    if raw is None or raw == "":
+        return None
+    try:
+        cap = float(raw)
+    except (TypeError, ValueError):
+        cap = -1.0
+    if isinstance(raw, bool) or not cap > 0 or cap == float("inf"):
+        raise KlingConfigError(
+            f"Connection {conn_id!r}: the extra 'daily_usd_cap' must be a number of USD above 0 (the most "
+            f"the key may spend per UTC day), got {raw!r}"
+        )
+    return cap
 
 
 def _extra(conn: Any) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from airflow_provider_kling.exceptions import (
     KlingDeadlineExceeded,
     KlingDownloadError,
     KlingError,
+    KlingForbiddenError,
     KlingGenerationFailed,
     KlingGenerationTimeout,
     KlingNotFoundError,
@@ -87,6 +88,9 @@ if TYPE_CHECKING:
     import contextlib
 
     import aiohttp
+
+    from airflow_provider_kling.cost.estimate import Estimate
+    from airflow_provider_kling.cost.prices import Price
 
 # Signed video URLs in urllib3's own debug lines are redacted from the moment the hook is imported.
 install_log_redaction()
@@ -286,6 +290,7 @@ class KlingHook(BaseHook):
         *,
         client_request_id: str | None = None,
         reconcile: bool = True,
+        estimate: Estimate | None = None,
     ) -> Generation:
         """Validate ``request`` and start a paid generation on the connection's endpoint.
 
@@ -294,19 +299,33 @@ class KlingHook(BaseHook):
         With a ``client_request_id``, a POST whose answer was lost is looked up in ``/v2/logs``: found,
         the generation it created is returned (nothing paid again); not found by the connection's
         bound (``reconcile_window_seconds``, default 600), it is sent again. Where the service does
-        not offer ``/v2/logs``, the lost answer's error is raised as before.
+        not offer ``/v2/logs``, the lost answer's error is raised as before. With the connection extra
+        ``daily_usd_cap`` set, the key's spend today plus this process's in-flight estimates plus this
+        one must stay within it, or nothing is sent.
 
         :param request: a :class:`~airflow_provider_kling.models.KlingRequest` or a dict of its fields.
         :param client_request_id: sent as ``X-Client-Request-Id`` (see
             :func:`~airflow_provider_kling.hooks._request_id.client_request_id`); None sends none.
         :param reconcile: False to raise a lost answer's error at once (the batch looks its rows up
             together, without holding a thread).
+        :param estimate: the request's estimate when already computed (see :meth:`estimate`).
+        :raises KlingBudgetExceeded: the daily cap would be crossed (nothing was sent).
+        :raises KlingBudgetUnknown: a daily cap is set but the price or the spend cannot be read.
+        :raises KlingOutOfCreditsError: the service refused the POST for money (403).
         :return: the submit answer: the id, the first status and the usage billed at submit.
         :raises KlingUnusableIdError: the service accepted it but answered an id that cannot be polled.
         """
+        from airflow_provider_kling.cost import budget
+
         validated = resolve_file_inputs(build_request(request), self.log)
         payload = validated.payload(self.endpoint.api)
         headers = {CLIENT_REQUEST_ID_HEADER: client_request_id} if client_request_id else None
+        # The connection's daily cap holds before the money moves (None when it sets none).
+        hold = (
+            budget.reserve_daily(self, estimate or self.estimate(validated))
+            if self.endpoint.daily_usd_cap
+            else None
+        )
         first_sent = time.time()
         sends = 0
         while True:
@@ -316,12 +335,18 @@ class KlingHook(BaseHook):
                 body = self._call("POST", json=payload, headers=headers)
                 break
             except KlingError as exc:
+                if hold is not None and not post_may_have_created(exc):
+                    hold.release()
+                if isinstance(exc, KlingForbiddenError):
+                    raise budget.money_refusal(exc, self.kling_conn_id, self.endpoint.daily_usd_cap) from None
                 if not (client_request_id and reconcile and post_may_have_created(exc)):
                     raise
                 found = _reconcile.find_lost_post(
                     self, exc, client_request_id, validated.model, first_sent, sent_at
                 )
                 if found is not None:
+                    if hold is not None:
+                        hold.bind(found.id)
                     return found
                 if sends >= _reconcile.MAX_SENDS:
                     raise
@@ -330,6 +355,8 @@ class KlingHook(BaseHook):
                     client_request_id,
                 )
         generation = Generation.from_api(body, _id_from_submit(body, self.endpoint.path()))
+        if hold is not None:
+            hold.bind(generation.id)
         # Ids of the form "<uuid>:<model>" already name the model: say it once.
         model = "" if validated.model in generation.id else f"model {validated.model}, "
         self.log.info(
@@ -354,7 +381,45 @@ class KlingHook(BaseHook):
         body = self._call(
             "GET", params={"generation_id": generation_id}, api=check_api(api), deadline=deadline
         )
-        return Generation.from_api(body, generation_id)
+        return self._seen(Generation.from_api(body, generation_id))
+
+    def _seen(self, generation: Generation) -> Generation:
+        """A generation seen ended: its charge is now the service's to report (see ``cost.budget``)."""
+        if generation.status in (GenerationStatus.COMPLETED, GenerationStatus.FAILED) and self._endpoint:
+            from airflow_provider_kling.cost.budget import generation_ended
+
+            generation_ended(self._endpoint.base_url, generation.id)
+        return generation
+
+    # ----------------------------------------------------------------------------- prices
+    def price(self, model: str) -> Price | None:
+        """The price of ``model``: the connection's ``prices`` extra, else the service's catalogue
+        (``GET /v1/models?include=pricing``, no key, kept per process and revalidated by ETag).
+
+        :param model: a model id or alias.
+        :return: the price, or None when neither gives one (never a guess).
+        """
+        from airflow_provider_kling.catalog import MODEL_ALIASES
+        from airflow_provider_kling.cost import prices
+
+        endpoint = self.endpoint
+        overrides = prices.prices_from_extra({prices.PRICES_EXTRA: endpoint.prices}, endpoint.conn_id)
+        found = prices.find_price(model, overrides, None, MODEL_ALIASES)
+        if found is not None:
+            return found
+        models = prices.catalogue(self.session, endpoint.base_url, self.timeout)
+        return prices.find_price(model, overrides, models, MODEL_ALIASES)
+
+    def estimate(self, request: KlingRequest | dict[str, Any]) -> Estimate:
+        """What ``request`` is expected to cost, from :meth:`price` and the body as it is sent.
+
+        :param request: a :class:`~airflow_provider_kling.models.KlingRequest` or a dict of its fields.
+        :return: the estimate; its ``usd`` is None when the price is unknown or variable.
+        """
+        from airflow_provider_kling.cost.estimate import quote
+
+        validated = request if isinstance(request, KlingRequest) else build_request(request)
+        return quote(self.price(validated.model), validated.payload(self.endpoint.api))
 
     def wait_for_generation(
         self,
@@ -562,7 +627,7 @@ class KlingHook(BaseHook):
             api=check_api(api),
             deadline=deadline,
         )
-        return Generation.from_api(body, generation_id)
+        return self._seen(Generation.from_api(body, generation_id))
 
 
 def raise_for_terminal(generation: Generation) -> None:

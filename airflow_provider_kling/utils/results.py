@@ -71,6 +71,7 @@ def fail_fast(exc: Exception, generation_id: str | None = None) -> Exception:
     from airflow_provider_kling.exceptions import (
         KlingAuthError,
         KlingBadRequestError,
+        KlingBudgetError,
         KlingConfigError,
         KlingError,
         KlingForbiddenError,
@@ -78,6 +79,7 @@ def fail_fast(exc: Exception, generation_id: str | None = None) -> Exception:
     )
 
     final = (
+        KlingBudgetError,
         KlingConfigError,
         KlingAuthError,
         KlingForbiddenError,
