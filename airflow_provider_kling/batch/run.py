@@ -39,7 +39,13 @@ from airflow_provider_kling.batch.validation import (
     unchanged_check,
     validate_manifest,
 )
-from airflow_provider_kling.exceptions import KlingValidationError, redact_urls
+from airflow_provider_kling.cost.budget import SKIPPED_BUDGET, BatchBudget
+from airflow_provider_kling.exceptions import (
+    KlingBudgetExceeded,
+    KlingBudgetUnknown,
+    KlingValidationError,
+    redact_urls,
+)
 from airflow_provider_kling.utils.storage import write_atomic
 
 
@@ -122,6 +128,8 @@ class BatchRun:
             check_capabilities=settings.check_capabilities,
         )
         self.by_key = {row.key: row for row in self.rows}
+        # Estimated (and logged) before the first POST; an unknown price with a cap set stops here.
+        self.budget = BatchBudget(hook, self.rows, settings.max_usd, log, announce=first_pass)
         self.state.load([row.key for row in self.rows])
         for row in self.rows:  # a row whose record was written for this manifest keeps its spec
             record = self.state.rows.get(row.key)
@@ -158,7 +166,7 @@ class BatchRun:
         if meta.get("try") != try_number:
             # A new try (a retry or a clear): rows that failed get another chance; rows whose POST may
             # have created a generation (UNKNOWN) are kept, unless resend_unknown (above).
-            for key in [k for k, r in self.state.rows.items() if r.get("st") == FAILED]:
+            for key in [k for k, r in self.state.rows.items() if r.get("st") in (FAILED, SKIPPED_BUDGET)]:
                 self.state.forget(key)
             meta["try"] = try_number
             meta["posts"] = 0
@@ -359,6 +367,7 @@ class BatchRun:
         backoff = 0.0
         stop = threading.Event()
         meta = self.state.meta
+        self.budget.start_pass({row.key: self._record(row.key) for row in self.rows})
 
         def prepare(row: Row) -> tuple[Row, Any, str | None, dict[str, Any] | None]:
             """Resolve inputs, check skip_existing, POST: (row, generation or error, hash, reuse)."""
@@ -381,7 +390,9 @@ class BatchRun:
                 return row, None, None, None
             try:
                 crid = self.client_request_id(row)
-                generation = self.hook.submit(request, client_request_id=crid, reconcile=False)
+                generation = self.hook.submit(
+                    request, client_request_id=crid, reconcile=False, estimate=self.budget.take(row.key)
+                )
                 return row, generation, fingerprint, None
             except Exception as exc:
                 return row, exc, fingerprint, None
@@ -437,7 +448,7 @@ class BatchRun:
                         active += 1
                     elif outcome == "reused":
                         reused += 1
-                    elif outcome == "failed":
+                    elif outcome in ("failed", SKIPPED_BUDGET):
                         failed += 1
                     elif outcome == "slow_down":
                         self._limit = max(1, len(self.in_flight()) + active)
@@ -500,7 +511,12 @@ class BatchRun:
             }
             return "submitted"
         exc = answer
-        if isinstance(exc, (KlingAuthError, KlingForbiddenError)) or (
+        if isinstance(exc, KlingBudgetExceeded):  # not sent: it would cross a cap
+            self.state.update(row.key, spec=row.spec, st=SKIPPED_BUDGET, request=fingerprint, error=str(exc))
+            return SKIPPED_BUDGET
+        if isinstance(exc, KlingBudgetUnknown):
+            self.state.forget(row.key)  # not sent
+        if isinstance(exc, (KlingAuthError, KlingForbiddenError, KlingBudgetUnknown)) or (
             isinstance(exc, KlingConfigError) and not isinstance(exc, KlingValidationError)
         ):
             stop.set()
@@ -538,7 +554,7 @@ class BatchRun:
         """Write the results manifest next to the videos; return the small XCom summary."""
         lines = []
         self.failures = []
-        counts = {DONE: 0, REUSED: 0, FAILED: 0, UNKNOWN: 0}
+        counts = {DONE: 0, REUSED: 0, FAILED: 0, UNKNOWN: 0, SKIPPED_BUDGET: 0}
         credits = tokens = 0.0
         usd = 0.0
         for row in self.rows:
@@ -552,6 +568,9 @@ class BatchRun:
                 usd += float(usage.get("usd_spent") or 0)
             if line["error"] is not None:
                 self.failures.append((row.key, line["error"]))
+            line["estimated_usd"] = self.budget.estimates[row.key].usd
+            if status == SKIPPED_BUDGET:
+                line["error"] = record.get("error")
             lines.append(line)
         results = self.prefix / self.settings.results_name
         write_jsonl(results, lines)
@@ -579,6 +598,16 @@ class BatchRun:
             "failed": counts[FAILED] + counts[UNKNOWN],
             "unknown": counts[UNKNOWN],
             "reused": counts[REUSED],
+            SKIPPED_BUDGET: counts[SKIPPED_BUDGET],
+            "skipped_budget_usd": round(
+                sum(
+                    self.budget.estimates[row.key].usd or 0.0
+                    for row, line in zip(self.rows, lines, strict=True)
+                    if line["status"] == SKIPPED_BUDGET
+                ),
+                6,
+            ),
+            "estimated_usd": self.budget.total,
             "posts": int(meta.get("posts") or 0),
             "usage": usage_total,
             "state": self.state.where if self.state.store is None else "task_state_store",

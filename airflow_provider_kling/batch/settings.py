@@ -28,6 +28,7 @@ class BatchSettings:
     :param submit_concurrency: POSTs in flight at once while filling the window.
     :param presign_inputs: send private object storage images as presigned URLs when possible.
     :param presign_seconds: validity of presigned input URLs.
+    :param max_usd: the most the whole batch may pay, in USD (what is in flight counts); None: no cap.
     """
 
     manifest: Any
@@ -45,3 +46,4 @@ class BatchSettings:
     submit_concurrency: int
     presign_inputs: bool
     presign_seconds: int
+    max_usd: float | None = None

@@ -209,6 +209,105 @@ def money_refusal(exc: KlingForbiddenError, conn_id: str, daily_cap: float | Non
     return KlingOutOfCreditsError(conn_id, limit, exc)
 
 
+#: A batch row not sent because its estimate would cross a cap (reported in the results manifest).
+SKIPPED_BUDGET = "skipped_budget"
+#: Batch row states whose estimate counts against the batch's ``max_usd``: sent, paid, or maybe paid.
+COMMITTED_STATES = ("sending", "submitted", "completed", "done", "unknown")
+
+
+class BatchBudget:
+    """A batch's estimates (logged before its first POST) and its ``max_usd`` over the whole batch.
+
+    Each pass counts the estimates of the rows already sent (in flight, paid, or maybe paid), and each
+    row takes its estimate before its POST: a row that would cross the cap is not sent.
+
+    :param hook: the batch's hook (prices come from it).
+    :param rows: the validated rows (objects with ``key``, ``model`` and ``request``).
+    :param max_usd: the cap over the whole batch, in USD (None: no cap).
+    :param log: the task's logger.
+    :param announce: log the estimate (the try's first pass).
+    :raises KlingBudgetUnknown: a cap is set and some row's price is unknown (nothing is sent).
+    """
+
+    def __init__(self, hook: Any, rows: list[Any], max_usd: float | None, log: Any, announce: bool) -> None:
+        from airflow_provider_kling.cost.estimate import by_model, total
+        from airflow_provider_kling.exceptions import KlingValidationError
+
+        if max_usd is not None and (
+            isinstance(max_usd, bool) or not isinstance(max_usd, (int, float)) or max_usd < 0
+        ):
+            raise KlingValidationError([("max_usd", f"must be a number of USD, 0 or more, got {max_usd!r}")])
+        self.max_usd = None if max_usd is None else float(max_usd)
+        self.conn_id = hook.kling_conn_id
+        self.estimates: dict[str, Estimate] = {row.key: hook.estimate(row.request) for row in rows}
+        self.total, unknown = total(list(self.estimates.values()))
+        self._lock = threading.Lock()
+        self._used = 0.0
+        if announce:
+            models = "; ".join(
+                f"{model}: {n} row(s) ${usd:.4f}" + (f" + {unknown_n} unknown" if unknown_n else "")
+                for model, (n, usd, unknown_n) in sorted(by_model(list(self.estimates.values())).items())
+            )
+            log.info(
+                "Kling batch: estimated $%.4f for %s row(s)%s before the first POST (%s)%s",
+                self.total,
+                len(self.estimates),
+                f", {unknown} of them with no known price" if unknown else "",
+                models,
+                f"; max_usd ${self.max_usd:.4f}" if self.max_usd is not None else "",
+            )
+        if self.max_usd is not None and unknown:
+            first = next(e for e in self.estimates.values() if e.usd is None)
+            keys = [k for k, e in self.estimates.items() if e.usd is None]
+            raise KlingBudgetUnknown(
+                f"max_usd ${self.max_usd:.4f}: {len(keys)} row(s) have no known price (e.g. "
+                f"{', '.join(keys[:5])}): " + how_to_price(first.model, self.conn_id, first.reason or "?")
+            )
+
+    def start_pass(self, records: dict[str, dict[str, Any] | None]) -> None:
+        """Count the estimates of the rows already sent (their records in the batch state).
+
+        :param records: row key -> its current state record (None when not sent).
+        """
+        with self._lock:
+            self._used = round(
+                sum(
+                    self.estimates[key].usd or 0.0
+                    for key, record in records.items()
+                    if record is not None and record.get("st") in COMMITTED_STATES
+                ),
+                6,
+            )
+
+    def take(self, key: str) -> Estimate:
+        """Take row ``key``'s estimate before its POST.
+
+        :raises KlingBudgetExceeded: it would cross ``max_usd`` (the row is not sent).
+        """
+        estimate = self.estimates[key]
+        if self.max_usd is None:
+            return estimate
+        with self._lock:
+            check_max_usd(self.max_usd, estimate, self._used, self.conn_id, f"row {key!r}")
+            self._used = round(self._used + (estimate.usd or 0.0), 6)
+        return estimate
+
+    def failure(self, summary: dict[str, Any]) -> str:
+        """The task's failure message when rows were skipped for a cap (names the cap and the figures).
+
+        :param summary: the batch summary (``rows``, ``skipped_budget``, ``skipped_budget_usd``).
+        """
+        skipped = summary["skipped_budget"]
+        cap = f"max_usd ${self.max_usd:.4f}" if self.max_usd is not None else "a cost cap"
+        return (
+            f"{skipped} of {summary['rows']} rows were not sent because their estimates would cross "
+            f"{cap} (or the connection's daily_usd_cap; each row's error in {summary['results']} names "
+            f"its cap): ${summary['skipped_budget_usd']:.4f} estimated for them, ${self._used:.4f} spent "
+            f"or in flight by the rows sent, ${self.total:.4f} for the whole batch. A clear with a higher "
+            "cap sends only the skipped rows"
+        )
+
+
 def forget() -> None:
     """Drop every hold and kept spend of this process (tests, a new day)."""
     with _LOCK:
@@ -217,6 +316,9 @@ def forget() -> None:
 
 
 __all__ = [
+    "COMMITTED_STATES",
+    "SKIPPED_BUDGET",
+    "BatchBudget",
     "Reservation",
     "check_max_usd",
     "forget",

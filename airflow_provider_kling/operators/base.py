@@ -29,6 +29,7 @@ from airflow_provider_kling.utils.results import (
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_kling.cost.estimate import Estimate
     from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.schemas.generation import Generation
     from airflow_provider_kling.schemas.request import KlingRequest
@@ -72,6 +73,10 @@ class KlingBaseVideoOperator(BaseOperator):
         Default: True whenever ``download_to`` is set; False forces a new generation.
     :param presign_inputs: send private ``s3://`` / ``gs://`` images as presigned URLs (short expiry,
         masked in logs) when the storage can sign; False always sends their bytes as Base64.
+    :param max_usd: the most this task may pay, in USD: a request whose estimate is above it is not
+        sent and the task fails naming the cap and the estimate; with a cap set, an unknown price
+        fails the task before any POST (give it in the connection's ``prices`` extra).
+    :param dry_run: validate and estimate the request, return the plan as XCom, and pay nothing.
 
     Media inputs (images, video, audio, in named arguments or in ``parameters``) take a URL, a data
     URI, a local path, an ObjectStoragePath / fsspec URL, or an upstream Kling task's result (its XCom
@@ -105,9 +110,14 @@ class KlingBaseVideoOperator(BaseOperator):
         overwrite: bool = False,
         skip_existing: bool | None = None,
         presign_inputs: bool = True,
+        max_usd: float | None = None,
+        dry_run: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.max_usd = max_usd
+        # Not ``self.dry_run``: that name is BaseOperator's own method (``airflow tasks test --dry-run``).
+        self.plan_only = bool(dry_run)
         self.model = model
         self.parameters = parameters
         self.check_capabilities = check_capabilities
@@ -196,6 +206,9 @@ class KlingBaseVideoOperator(BaseOperator):
             request = self.build_request()
             timeout = timeout_seconds(self.timeout)
             check_poll_settings(self.poll_interval, timeout)
+            estimate = self._estimate(request)
+            if self.plan_only:
+                return self._plan(estimate)
             api = self.hook.endpoint.api
             base_url = self.hook.endpoint.base_url
             self._submitted: Generation | None = None
@@ -221,6 +234,7 @@ class KlingBaseVideoOperator(BaseOperator):
             "usage": usage,
             "sidecar": sidecar,
             "count_credits": count_credits,
+            "estimated_usd": estimate.usd,
         }
 
         if prior is not None and prior.status is GenerationStatus.COMPLETED:
@@ -231,7 +245,13 @@ class KlingBaseVideoOperator(BaseOperator):
             pending = first or Generation(id=generation_id, status=GenerationStatus.PENDING)
             crid = self._client_request_id(context, sidecar)
             return result_dict(
-                pending, request.model, endpoint=api, usage=usage, client_request_id=crid, **self._asked()
+                pending,
+                request.model,
+                endpoint=api,
+                usage=usage,
+                client_request_id=crid,
+                estimated_usd=estimate.usd,
+                **self._asked(),
             )
         if self.deferrable:
             from airflow_provider_kling.triggers.kling import KlingGenerationTrigger
@@ -302,6 +322,7 @@ class KlingBaseVideoOperator(BaseOperator):
             endpoint=record.get("api") or api,
             usage=usage,
             reused=True,
+            estimated_usd=getattr(self, "_estimated_usd", None),
             **self._asked(),
         )
         metrics.incr(metrics.REUSED, result["model"])
@@ -377,11 +398,16 @@ class KlingBaseVideoOperator(BaseOperator):
                         prior.error,
                     )
         self._check_destination_free()
+        self._check_max_usd()
         from airflow_provider_kling.hooks._request_id import from_context
 
         try:
             # The same id on every try of this request: a lost answer is found again in /v2/logs.
-            submitted = hook.submit(request, client_request_id=from_context(context, fingerprint))
+            submitted = hook.submit(
+                request,
+                client_request_id=from_context(context, fingerprint),
+                estimate=getattr(self, "_estimate_of_request", None),
+            )
             self._submitted_at = time.time()
         except KlingError as exc:
             if post_may_have_created(exc):
@@ -417,6 +443,45 @@ class KlingBaseVideoOperator(BaseOperator):
         metrics.incr(metrics.SUBMITTED, request.model)
         metrics.credits(submitted.usage, request.model)
         return submitted.id, None
+
+    def _estimate(self, request: KlingRequest) -> Estimate:
+        """The request's estimated price, logged before anything is paid."""
+        estimate = self.hook.estimate(request)
+        self._estimate_of_request: Estimate | None = estimate
+        self._estimated_usd: float | None = estimate.usd
+        self.log.info("Kling %s: estimated %s before paying", request.model, estimate.describe())
+        return estimate
+
+    def _check_max_usd(self) -> None:
+        """Refuse, before paying, a request whose estimate is above ``max_usd`` (or unknown)."""
+        if self.max_usd is None:
+            return
+        from airflow_provider_kling.cost.budget import check_max_usd
+        from airflow_provider_kling.exceptions import KlingValidationError
+
+        cap = self.max_usd
+        if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap >= 0:
+            raise KlingValidationError([("max_usd", f"must be a number of USD, 0 or more, got {cap!r}")])
+        estimate = self._estimate_of_request
+        assert estimate is not None
+        check_max_usd(float(cap), estimate, 0.0, self.kling_conn_id, "the request")
+
+    def _plan(self, estimate: Estimate) -> dict[str, Any]:
+        """dry_run: the validated request's plan (model, seconds, estimate) as XCom; nothing is paid."""
+        plan = {
+            "dry_run": True,
+            "model": estimate.model,
+            "endpoint": self.hook.endpoint.api,
+            "duration": estimate.seconds,
+            "estimated_usd": estimate.usd,
+            "price_source": estimate.source,
+            "unknown_because": estimate.reason,
+            "max_usd": self.max_usd,
+        }
+        if self.max_usd is not None and estimate.usd is not None and estimate.usd > self.max_usd:
+            plan["over_max_usd"] = True
+        self.log.info("dry_run: the request is valid and nothing was sent; plan: %s", plan)
+        return plan
 
     def _check_destination_free(self) -> None:
         """Refuse, before paying, a download_to that names an existing file (unless overwrite=True)."""
@@ -462,6 +527,7 @@ class KlingBaseVideoOperator(BaseOperator):
         usage: dict[str, Any] | None = None,
         sidecar: dict[str, Any] | None = None,
         count_credits: bool = False,
+        estimated_usd: float | None = None,
     ) -> dict[str, Any]:
         """Resume after the trigger: validate its event, then finish or fail."""
         if api is None:
@@ -469,11 +535,18 @@ class KlingBaseVideoOperator(BaseOperator):
             if isinstance(kept, dict):
                 api, usage, sidecar = kept.get("api"), kept.get("usage"), kept.get("sidecar")
                 count_credits = bool(kept.get("count_credits"))
+                estimated_usd = kept.get("estimated_usd")
         self._generation_id = event.get("generation_id") if isinstance(event, dict) else None
         # The event holds the video URL without its signature: the generation is read once more.
         generation = generation_from_event(event, timeout_seconds(self.timeout), self.hook, api)
         return self._finish(
-            context, generation, api=api, usage=usage, sidecar=sidecar, count_credits=count_credits
+            context,
+            generation,
+            api=api,
+            usage=usage,
+            sidecar=sidecar,
+            count_credits=count_credits,
+            estimated_usd=estimated_usd,
         )
 
     def _finish(
@@ -485,6 +558,7 @@ class KlingBaseVideoOperator(BaseOperator):
         usage: dict[str, Any] | None = None,
         sidecar: dict[str, Any] | None = None,
         count_credits: bool = False,
+        estimated_usd: float | None = None,
     ) -> dict[str, Any]:
         from airflow_provider_kling import metrics
         from airflow_provider_kling.exceptions import KlingError
@@ -513,6 +587,7 @@ class KlingBaseVideoOperator(BaseOperator):
             endpoint=api,
             usage=usage,
             client_request_id=self._client_request_id(context, sidecar),
+            estimated_usd=estimated_usd,
             **self._asked(),
         )
         self.log.info(

@@ -135,6 +135,7 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
             submit_concurrency=self.submit_concurrency,
             presign_inputs=self.presign_inputs,
             presign_seconds=self.presign_seconds,
+            max_usd=self.max_usd,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -155,6 +156,10 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
                     [("max_active", f"must be a whole number >= 1, got {self.max_active!r}")]
                 )
             check_poll_settings(self.poll_interval, self.timeout_seconds)
+            if self.plan_only:
+                from airflow_provider_kling.cost.plan import batch_plan
+
+                return batch_plan(self.batch_settings(), self.hook, self.log)
             run = BatchRun(self.batch_settings(), context, hook=self.hook, log=self.log)
             self.log.info(
                 "Kling batch: %s rows validated; videos go to %s; at most %s in flight; state in %s",
@@ -238,6 +243,9 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
             summary["posts"],
             summary["results"],
         )
+        if summary.get("skipped_budget"):
+            context["ti"].xcom_push(key="batch_summary", value=summary)
+            raise AirflowFailException(run.budget.failure(summary))
         if summary["failed"]:
             from airflow_provider_kling.batch.results import describe_failures
 

@@ -34,6 +34,7 @@ RESULT_KEYS = (
     "file_name",
     "file_size",
     "usage",
+    "estimated_usd",
     "reused",
     "client_request_id",
     "usd_spent",
@@ -107,6 +108,7 @@ def result_dict(
     duration: float | None = None,
     reused: bool = False,
     client_request_id: str | None = None,
+    estimated_usd: float | None = None,
 ) -> dict[str, Any]:
     """The small JSON-safe dict every Kling task returns as XCom (keys: :data:`RESULT_KEYS`).
 
@@ -123,6 +125,7 @@ def result_dict(
     :param duration: the duration asked for, in seconds.
     :param reused: the video was already at the destination (``skip_existing``).
     :param client_request_id: the ``X-Client-Request-Id`` its POST carried (None: no POST by this task).
+    :param estimated_usd: the price estimated before the POST (None: unknown); ``usage`` is what was billed.
     """
     usage = {**(usage or {}), **generation.usage}
     spent = usage.get("usd_spent")
@@ -140,6 +143,7 @@ def result_dict(
         "file_name": generation.file_name,
         "file_size": generation.file_size,
         "usage": usage,
+        "estimated_usd": estimated_usd,
         "reused": reused,
         "client_request_id": client_request_id,
         # Billed USD as the service reported it (cost headers or meta.usage); None when it did not.
