@@ -14,6 +14,7 @@ import json
 import sys
 from typing import Any
 from datetime import datetime, timezone
+from typing import Any
 
 
 def _parser() -> argparse.ArgumentParser:
