@@ -1,8 +1,8 @@
 """The plan of a DAG run, like ``terraform plan``: every Kling task rendered for the run, its request
 validated against the catalog and its price estimated, and nothing sent to the generation endpoints.
 
-:func:`plan_dag` builds the rows; :func:`format_table` prints them; :func:`batch_plan` is one batch
-task's plan (also what ``dry_run=True`` returns on a batch). The CLI is
+:func:`plan_dag` builds the rows; :func:`format_table` prints them; a batch task's plan is
+:func:`~airflow_provider_kling.cost.batch_plan.batch_plan`. The CLI is
 ``python -m airflow_provider_kling plan DAG_ID`` (see :mod:`airflow_provider_kling.__main__`).
 """
 
@@ -14,13 +14,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_provider_kling.exceptions import KlingError, KlingValidationError
-
-if TYPE_CHECKING:
-    from airflow_provider_kling.batch.run import BatchSettings
-    from airflow_provider_kling.hooks.kling import KlingHook
 
 log = logging.getLogger(__name__)
 
@@ -43,49 +39,6 @@ class PlanRow:
     estimated_usd: float | None = None
     note: str = ""
     errors: list[tuple[str, str]] = field(default_factory=list)
-
-
-def batch_plan(settings: BatchSettings, hook: KlingHook, task_log: Any = log) -> dict[str, Any]:
-    """One batch task's plan: its rows validated and estimated (files not read), nothing sent.
-
-    :param settings: the batch task's rendered arguments.
-    :param hook: the hook prices come from.
-    :param task_log: where the estimate is logged.
-    :return: ``dry_run``, ``rows``, ``estimated_usd``, ``unknown`` (rows with no price), ``models``
-        (model -> rows and USD) and ``max_usd``.
-    :raises KlingValidationError: a row is invalid (the report names each).
-    """
-    from airflow_provider_kling.batch.manifest import read_manifest, validate_rows, validation_report
-    from airflow_provider_kling.cost.budget import BatchBudget
-    from airflow_provider_kling.cost.estimate import by_model, total
-
-    raw = read_manifest(settings.manifest, settings.key_field)
-    try:
-        rows = validate_rows(
-            raw,
-            model=settings.model,
-            parameters=settings.parameters,
-            key_field=settings.key_field,
-            check_capabilities=settings.check_capabilities,
-            probe_files=False,
-        )
-    except KlingValidationError as exc:
-        raise KlingValidationError([("manifest", validation_report(exc, len(raw)))]) from None
-    budget = BatchBudget(hook, rows, None, task_log, announce=True)
-    estimates = list(budget.estimates.values())
-    usd, unknown = total(estimates)
-    over = settings.max_usd is not None and usd > settings.max_usd
-    return {
-        "dry_run": True,
-        "rows": len(rows),
-        "estimated_usd": usd,
-        "unknown": unknown,
-        "models": {
-            m: {"rows": n, "estimated_usd": u, "unknown": k} for m, (n, u, k) in by_model(estimates).items()
-        },
-        "max_usd": settings.max_usd,
-        "over_max_usd": over,
-    }
 
 
 # ------------------------------------------------------------------------------------ a DAG's plan
@@ -161,6 +114,7 @@ def _is_kling(task: Any) -> bool:
 
 
 def _plan_one(label: str, op: Any, context: dict[str, Any], hooks: dict[str, Any]) -> PlanRow:
+    from airflow_provider_kling.cost.batch_plan import batch_plan
     from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.operators.batch import KlingBatchVideoOperator
     from airflow_provider_kling.schemas.request import build_request
@@ -271,4 +225,4 @@ def format_table(rows: Iterable[PlanRow]) -> str:
     return "\n".join(out)
 
 
-__all__ = ["PlanRow", "batch_plan", "format_table", "plan_dag"]
+__all__ = ["PlanRow", "format_table", "plan_dag"]

@@ -157,7 +157,7 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
                 )
             check_poll_settings(self.poll_interval, self.timeout_seconds)
             if self.plan_only:
-                from airflow_provider_kling.cost.plan import batch_plan
+                from airflow_provider_kling.cost.batch_plan import batch_plan
 
                 return batch_plan(self.batch_settings(), self.hook, self.log)
             run = BatchRun(self.batch_settings(), context, hook=self.hook, log=self.log)
