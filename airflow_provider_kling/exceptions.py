@@ -245,12 +245,14 @@ class KlingOutOfCreditsError(KlingForbiddenError):
         self.limit = limit
         super().__init__(
             exc.status_code,
-            f"connection {conn_id!r}: the service refused the generation for money ({limit}): "
-            f"{exc.message}. Nothing was created; top up the balance or raise the key's limit before "
-            "running again",
+            exc.message,
             request_id=exc.request_id,
             method=exc.method,
             path=exc.path,
+            hint=(
+                f"Connection {conn_id!r}: the service refused the generation for money ({limit}); nothing "
+                "was created and it is not retried: top up the balance or raise the key's limit first"
+            ),
         )
 
 
