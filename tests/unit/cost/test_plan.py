@@ -146,3 +146,12 @@ def test_a_bad_request_fails_the_plan_naming_the_task_and_the_field(emulator: An
 def test_an_unknown_dag_exits_2_naming_it(emulator: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "no_such_dag", "--dag-folder", str(EXAMPLES)]) == 2
     assert "no DAG 'no_such_dag'" in capsys.readouterr().err
+
+
+def test_the_table_above_covers_every_example_dag() -> None:
+    import re
+
+    found = set()
+    for path in EXAMPLES.glob("*.py"):
+        found |= set(re.findall(r'^\s+dag_id="([^"]+)"', path.read_text(), re.MULTILINE))
+    assert found == set(EXAMPLE_DAGS)
