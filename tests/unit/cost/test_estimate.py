@@ -156,3 +156,19 @@ def test_a_bad_prices_extra_is_refused_naming_it(
     use_connection(monkeypatch, "kling_cost", host=emulator.base_url, password=API_KEY, extra={"prices": bad})
     with make_hook("kling_cost") as hook, pytest.raises(KlingConfigError, match="prices"):
         hook.price("m")
+
+
+def test_a_request_without_generate_audio_is_priced_as_the_service_defaults_it(emulator: Any) -> None:
+    answer = requests.get(f"{emulator.base_url}/v1/models", params={"include": "pricing"}, timeout=10)
+    audio = [
+        e["id"]
+        for e in answer.json()["data"]
+        if e["id"] in BODIES and "generate_audio" in (e["pricing"].get("dimensions") or [])
+    ]
+    assert audio
+    with make_hook() as hook:
+        for model in audio:
+            fields = {k: v for k, v in _fields(model, None).items() if k != "generate_audio"}
+            fields.pop("tail_image_url", None)  # the service turns audio on: no tail image then
+            generation = hook.submit(fields)
+            assert hook.estimate(fields).usd == pytest.approx(emulator.generations[generation.id].usd), model
