@@ -12,7 +12,6 @@ import argparse
 import inspect
 import json
 import sys
-from typing import Any
 from datetime import datetime, timezone
 from typing import Any
 
