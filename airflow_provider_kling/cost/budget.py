@@ -13,7 +13,7 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kling.exceptions import (
@@ -124,8 +124,9 @@ def read_spend(hook: Any, *, fresh: bool = False) -> float:
         kept = _SPEND.get(endpoint.base_url)
     if kept is not None and not fresh and kept[0] == day and time.monotonic() - kept[1] < SPEND_TTL:
         return kept[2]
-    now = datetime.now(timezone.utc)
-    params = {"start": f"{day}T00:00:00Z", "end": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    # The end rounded up to the next whole second: a charge made within the current second counts.
+    end = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)
+    params = {"start": f"{day}T00:00:00Z", "end": end.strftime("%Y-%m-%dT%H:%M:%SZ")}
     where = f"connection {endpoint.conn_id!r} has 'daily_usd_cap' {endpoint.daily_usd_cap}"
     try:
         body = _transport.send(
