@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import weakref
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -263,6 +264,40 @@ async def _amask(secret: str) -> None:
 
     await amask_secret(secret)
     _MASKED.add(digest)
+
+
+async def shared_endpoint(hook: Any) -> _Endpoint:
+    """The endpoint of ``hook``'s connection, read without blocking the event loop.
+
+    Hooks on one event loop that ask for the same connection while a lookup is in flight share that
+    lookup: a triggerer starting a thousand triggers reads the connection once, not a thousand times
+    in one loop iteration. A lookup that starts later reads it afresh.
+
+    :param hook: the :class:`~airflow_provider_kling.hooks.kling.KlingHook` asking.
+    """
+    loop = asyncio.get_running_loop()
+    lookups = _ENDPOINT_LOOKUPS.setdefault(loop, {})
+    conn_id = hook.kling_conn_id
+    lookup = lookups.get(conn_id)
+    if lookup is None:
+        lookup = lookups[conn_id] = loop.create_task(_read_endpoint(hook))
+        lookup.add_done_callback(partial(_forget, lookups, conn_id))
+    # shield: one waiter being cancelled must not cancel the lookup the others wait on.
+    return await asyncio.shield(lookup)
+
+
+async def _read_endpoint(hook: Any) -> _Endpoint:
+    from airflow_provider_kling.version_compat import AIRFLOW_V_3_1_PLUS
+
+    if AIRFLOW_V_3_1_PLUS:
+        conn = await hook.aget_connection(hook.kling_conn_id)
+    else:  # no async connection lookup before 3.1
+        from asgiref.sync import sync_to_async
+
+        conn = await sync_to_async(hook.get_connection)(hook.kling_conn_id)
+    endpoint = endpoint_from_connection(conn)
+    await _amask(endpoint.api_key)
+    return endpoint
 
 
 def _user_agent() -> str:

@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from airflow_provider_kling.exceptions import KlingConnectionError, KlingDownloadError
 from airflow_provider_kling.hooks._connection import _NoAuth
@@ -132,3 +133,60 @@ def download_once(
 
 
 __all__ = ["DOWNLOAD_TIMEOUT", "download_once", "open_following_redirects"]
+
+
+def download(
+    session: requests.Session,
+    url: str,
+    target: Any,
+    *,
+    expected_size: int | None,
+    allow_loopback: bool,
+    timeout: float,
+    read_timeout: tuple[float, float],
+    overwrite: bool,
+    attempts: int,
+    wait: Any,
+    log: Any,
+) -> int:
+    """:func:`download_once`, tried again on network errors that may pass (``attempts`` in all).
+
+    :param session: the hook's requests session.
+    :param url: the video URL.
+    :param target: the local path or ObjectStoragePath to write.
+    :param expected_size: the size the API announced, or None.
+    :param allow_loopback: the connection allows loopback hosts (the emulator).
+    :param timeout: wall-clock bound of one try, in seconds.
+    :param read_timeout: the hook's (connect, read) timeouts.
+    :param overwrite: replace an existing file.
+    :param attempts: tries in all.
+    :param wait: tenacity's wait between tries.
+    :param log: where retries are said.
+    :return: the bytes written.
+    """
+    retry = Retrying(
+        retry=retry_if_exception(lambda e: isinstance(e, KlingConnectionError) and e.retryable),
+        stop=stop_after_attempt(max(1, attempts)),
+        wait=wait,
+        reraise=True,
+        before_sleep=lambda s: log.warning(
+            "Download of %s failed (attempt %s): %s; retrying",
+            target,
+            s.attempt_number,
+            s.outcome.exception() if s.outcome else None,
+        ),
+    )
+    written = 0
+    for attempt in retry:
+        with attempt:
+            written = download_once(
+                session,
+                url,
+                target,
+                expected_size,
+                allow_loopback,
+                timeout,
+                read_timeout,
+                overwrite=overwrite,
+            )
+    return written

@@ -17,14 +17,13 @@ Every name this module defined before the split is still importable from here.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 import requests
 from airflow.providers.common.compat.sdk import BaseHook
-from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import Retrying
 
 from airflow_provider_kling.catalog import DEFAULT_ENDPOINT, ENDPOINT_PATHS
 from airflow_provider_kling.exceptions import (
@@ -43,17 +42,15 @@ from airflow_provider_kling.exceptions import (
 )
 from airflow_provider_kling.hooks import _download, _reconcile, _transport
 from airflow_provider_kling.hooks._connection import (
-    _ENDPOINT_LOOKUPS,
     ALLOW_LOOPBACK_DOWNLOADS,
     DEFAULT_BASE_URL,
     GENERATION_PATH,
-    _amask,
     _Endpoint,
-    _forget,
     _mask,
     _user_agent,
     endpoint_choice,
     endpoint_from_connection,
+    shared_endpoint,
 )
 from airflow_provider_kling.hooks._download import DOWNLOAD_TIMEOUT, _name_from_url
 from airflow_provider_kling.hooks._errors import _id_from_submit
@@ -181,36 +178,11 @@ class KlingHook(BaseHook):
         return self._endpoint
 
     async def aendpoint(self) -> _Endpoint:
-        """As :attr:`endpoint`, reading the connection without blocking the event loop.
-
-        Hooks on one event loop that ask for the same connection while a lookup is in flight share
-        that lookup: a triggerer starting a thousand triggers reads the connection once, not a
-        thousand times in one loop iteration. A lookup that starts later reads it afresh.
-        """
+        """As :attr:`endpoint`, reading the connection without blocking the event loop (hooks on one
+        loop asking for the same connection at once share one lookup)."""
         if self._endpoint is None:
-            loop = asyncio.get_running_loop()
-            lookups = _ENDPOINT_LOOKUPS.setdefault(loop, {})
-            lookup = lookups.get(self.kling_conn_id)
-            if lookup is None:
-                lookup = lookups[self.kling_conn_id] = loop.create_task(self._alookup_endpoint())
-                lookup.add_done_callback(partial(_forget, lookups, self.kling_conn_id))
-            # shield: one waiter being cancelled must not cancel the lookup the others wait on.
-            self._endpoint = await asyncio.shield(lookup)
-        assert self._endpoint is not None
+            self._endpoint = await shared_endpoint(self)
         return self._endpoint
-
-    async def _alookup_endpoint(self) -> _Endpoint:
-        from airflow_provider_kling.version_compat import AIRFLOW_V_3_1_PLUS
-
-        if AIRFLOW_V_3_1_PLUS:
-            conn = await self.aget_connection(self.kling_conn_id)
-        else:  # no async connection lookup before 3.1
-            from asgiref.sync import sync_to_async
-
-            conn = await sync_to_async(self.get_connection)(self.kling_conn_id)
-        endpoint = endpoint_from_connection(conn)
-        await _amask(endpoint.api_key)
-        return endpoint
 
     @cached_property
     def session(self) -> requests.Session:
@@ -518,31 +490,19 @@ class KlingHook(BaseHook):
         target = resolve_destination(destination, file_name or _name_from_url(url))
         if target.exists() and not overwrite:
             raise KlingDownloadError(f"{target} already exists; pass overwrite=True to replace it")
-        allow_loopback = self.endpoint.allow_loopback_downloads
-        retry = Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, KlingConnectionError) and e.retryable),
-            stop=stop_after_attempt(max(1, attempts)),
+        written = _download.download(
+            self.session,
+            url,
+            target,
+            expected_size=expected_size,
+            allow_loopback=self.endpoint.allow_loopback_downloads,
+            timeout=timeout,
+            read_timeout=self.timeout,
+            overwrite=overwrite,
+            attempts=attempts,
             wait=_backoff(self.retry_min_wait, self.retry_max_wait),
-            reraise=True,
-            before_sleep=lambda s: self.log.warning(
-                "Download of %s failed (attempt %s): %s; retrying",
-                target,
-                s.attempt_number,
-                s.outcome.exception() if s.outcome else None,
-            ),
+            log=self.log,
         )
-        for attempt in retry:
-            with attempt:
-                written = _download.download_once(
-                    self.session,
-                    url,
-                    target,
-                    expected_size,
-                    allow_loopback,
-                    timeout,
-                    self.timeout,
-                    overwrite=overwrite,
-                )
         self.log.info("Downloaded %s bytes to %s", written, target)
         return str(target)
 
@@ -576,32 +536,7 @@ class KlingHook(BaseHook):
 
         policy = self._retry_policy(method, attempts, deadline)
         async with self.async_session() as session:
-            # Fast path: a trigger polls thousands of times and nearly every poll succeeds; a tenacity
-            # loop per poll leaves ~40 objects in reference cycles, and the garbage collector's full
-            # passes over a triggerer's heap then stall every trigger on the loop.
-            try:
-                return await once(session)
-            except Exception as exc:
-                if not policy.retryable(exc) or policy.attempts <= 1:
-                    failure = policy.failure(exc)
-                    if failure is exc:
-                        raise
-                    raise failure from None
-                first_failure: Exception | None = exc
-            # The same retry rules as ever: tenacity replays the failure above as its attempt 1.
-            try:
-                async for attempt in AsyncRetrying(**policy.tenacity_kwargs()):
-                    with attempt:
-                        if first_failure is not None:
-                            failure, first_failure = first_failure, None
-                            raise failure
-                        return await once(session)
-            except KlingError as exc:
-                failure = policy.failure(exc)
-                if failure is exc:
-                    raise
-                raise failure from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            return await policy.arun(partial(once, session))
 
     async def aget_generation(
         self,
