@@ -250,8 +250,9 @@ class KlingOutOfCreditsError(KlingForbiddenError):
             method=exc.method,
             path=exc.path,
             hint=(
-                f"Connection {conn_id!r}: the service refused the generation for money ({limit}); nothing "
-                "was created and it is not retried: top up the balance or raise the key's limit first"
+                f"The API key of connection {conn_id!r} was refused for this call: the service refused the "
+                f"generation for money ({limit}); nothing was created and it is not retried: top up the "
+                "balance or raise the key's limit first"
             ),
         )
 

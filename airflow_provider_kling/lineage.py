@@ -87,3 +87,22 @@ def operator_lineage(
             usage=dict((result or {}).get("usage") or {}),
         )
     return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=run_facets)
+
+
+def task_lineage(operator: Any) -> OperatorLineage:
+    """The lineage of a single-video Kling task: its inputs as the user named them (``s3://...``, a
+    path; not the data URIs sent), its downloaded video and its generation.
+
+    :param operator: the :class:`~airflow_provider_kling.operators.base.KlingBaseVideoOperator`.
+    """
+    from airflow_provider_kling.schemas.request import build_request
+
+    try:
+        fields = build_request(
+            operator.request_fields(), check_capabilities=operator.check_capabilities, kind=operator.kind
+        ).fields
+    except Exception:
+        fields = {}
+    return operator_lineage(
+        fields, getattr(operator, "_result", None), getattr(operator, "_generation_id", None), operator.model
+    )

@@ -32,13 +32,7 @@ from airflow_provider_kling.batch.state import (
     BatchState,
     write_jsonl,
 )
-from airflow_provider_kling.batch.validation import (
-    ManifestInvalid,
-    load_rows,
-    settings_hash,
-    unchanged_check,
-    validate_manifest,
-)
+from airflow_provider_kling.batch.validation import check_manifest_once, load_rows
 from airflow_provider_kling.cost.budget import SKIPPED_BUDGET, BatchBudget
 from airflow_provider_kling.exceptions import (
     KlingBudgetExceeded,
@@ -94,30 +88,7 @@ class BatchRun:
         # The meta record first: one that cannot be read stops the batch before anything is sent.
         self.state = BatchState(context, self.prefix)
         meta = self.state.meta
-        # A manifest checked by an earlier pass or try, with the same settings, is not read and checked
-        # again row by row (its size and mtime or ETag, else its content hash, tell it is the same).
-        checked_with = settings_hash(
-            settings.model, settings.parameters, settings.key_field, settings.check_capabilities
-        )
-        known = unchanged_check(settings.manifest, meta.get("manifest"), checked_with)
-        if known is None:
-            try:
-                check = validate_manifest(
-                    settings.manifest,
-                    model=settings.model,
-                    parameters=settings.parameters,
-                    key_field=settings.key_field,
-                    check_capabilities=settings.check_capabilities,
-                )
-            except ManifestInvalid as exc:
-                for name, message in exc.problems:
-                    self.log.error("Manifest: %s: %s", name, message)
-                raise
-            known = check.record()
-        elif first_pass:
-            self.log.info(
-                "The manifest (%s rows) was checked by an earlier try: not checked again", known["rows"]
-            )
+        known, checked_with = check_manifest_once(settings, meta.get("manifest"), log, announce=first_pass)
         meta["manifest"] = known
         self.state.stamp = f"{known['sha256'][:16]}.{checked_with[:16]}"
         self.rows = load_rows(
@@ -136,26 +107,7 @@ class BatchRun:
             if record is not None and record.get("m") == self.state.stamp and record.get("spec"):
                 row.spec = record["spec"]
         try_number = str(getattr(context["ti"], "try_number", 1))
-        # Rows marked as being sent when the last process stopped (a killed worker): their POST may
-        # have created, and billed, a generation whose id never came back. Reported as unknown and
-        # never sent again, unless the user asked for it (resend_unknown) and a try starts.
-        resend = bool(settings.resend_unknown) and first_pass
-        again = []
-        for key, record in list(self.state.rows.items()):
-            status = record.get("st")
-            if resend and status in (SENDING, UNKNOWN):
-                again.append(key)
-                self.state.forget(key)
-            elif status == SENDING:
-                self.state.update(
-                    key,
-                    st=UNKNOWN,
-                    error=(
-                        "the worker stopped while this row's POST was in flight: it may have created "
-                        "(and billed) a generation whose id never came back; not sent again "
-                        "(a clear with resend_unknown=True sends it again)"
-                    ),
-                )
+        again = self.state.settle_interrupted(resend=bool(settings.resend_unknown) and first_pass)
         if again:
             self.log.warning(
                 "resend_unknown: sending %s row(s) again whose earlier POST may have created a generation "

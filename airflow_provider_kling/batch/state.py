@@ -209,6 +209,34 @@ class BatchState:
                 self._by_shard.get(shard, {}).pop(key, None)
                 self._dirty.add(shard)
 
+    def settle_interrupted(self, *, resend: bool) -> list[str]:
+        """Settle rows marked as being sent when the last process stopped (a killed worker).
+
+        Their POST may have created, and billed, a generation whose id never came back: they become
+        ``unknown`` and are never sent again, unless the user asked for it (``resend_unknown``) at the
+        start of a try, when they (and earlier ``unknown`` rows) are forgotten, to be sent again.
+
+        :param resend: forget such rows so they are sent again.
+        :return: the keys forgotten to be sent again.
+        """
+        again = []
+        for key, record in list(self.rows.items()):
+            status = record.get("st")
+            if resend and status in (SENDING, UNKNOWN):
+                again.append(key)
+                self.forget(key)
+            elif status == SENDING:
+                self.update(
+                    key,
+                    st=UNKNOWN,
+                    error=(
+                        "the worker stopped while this row's POST was in flight: it may have created "
+                        "(and billed) a generation whose id never came back; not sent again "
+                        "(a clear with resend_unknown=True sends it again)"
+                    ),
+                )
+        return again
+
     def save_rows(self, updates: dict[str, dict[str, Any]]) -> None:
         """Update rows and write their shards now (right after paid POSTs answered): one write per shard."""
         with self._lock:

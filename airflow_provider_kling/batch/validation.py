@@ -258,3 +258,39 @@ def load_rows(
         out.append(Row(index, key, fields=fields, check_capabilities=check_capabilities))
         index += 1
     return out
+
+
+def check_manifest_once(settings: Any, known: Any, log: Any, *, announce: bool) -> tuple[dict[str, Any], str]:
+    """Check a batch's manifest unless an earlier pass or try checked the same one with the same
+    settings (its size and mtime or ETag, else its content hash, tell it is the same).
+
+    :param settings: the batch's :class:`~airflow_provider_kling.batch.settings.BatchSettings`.
+    :param known: what the batch's state recorded of the manifest last time, if anything.
+    :param log: where the problems (and a skipped check) are said.
+    :param announce: say that an earlier try's check stands (the try's first pass).
+    :return: the manifest's record to keep in the state, and the hash of the settings it was checked with.
+    :raises ManifestInvalid: a row is invalid (every problem is logged first).
+    """
+    checked_with = settings_hash(
+        settings.model, settings.parameters, settings.key_field, settings.check_capabilities
+    )
+    unchanged = unchanged_check(settings.manifest, known, checked_with)
+    if unchanged is not None:
+        if announce:
+            log.info(
+                "The manifest (%s rows) was checked by an earlier try: not checked again", unchanged["rows"]
+            )
+        return unchanged, checked_with
+    try:
+        check = validate_manifest(
+            settings.manifest,
+            model=settings.model,
+            parameters=settings.parameters,
+            key_field=settings.key_field,
+            check_capabilities=settings.check_capabilities,
+        )
+    except ManifestInvalid as exc:
+        for name, message in exc.problems:
+            log.error("Manifest: %s: %s", name, message)
+        raise
+    return check.record(), checked_with

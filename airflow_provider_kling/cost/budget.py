@@ -23,6 +23,7 @@ from airflow_provider_kling.exceptions import (
     KlingError,
     KlingForbiddenError,
     KlingOutOfCreditsError,
+    KlingValidationError,
 )
 
 if TYPE_CHECKING:
@@ -73,6 +74,41 @@ def check_max_usd(max_usd: float | None, estimate: Estimate, spent: float, conn_
         )
     if spent + estimate.usd > max_usd + 1e-9:
         raise KlingBudgetExceeded("max_usd", max_usd, estimate.usd, spent, what)
+
+
+def max_usd_cap(value: Any) -> float | None:
+    """A task's ``max_usd`` argument as USD, checked before anything is sent.
+
+    :param value: what the task was given (None: no cap).
+    :raises KlingValidationError: not a number of USD, 0 or more.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise KlingValidationError([("max_usd", f"must be a number of USD, 0 or more, got {value!r}")])
+    return float(value)
+
+
+def request_plan(estimate: Estimate, endpoint: str, max_usd: float | None) -> dict[str, Any]:
+    """``dry_run``'s XCom for one request: what it would cost and whether it would cross ``max_usd``.
+
+    :param estimate: the validated request's estimate.
+    :param endpoint: the endpoint it would be sent to.
+    :param max_usd: the task's cap, if any.
+    """
+    plan: dict[str, Any] = {
+        "dry_run": True,
+        "model": estimate.model,
+        "endpoint": endpoint,
+        "duration": estimate.seconds,
+        "estimated_usd": estimate.usd,
+        "price_source": estimate.source,
+        "unknown_because": estimate.reason,
+        "max_usd": max_usd,
+    }
+    if max_usd is not None and estimate.usd is not None and estimate.usd > max_usd:
+        plan["over_max_usd"] = True
+    return plan
 
 
 @dataclass

@@ -76,4 +76,15 @@ def from_context(context: Any, fingerprint: str, row_key: str | None = None) -> 
     )
 
 
+def from_sidecar(context: Any, sidecar: dict[str, Any] | None) -> str | None:
+    """The id a task's POST carried, rebuilt from its sidecar's request fingerprint (it never changes
+    between tries); None when the sidecar names no request.
+
+    :param context: the task's context.
+    :param sidecar: the ``.kling.json`` sidecar (or the stored state) of the task's generation.
+    """
+    fingerprint = (sidecar or {}).get("request")
+    return from_context(context, str(fingerprint)) if fingerprint else None
+
+
 __all__ = ["CLIENT_REQUEST_ID", "CLIENT_REQUEST_ID_HEADER", "client_request_id", "from_context"]

@@ -240,10 +240,11 @@ class KlingBaseVideoOperator(BaseOperator):
         if prior is not None and prior.status is GenerationStatus.COMPLETED:
             return self._finish(context, prior, **done)
         if not self.wait_for_completion:
+            from airflow_provider_kling.hooks._request_id import from_sidecar
             from airflow_provider_kling.schemas.generation import Generation
 
             pending = first or Generation(id=generation_id, status=GenerationStatus.PENDING)
-            crid = self._client_request_id(context, sidecar)
+            crid = from_sidecar(context, sidecar)
             return result_dict(
                 pending,
                 request.model,
@@ -454,53 +455,27 @@ class KlingBaseVideoOperator(BaseOperator):
 
     def _check_max_usd(self) -> None:
         """Refuse, before paying, a request whose estimate is above ``max_usd`` (or unknown)."""
-        if self.max_usd is None:
-            return
-        from airflow_provider_kling.cost.budget import check_max_usd
-        from airflow_provider_kling.exceptions import KlingValidationError
+        from airflow_provider_kling.cost.budget import check_max_usd, max_usd_cap
 
-        cap = self.max_usd
-        if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap >= 0:
-            raise KlingValidationError([("max_usd", f"must be a number of USD, 0 or more, got {cap!r}")])
-        estimate = self._estimate_of_request
-        assert estimate is not None
-        check_max_usd(float(cap), estimate, 0.0, self.kling_conn_id, "the request")
+        cap = max_usd_cap(self.max_usd)
+        if cap is not None:
+            assert self._estimate_of_request is not None
+            check_max_usd(cap, self._estimate_of_request, 0.0, self.kling_conn_id, "the request")
 
     def _plan(self, estimate: Estimate) -> dict[str, Any]:
         """dry_run: the validated request's plan (model, seconds, estimate) as XCom; nothing is paid."""
-        plan = {
-            "dry_run": True,
-            "model": estimate.model,
-            "endpoint": self.hook.endpoint.api,
-            "duration": estimate.seconds,
-            "estimated_usd": estimate.usd,
-            "price_source": estimate.source,
-            "unknown_because": estimate.reason,
-            "max_usd": self.max_usd,
-        }
-        if self.max_usd is not None and estimate.usd is not None and estimate.usd > self.max_usd:
-            plan["over_max_usd"] = True
+        from airflow_provider_kling.cost.budget import request_plan
+
+        plan = request_plan(estimate, self.hook.endpoint.api, self.max_usd)
         self.log.info("dry_run: the request is valid and nothing was sent; plan: %s", plan)
         return plan
 
     def _check_destination_free(self) -> None:
         """Refuse, before paying, a download_to that names an existing file (unless overwrite=True)."""
-        if not self.download_to or self.overwrite:
-            return
-        from airflow_provider_kling.exceptions import KlingValidationError
-        from airflow_provider_kling.utils.storage import resolve_destination
+        if self.download_to and not self.overwrite:
+            from airflow_provider_kling.utils.storage import refuse_existing_file
 
-        probe = "kling-destination-probe.mp4"
-        target = resolve_destination(self.download_to, probe)
-        if target.name != probe and target.exists():
-            raise KlingValidationError(
-                [
-                    (
-                        "download_to",
-                        f"{target} already exists; set overwrite=True to replace it, or name another file",
-                    )
-                ]
-            )
+            refuse_existing_file(self.download_to)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """As Airflow's, with a clear message when the deferral timed out (no triggerer ran the poll)."""
@@ -580,13 +555,15 @@ class KlingBaseVideoOperator(BaseOperator):
                 raise fail_fast(exc, generation.id) from exc
             if lasting := stored_video_link(video_path):
                 context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=lasting)
+        from airflow_provider_kling.hooks._request_id import from_sidecar
+
         result = result_dict(
             generation,
             self.model,
             video_path,
             endpoint=api,
             usage=usage,
-            client_request_id=self._client_request_id(context, sidecar),
+            client_request_id=from_sidecar(context, sidecar),
             estimated_usd=estimated_usd,
             **self._asked(),
         )
@@ -603,31 +580,11 @@ class KlingBaseVideoOperator(BaseOperator):
         self._result = result
         return result
 
-    @staticmethod
-    def _client_request_id(context: Context, sidecar: dict[str, Any] | None) -> str | None:
-        """The ``X-Client-Request-Id`` this task's POST carried (rebuilt: it never changes between tries)."""
-        fingerprint = (sidecar or {}).get("request")
-        if not fingerprint:
-            return None
-        from airflow_provider_kling.hooks._request_id import from_context
-
-        return from_context(context, str(fingerprint))
-
     # ------------------------------------------------------------------------------ lineage
     def _lineage(self) -> Any:
-        from airflow_provider_kling.lineage import operator_lineage
-        from airflow_provider_kling.schemas.request import build_request
+        from airflow_provider_kling.lineage import task_lineage
 
-        try:
-            # The inputs as the user named them (s3://..., a path), not the data URIs sent.
-            fields = build_request(
-                self.request_fields(), check_capabilities=self.check_capabilities, kind=self.kind
-            ).fields
-        except Exception:
-            fields = {}
-        return operator_lineage(
-            fields, getattr(self, "_result", None), getattr(self, "_generation_id", None), self.model
-        )
+        return task_lineage(self)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the media inputs, the downloaded video and the generation (id, model, usage)."""

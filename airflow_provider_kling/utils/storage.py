@@ -222,6 +222,23 @@ def remove_quietly(path: Any) -> None:
             path.unlink()
 
 
+def refuse_existing_file(download_to: Any) -> None:
+    """Refuse, before anything is paid, a ``download_to`` that names a file already there.
+
+    A folder destination gets a name only once the generation exists, so only a file is checked.
+
+    :param download_to: the task's destination (a file or a folder; local or object storage).
+    :raises KlingValidationError: the file exists (set ``overwrite=True`` or name another file).
+    """
+    from airflow_provider_kling.exceptions import KlingValidationError
+
+    probe = "kling-destination-probe.mp4"
+    target = resolve_destination(download_to, probe)
+    if target.name != probe and target.exists():
+        message = f"{target} already exists; set overwrite=True to replace it, or name another file"
+        raise KlingValidationError([("download_to", message)])
+
+
 __all__ = [
     "WRITE_BLOCK",
     "as_path",
@@ -230,6 +247,7 @@ __all__ = [
     "move_into_place",
     "open_for_write",
     "open_uncommitted",
+    "refuse_existing_file",
     "remove_quietly",
     "resolve_destination",
     "safe_file_name",

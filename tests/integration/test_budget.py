@@ -235,7 +235,7 @@ def test_out_of_credits_is_not_retried_and_names_the_connection(
     result = _single(monkeypatch)
     assert result.state == "failed"
     event = failure_events(tmp_path / "events")["generate"][-1]
-    assert "Connection 'kling_capped'" in event["message"]
+    assert "The API key of connection 'kling_capped' was refused for this call" in event["message"]
     assert "refused the generation for money" in event["message"]
     assert "run out of credits" in event["message"]
     assert len(posts(emulator)) == 1  # the one refused: never sent again
