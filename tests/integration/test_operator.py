@@ -207,9 +207,12 @@ def assert_video_links(result: Any, tis: list[tuple[str, int]], base_url: str) -
     from sqlalchemy import select
 
     from airflow_provider_kling.plugins import supports_gallery
+    from airflow_provider_kling.version_compat import AIRFLOW_V_3_1_PLUS
 
     with create_session() as session:
         serialized = SerializedDagModel.get_dag(result.dag_id, session=session)
+        if serialized is None and not AIRFLOW_V_3_1_PLUS:
+            return  # 3.0's dag.test() stores no serialized DAG to resolve extra links from
         assert serialized is not None
         for task_id, map_index in tis:
             task = serialized.get_task(task_id)
