@@ -26,8 +26,8 @@ from typing import Any
 
 from airflow_provider_kling.batch.manifest import open_path
 from airflow_provider_kling.exceptions import KlingConfigError
+from airflow_provider_kling.utils.storage import durable_sibling, write_atomic
 from airflow_provider_kling.utils.storage import fsync_folder as _fsync_folder
-from airflow_provider_kling.utils.storage import write_atomic
 
 #: task_state_store key of the batch's meta record; row records live under ``kling_batch/<shard>``.
 STATE_KEY = "kling_batch"
@@ -372,13 +372,8 @@ def write_jsonl(path: Any, lines: Iterable[dict[str, Any]]) -> None:
 
 def _link_new(path: Any, data: bytes) -> bool:
     """Create local file ``path`` holding ``data``, whole, only if it does not exist (False if it does)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    temporary = durable_sibling(path, data)
     try:
-        with temporary.open("wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
         os.link(temporary, path)  # atomic, and fails when the name exists
     except FileExistsError:
         return False

@@ -242,6 +242,7 @@ def refuse_existing_file(download_to: Any) -> None:
 __all__ = [
     "WRITE_BLOCK",
     "as_path",
+    "durable_sibling",
     "is_local",
     "is_remote",
     "move_into_place",
@@ -266,6 +267,22 @@ def write_atomic(path: Any, data: bytes) -> None:
     if hasattr(path, "fs"):
         path.fs.pipe_file(path.path, data)
         return
+    temporary = durable_sibling(path, data)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+
+
+def durable_sibling(path: Any, data: bytes) -> Any:
+    """A hidden temporary file beside local ``path`` holding ``data``, flushed and fsynced (parents are
+    made): what an atomic rename or link puts into place. The caller removes it if that fails.
+
+    :param path: the local file the data is meant for.
+    :param data: the whole content.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
@@ -273,11 +290,10 @@ def write_atomic(path: Any, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    fsync_folder(path.parent)
+    return temporary
 
 
 def fsync_folder(folder: Any) -> None:
