@@ -18,6 +18,9 @@ from airflow_provider_kling.cost import budget, prices
 from tests.support.connections import API_KEY, use_connection
 from tests.support.dags import TEST_DAGS, failure_events, load_dag_file, posts, run_dag
 
+# dag.test() of airflow.sdk DAGs and the test DAGs' helpers: Airflow 3 only.
+pytestmark = pytest.mark.airflow3
+
 MODEL = "kling-video/v1/standard/image-to-video"
 #: The emulator's price of one 5-second generation of MODEL (0.084 USD per second).
 ROW_USD = 0.42

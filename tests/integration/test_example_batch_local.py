@@ -12,6 +12,9 @@ import pytest
 from tests.support.dags import EXAMPLES, load_dag_file, posts, run_dag
 from tests.support.s3_server import s3_fixture, s3_server_fixture  # noqa: F401  (fixtures)
 
+# dag.test() of airflow.sdk DAGs and the test DAGs' helpers: Airflow 3 only.
+pytestmark = pytest.mark.airflow3
+
 POLL_INTERVAL = "0.2"
 
 EXAMPLE = EXAMPLES / "example_kling_catalog_batch.py"

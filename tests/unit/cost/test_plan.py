@@ -79,6 +79,7 @@ def _generation_posts(emulator: Any) -> int:
     return sum(1 for r in emulator.requests if r.method == "POST")
 
 
+@pytest.mark.airflow3  # the example DAGs are airflow.sdk DAGs
 @pytest.mark.parametrize("dag_id", sorted(EXAMPLE_DAGS))
 def test_plan_of_every_example_dag_prints_its_table_and_sends_nothing(
     emulator: Any, capsys: pytest.CaptureFixture[str], dag_id: str
@@ -96,6 +97,7 @@ def test_plan_of_every_example_dag_prints_its_table_and_sends_nothing(
     assert emulator.count("POST") == 0
 
 
+@pytest.mark.airflow3  # the example DAGs are airflow.sdk DAGs
 def test_the_catalog_batch_is_one_row_with_its_count_and_sum(
     emulator: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
