@@ -9,11 +9,15 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.listeners import hookimpl
-from airflow.models.trigger import TriggerFailureReason
 from airflow.providers.common.compat.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kling.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
+
+try:
+    from airflow.models.trigger import TriggerFailureReason
+except ImportError:  # Airflow 2.11: a deferral's timeout carries no reason
+    TriggerFailureReason = None
 
 
 def out_dir() -> str:
@@ -118,7 +122,7 @@ class NoEventTrigger(BaseTrigger):
 
 
 #: What Airflow's scheduler stores as next_kwargs when a deferral times out.
-DEFERRAL_TIMEOUT_KWARGS = {"error": TriggerFailureReason.TRIGGER_TIMEOUT}
+DEFERRAL_TIMEOUT_KWARGS = {"error": TriggerFailureReason.TRIGGER_TIMEOUT} if TriggerFailureReason else {}
 
 
 def defer_and_time_out(task: Any, timeout: Any, record: dict[str, Any] | None = None) -> None:
