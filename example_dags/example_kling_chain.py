@@ -1,6 +1,6 @@
 """Chained generations: a text-to-video clip, then an o1 video edit of that clip; both kept, re-run safe.
 
-1. ``clip`` (v2.5 turbo pro, text to video) makes a 5 s clip from the ``prompt`` param and stores it
+1. ``clip`` (v1.6 pro, text to video) makes a 5 s clip from the ``prompt`` param and stores it
    under the ``output`` param.
 2. ``restyle`` (o1 video-to-video edit) takes that clip as its ``video_url``: ``clip.output`` is the
    first task's result, and the provider hands the stored video to the service before anything is
@@ -65,7 +65,7 @@ with DAG(
 ) as dag:
     clip = KlingTextToVideoOperator(
         task_id="clip",
-        model="klingai/v2.5-turbo/pro/text-to-video",
+        model="kling-video/v1.6/pro/text-to-video",
         prompt="{{ params.prompt }}",
         aspect_ratio="16:9",
         duration=5,

@@ -23,7 +23,7 @@ EXAMPLE_DAGS = {
     "example_kling_avatar": ("avatar", "unknown"),
     "example_kling_basic": ("image_to_video", "0.4200"),
     "example_kling_catalog_batch": ("catalog_videos", "0.8400"),  # 3 rows x 5 s x 0.056
-    "example_kling_chain": ("clip", "0.3500"),  # the edit's input is the clip: unknown until it exists
+    "example_kling_chain": ("clip", "0.4900"),  # the edit's input is the clip: unknown until it exists
     "example_kling_daily_asset": ("daily_clip", "0.4200"),
     "example_kling_daily_asset_consumer": (None, None),
     "example_kling_pipeline": ("generate", "unknown"),  # mapped over an upstream task's output
