@@ -50,6 +50,7 @@ from sqlalchemy import Text, cast, or_, select
 
 from airflow_provider_kling.plugins import URL_PREFIX
 from airflow_provider_kling.plugins.batch_rows import batch_row, batch_rows, batch_summary
+from airflow_provider_kling.plugins.spend import spend_by_dag_and_day
 from airflow_provider_kling.plugins.streaming import (
     HOW_TO_ENABLE,
     SAFE_HEADERS,
@@ -354,6 +355,7 @@ def _listing(request: Request, session: Any, user: Any, filters: Filters) -> dic
     shown = [describe(e, prefix, ui_base, roots) for e in items[(page - 1) * per_page : page * per_page]]
     return {
         "items": shown,
+        "spend": spend_by_dag_and_day(items),
         "total": len(items),
         "page": page,
         "pages": pages,

@@ -41,6 +41,8 @@ TEMPLATE = """<!doctype html>
   a { color: var(--accent); }
   .pager { display: flex; gap: 14px; align-items: center; margin-top: 18px; }
   .notice { padding: 8px 12px; border: 1px solid var(--line); border-radius: 8px; color: var(--muted); }
+  .spend table { border-collapse: collapse; margin: 8px 0 18px; }
+  .spend td, .spend th { border-bottom: 1px solid var(--line); padding: 4px 12px; text-align: left; }
   .empty { padding: 40px; text-align: center; color: var(--muted); border: 1px dashed var(--line); border-radius: 10px; }
 </style>
 </head>
@@ -72,6 +74,18 @@ TEMPLATE = """<!doctype html>
   }
 </script>
 {% if not streaming %}<p class="notice" id="streaming-off">Videos are not streamed here: to play downloaded videos, {{ how_to_enable }}.</p>{% endif %}
+{% if spend %}
+<details class="spend" id="spend">
+  <summary>Spend per DAG and day (USD the service billed)</summary>
+  <table>
+    <thead><tr><th>Day (UTC)</th><th>DAG</th><th>USD</th><th>Generations</th><th>Without a USD figure</th></tr></thead>
+    <tbody>
+    {% for s in spend %}<tr data-dag-id="{{ s.dag_id }}" data-day="{{ s.day }}"><td>{{ s.day }}</td><td>{{ s.dag_id }}</td><td>{{ "%.4f"|format(s.usd) }}</td><td>{{ s.generations }}</td><td>{{ s.unpriced }}</td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+</details>
+{% endif %}
 {% if items %}
 <div class="grid">
 {% for it in items %}

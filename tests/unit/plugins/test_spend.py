@@ -1,0 +1,68 @@
+"""The gallery's spend per DAG and day: the USD the service billed, from real task results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.dags import TEST_DAGS, load_dag_file, run_dag
+
+pytestmark = pytest.mark.airflow3
+
+
+def test_billed_usd_counts_only_what_the_service_reported() -> None:
+    from airflow_provider_kling.plugins.spend import billed_usd
+
+    assert billed_usd({"usd_spent": 0.42}) == 0.42
+    assert billed_usd({"usage": {"usd_spent": 1.5, "tokens_used": 9}}) == 1.5
+    assert billed_usd({"usage": {"tokens_used": 420000}}) is None  # never priced by guess
+    assert billed_usd({"usd_spent": 0.42, "reused": True}) == 0.0
+    assert billed_usd({"usd_spent": True}) is None
+
+
+@pytest.fixture
+def client(airflow_db: Path, emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from airflow_provider_kling.plugins import supports_gallery
+
+    if not supports_gallery():
+        pytest.skip("the gallery needs Airflow 3.1+")
+    from airflow.api_fastapi import app as api_app
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.testclient import TestClient
+
+    from airflow_provider_kling.plugins.gallery import create_app
+
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "tests.support.auth_manager.DagDenyingAuthManager")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
+    monkeypatch.setenv("KLING_TEST_DENIED_DAGS", "")
+    api_app.purge_cached_app()
+    api_app.create_auth_manager()
+    app = create_app()
+    app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="viewer", role="viewer")
+    with TestClient(app) as test_client:
+        yield test_client
+    api_app.purge_cached_app()
+
+
+def test_the_gallery_sums_the_usd_billed_per_dag_and_day(client: Any, emulator: Any) -> None:
+    result = run_dag(load_dag_file(TEST_DAGS / "kling_budget.py").dag)
+    billed = result.xcom("generate")["usd_spent"]
+    assert billed is not None
+    assert billed > 0
+    spend = client.get("/api/generations", params={"dag_id": "kling_budget_single"}).json()["spend"]
+    assert spend == [
+        {
+            "dag_id": "kling_budget_single",
+            "day": spend[0]["day"],
+            "usd": pytest.approx(billed),
+            "generations": 1,
+            "unpriced": 0,
+        }
+    ]
+    page = client.get("/", params={"dag_id": "kling_budget_single"}).text
+    assert 'id="spend"' in page
+    assert f"{billed:.4f}" in page
