@@ -53,7 +53,9 @@ def test_the_gallery_sums_the_usd_billed_per_dag_and_day(client: Any, emulator: 
     billed = result.xcom("generate")["usd_spent"]
     assert billed is not None
     assert billed > 0
-    spend = client.get("/api/generations", params={"dag_id": "kling_budget_single"}).json()["spend"]
+    # This run only: other tests of the session ran the same DAG today.
+    asked = {"dag_id": "kling_budget_single", "run_id": result.run_id}
+    spend = client.get("/api/generations", params=asked).json()["spend"]
     assert spend == [
         {
             "dag_id": "kling_budget_single",
@@ -63,6 +65,6 @@ def test_the_gallery_sums_the_usd_billed_per_dag_and_day(client: Any, emulator: 
             "unpriced": 0,
         }
     ]
-    page = client.get("/", params={"dag_id": "kling_budget_single"}).text
+    page = client.get("/", params=asked).text
     assert 'id="spend"' in page
     assert f"{billed:.4f}" in page
