@@ -12,6 +12,7 @@ import csv
 import functools
 import io
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -179,6 +180,22 @@ def _csv_row(row: dict[str, Any], key_field: str = "key") -> dict[str, Any]:
     return out
 
 
+def manifest_folder(source: Any) -> str | None:
+    """The folder a manifest's relative media paths are read against: a local manifest's folder
+    (absolute), or an object-storage manifest's prefix (``s3://bucket/in/``); None for a list of rows
+    (XCom), whose relative paths stay as written. Nothing is read.
+
+    :param source: a path, URL, ObjectStoragePath, JSON list text, or a list of dicts.
+    """
+    if isinstance(source, (list, tuple)) or (isinstance(source, str) and source.lstrip().startswith("[")):
+        return None
+    text = str(source)
+    if hasattr(source, "fs") or ("://" in text and not text.startswith("file://")):
+        return text.rsplit("/", 1)[0] + "/"
+    local = os.path.abspath(os.path.expanduser(text.removeprefix("file://")))
+    return os.path.dirname(local) + os.sep
+
+
 def open_path(location: Any) -> Any:
     """A local Path or an ObjectStoragePath for ``location`` (a path, a URL, or either object)."""
     from airflow_provider_kling.utils.storage import as_path
@@ -195,11 +212,16 @@ class Row:
         built from them on first use (a row of a manifest validated earlier, see :func:`load_rows`).
     :param spec: a hash of the row as written (no I/O): a changed row is a new generation; None:
         the request's fingerprint, computed on first use.
-    :param fields: the row's fields as written (with the batch's parameters), when ``request`` is None.
+    :param fields: the row's fields as written (with the batch's parameters): ``request`` is built from
+        them when None, and they are kept when a media input must be resolved before the row's POST.
     :param check_capabilities: how ``request`` is built from ``fields``.
+
+    A row whose audio or video input is a local file, an object or an upstream result holds, as its
+    ``request``, a stand-in for each of them (see :func:`row_request`): validated and priced, never
+    sent; :attr:`media_fields` are resolved before its POST.
     """
 
-    __slots__ = ("_check", "_fields", "_request", "_spec", "index", "key")
+    __slots__ = ("_check", "_fields", "_media", "_request", "_spec", "index", "key")
 
     def __init__(
         self,
@@ -219,15 +241,21 @@ class Row:
         self._spec = spec
         self._fields = fields
         self._check = check_capabilities
+        self._media = request is not None and fields is not None
 
     @property
     def request(self) -> KlingRequest:
         if self._request is None:
-            from airflow_provider_kling.schemas.request import build_request
-
-            self._request = build_request(dict(self._fields or {}), check_capabilities=self._check)
+            self._request, self._media = row_request(dict(self._fields or {}), self._check)
+        if not self._media:
             self._fields = None
         return self._request
+
+    @property
+    def media_fields(self) -> dict[str, Any] | None:
+        """The row's fields as written when a media input must be resolved before its POST, else None."""
+        _ = self.request
+        return self._fields if self._media else None
 
     @property
     def spec(self) -> str:
@@ -257,12 +285,50 @@ class Row:
 
 
 def _row_fields(
-    raw: dict[str, Any], index: int, *, model: str, parameters: dict[str, Any] | None, key_field: str
+    raw: dict[str, Any],
+    index: int,
+    *,
+    model: str,
+    parameters: dict[str, Any] | None,
+    key_field: str,
+    base: str | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """A row's request fields (the batch's parameters, the row's own on top) and its key."""
-    fields = {**(parameters or {}), **{k: v for k, v in raw.items() if k != key_field}}
+    """A row's request fields (the batch's parameters, the row's own on top) and its key.
+
+    The row's own relative media paths are read against ``base`` (:func:`manifest_folder`); the
+    batch's ``parameters`` keep theirs as written.
+    """
+    own = {k: v for k, v in raw.items() if k != key_field}
+    if base is not None:
+        from airflow_provider_kling.utils.inputs import anchor_paths
+
+        own = anchor_paths(own, base)
+    fields = {**(parameters or {}), **own}
     fields.setdefault("model", model)
     return fields, str(raw.get(key_field, f"row-{index:05d}")).strip()
+
+
+def row_request(
+    fields: dict[str, Any], check_capabilities: bool, hook: Any = None
+) -> tuple[KlingRequest, bool]:
+    """A row's request as validated before anything is paid, and whether its media must be resolved.
+
+    Audio and video inputs that name a file, an object or an upstream result are checked without being
+    read (:func:`~airflow_provider_kling.utils.inputs.resolve_media_inputs` with ``check_only``) and
+    stand in as placeholder URLs naming what was written; images keep their path (checked by the
+    request's validation and :func:`_probe_file_inputs`).
+
+    :param fields: the row's fields (relative paths already read against the manifest's folder).
+    :param check_capabilities: False to let models or fields the catalog does not know through.
+    :param hook: the task's hook, to check that files to stage have ``input_staging``; None: unchecked.
+    :raises KlingValidationError: naming each field that cannot be sent; nothing was sent.
+    """
+    from airflow_provider_kling.schemas.request import build_request
+    from airflow_provider_kling.utils.inputs import resolve_media_inputs
+
+    inputs = resolve_media_inputs(fields, hook, check_only=True)
+    request = build_request(inputs.fields, check_capabilities=check_capabilities)
+    return request, bool(inputs.identities)
 
 
 def validate_rows(
@@ -282,8 +348,6 @@ def validate_rows(
 
     :raises KlingValidationError: one report naming every bad row and field; nothing was sent.
     """
-    from airflow_provider_kling.schemas.request import build_request
-
     STATS.add(len(rows))
     errors: list[tuple[str, str]] = []
     out: list[Row] = []
@@ -305,12 +369,12 @@ def validate_rows(
         else:
             seen[key] = index
         try:
-            request = build_request(fields, check_capabilities=check_capabilities)
+            request, media = row_request(fields, check_capabilities)
         except KlingValidationError as exc:
             errors.extend((f"{where} {name}", message) for name, message in exc.errors)
             continue
         spec = request.fingerprint()
-        out.append(Row(index, key, request, spec))
+        out.append(Row(index, key, request, spec, fields=fields if media else None))
     if probe_files and not errors:
         errors.extend(_probe_file_inputs(out))
     if errors:

@@ -37,6 +37,7 @@ from airflow_provider_kling.cost.budget import SKIPPED_BUDGET, BatchBudget
 from airflow_provider_kling.exceptions import (
     KlingBudgetExceeded,
     KlingBudgetUnknown,
+    KlingError,
     KlingValidationError,
     redact_urls,
 )
@@ -88,7 +89,9 @@ class BatchRun:
         # The meta record first: one that cannot be read stops the batch before anything is sent.
         self.state = BatchState(context, self.prefix)
         meta = self.state.meta
-        known, checked_with = check_manifest_once(settings, meta.get("manifest"), log, announce=first_pass)
+        known, checked_with = check_manifest_once(
+            settings, meta.get("manifest"), log, announce=first_pass, hook=hook
+        )
         meta["manifest"] = known
         self.state.stamp = f"{known['sha256'][:16]}.{checked_with[:16]}"
         self.rows = load_rows(
@@ -308,10 +311,28 @@ class BatchRun:
             "error": None,
         }
 
+    def _sendable(self, row: Row) -> Any:
+        """The row's request as it is sent: media inputs resolved (local files staged once by content,
+        objects presigned, upstream results), image files read or presigned; its fingerprint counts
+        each input by what it is (content hash, object and ETag, generation id), never a signed URL.
+        Runs in the submit threads, before the row's POST."""
+        from airflow_provider_kling.schemas.file_inputs import resolve_file_inputs
+        from airflow_provider_kling.schemas.request import build_request
+        from airflow_provider_kling.utils.inputs import resolve_media_inputs
+
+        request = row.request
+        written = row.media_fields
+        inputs = None
+        if written is not None:
+            inputs = resolve_media_inputs(written, self.hook, presign_seconds=self.settings.presign_seconds)
+            request = build_request(inputs.fields, check_capabilities=self.settings.check_capabilities)
+        request = resolve_file_inputs(
+            request, presign=self.settings.presign_inputs, presign_seconds=self.settings.presign_seconds
+        )
+        return request if inputs is None else inputs.stabilize(request)
+
     def _submit(self) -> float:
         """Submit rows until ``max_active`` generations are in flight; return a backoff after a 429."""
-        from airflow_provider_kling.schemas.file_inputs import resolve_file_inputs
-
         waiting = self.unsubmitted()
         free = self._limit - len(self.in_flight())
         if not waiting or free <= 0:
@@ -326,12 +347,13 @@ class BatchRun:
             if stop.is_set():
                 return row, None, None, None
             try:
-                request = resolve_file_inputs(
-                    row.request,
-                    presign=self.settings.presign_inputs,
-                    presign_seconds=self.settings.presign_seconds,
-                )
-            except KlingValidationError as exc:
+                request = self._sendable(row)
+            except Exception as exc:
+                # Not sent: a file that cannot be read or staged fails this row only (a retry of the
+                # task tries it again); the service's own errors (reading an upstream generation) are
+                # taken as a POST's would be.
+                if not isinstance(exc, KlingError):
+                    exc = KlingValidationError([("media inputs", f"{type(exc).__name__}: {exc}")])
                 return row, exc, None, None
             fingerprint = request.fingerprint()
             if self.settings.skip_existing:

@@ -21,7 +21,9 @@ from airflow_provider_kling.batch.manifest import (
     _probe_file_inputs,
     _row_fields,
     iter_manifest,
+    manifest_folder,
     open_path,
+    row_request,
 )
 from airflow_provider_kling.exceptions import KlingValidationError
 
@@ -157,12 +159,15 @@ def validate_manifest(
     check_capabilities: bool,
     probe_files: bool = True,
     max_errors: int = _REPORT_ROWS,
+    hook: Any = None,
 ) -> ManifestCheck:
     """Validate every row of a manifest against the catalog as it streams, before anything is paid.
 
     Memory stays bounded by the row keys (for the duplicate check) and the first ``max_errors``
-    problems: no list of rows is built and the file is never read whole. File inputs are checked
-    (exists, size, PNG/JPEG) a chunk of rows at a time.
+    problems: no list of rows is built and the file is never read whole. Image files are checked
+    (exists, size, PNG/JPEG) a chunk of rows at a time; audio and video inputs are checked without
+    being read (a local file exists within the size limit; nothing is hashed or uploaded). A row's
+    relative paths are read against the manifest's folder (:func:`manifest_folder`).
 
     :param source: a JSONL / CSV path or URL, an ObjectStoragePath, JSON list text, or a list of dicts.
     :param model: the model of rows that name none.
@@ -171,10 +176,11 @@ def validate_manifest(
     :param check_capabilities: False to let models or fields the catalog does not know through.
     :param probe_files: check file inputs too.
     :param max_errors: most problems named in the error (all are counted).
+    :param hook: the task's hook: a local audio/video file then needs the connection's
+        ``input_staging`` (None: not checked here).
     :raises ManifestInvalid: naming the first bad rows (row number, line, key, field, what is allowed).
     """
-    from airflow_provider_kling.schemas.request import build_request
-
+    base = manifest_folder(source)
     identity = manifest_identity(source)
     digest = hashlib.sha256()
     problems: list[tuple[str, str]] = []
@@ -202,7 +208,9 @@ def validate_manifest(
             bad += 1
             problem(f"manifest line {line.number}", str(line.error))
             continue
-        fields, key = _row_fields(line.row, index, model=model, parameters=parameters, key_field=key_field)
+        fields, key = _row_fields(
+            line.row, index, model=model, parameters=parameters, key_field=key_field, base=base
+        )
         named = f", {key_field} {key!r}" if key_field in line.row else ""
         where = f"row {index} (line {line.number}{named})"
         failed = False
@@ -218,7 +226,7 @@ def validate_manifest(
             seen[key] = index
         STATS.add(1)
         try:
-            request = build_request(fields, check_capabilities=check_capabilities)
+            request, _media = row_request(fields, check_capabilities, hook)
         except KlingValidationError as exc:
             failed = True
             for name, message in exc.errors:
@@ -251,16 +259,21 @@ def load_rows(
     """
     out: list[Row] = []
     index = 0
+    base = manifest_folder(source)
     for line in iter_manifest(source, key_field):
         if line.row is None:
             continue
-        fields, key = _row_fields(line.row, index, model=model, parameters=parameters, key_field=key_field)
+        fields, key = _row_fields(
+            line.row, index, model=model, parameters=parameters, key_field=key_field, base=base
+        )
         out.append(Row(index, key, fields=fields, check_capabilities=check_capabilities))
         index += 1
     return out
 
 
-def check_manifest_once(settings: Any, known: Any, log: Any, *, announce: bool) -> tuple[dict[str, Any], str]:
+def check_manifest_once(
+    settings: Any, known: Any, log: Any, *, announce: bool, hook: Any = None
+) -> tuple[dict[str, Any], str]:
     """Check a batch's manifest unless an earlier pass or try checked the same one with the same
     settings (its size and mtime or ETag, else its content hash, tell it is the same).
 
@@ -268,6 +281,7 @@ def check_manifest_once(settings: Any, known: Any, log: Any, *, announce: bool) 
     :param known: what the batch's state recorded of the manifest last time, if anything.
     :param log: where the problems (and a skipped check) are said.
     :param announce: say that an earlier try's check stands (the try's first pass).
+    :param hook: the task's hook (local audio/video files then need ``input_staging``).
     :return: the manifest's record to keep in the state, and the hash of the settings it was checked with.
     :raises ManifestInvalid: a row is invalid (every problem is logged first).
     """
@@ -288,6 +302,7 @@ def check_manifest_once(settings: Any, known: Any, log: Any, *, announce: bool) 
             parameters=settings.parameters,
             key_field=settings.key_field,
             check_capabilities=settings.check_capabilities,
+            hook=hook,
         )
     except ManifestInvalid as exc:
         for name, message in exc.problems:

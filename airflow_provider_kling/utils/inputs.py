@@ -16,6 +16,11 @@ Image inputs given as files keep their own path (a Base64 data URI or a presigne
 is refused. Every input is also given a stable identity for the request's fingerprint: the
 generation id of an upstream result, object and ETag of an object, the content hash of a local
 file; never a signed URL nor a staging key, so a re-run matches its sidecar and pays nothing.
+
+A batch manifest's rows go through the same resolution: :func:`anchor_paths` first reads a row's
+relative local paths against the manifest's folder, and ``check_only=True`` validates a row's media
+without reading, hashing, uploading or signing anything (each input stands in as a placeholder URL
+that names what was written), so a manifest of any size is checked before anything is paid.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import posixpath
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -46,6 +52,9 @@ if TYPE_CHECKING:
 
 #: Keys that mark a dict as the result of a Kling task (``RESULT_KEYS``): its id and where its video is.
 RESULT_MARKERS = ("video_path", "video_url", "status")
+#: Where :func:`resolve_media_inputs` with ``check_only`` points a media input it did not resolve (a
+#: reserved, never resolvable domain): ``<STAND_IN><kind>/<hash of the input as written><suffix>``.
+STAND_IN = "https://media-input.invalid/"
 _CHUNK = 1024 * 1024
 
 
@@ -90,10 +99,11 @@ def is_kling_result(value: Any) -> bool:
 
 def resolve_media_inputs(
     request_fields: dict[str, Any],
-    hook: KlingHook,
+    hook: KlingHook | None,
     *,
     presign_seconds: int = PRESIGN_SECONDS,
     log: Any = None,
+    check_only: bool = False,
 ) -> MediaInputs:
     """Make every audio/video input of ``request_fields`` a URL, and refuse results in image fields.
 
@@ -108,12 +118,20 @@ def resolve_media_inputs(
         generations.
     :param presign_seconds: how long presigned URLs stay valid.
     :param log: a logger told how many inputs were resolved and how (never a URL).
+    :param check_only: check each input without reading, hashing, uploading or signing it, nor asking
+        the service (a batch's validation): a local file must exist (within the model's size limit),
+        an upstream result may not fill an image field, and with ``hook`` given a file that must be
+        staged needs ``input_staging``. Each audio/video input is replaced by a :data:`STAND_IN` URL
+        naming what was written (so the fields validate, and a changed input changes the request).
+        ``hook`` may be None.
     :raises KlingValidationError: naming each input that cannot be sent and what would allow it;
         nothing was paid.
     """
     fields = dict(request_fields)
     model = fields.get("model") if isinstance(fields.get("model"), str) else ""
-    resolver = _Resolver(hook, str(model).strip(), presign_seconds)
+    if hook is None and not check_only:
+        raise TypeError("resolve_media_inputs needs the task's hook unless check_only=True")
+    resolver = _Resolver(hook, str(model).strip(), presign_seconds, check_only=check_only)
     errors: list[tuple[str, str]] = []
     identities: dict[str, str] = {}
     for label, current, kind, container, key in _media_slots(fields):
@@ -134,6 +152,48 @@ def resolve_media_inputs(
             presign_seconds,
         )
     return MediaInputs(fields, identities, resolver.counts.get("uploaded to input_staging", 0))
+
+
+def anchor_paths(request_fields: dict[str, Any], base: str | None) -> dict[str, Any]:
+    """``request_fields`` with every relative local path in a media slot read against ``base``.
+
+    A batch manifest's row names its files relative to the manifest: ``clips/a.mp3`` in
+    ``/data/in/manifest.jsonl`` is ``/data/in/clips/a.mp3``, and in ``s3://bucket/in/manifest.jsonl``
+    it is ``s3://bucket/in/clips/a.mp3``. Absolute paths (``/``, ``~``), ``file://`` and any URL or
+    data URI, upstream results and non-text values are left as written. Nothing is read.
+
+    :param request_fields: a request's fields. Not modified.
+    :param base: the folder relative paths are read against: a local folder, or an object-storage
+        prefix ending in ``/``; None leaves every path as written.
+    """
+    fields = dict(request_fields)
+    if not base:
+        return fields
+    for _label, _current, _kind, container, key in _media_slots(fields):
+        value = container[key]
+        if isinstance(value, str) and _is_relative_path(value.strip()):
+            container[key] = _under(base, value.strip())
+    return fields
+
+
+def _is_relative_path(value: str) -> bool:
+    return (
+        bool(value)
+        and urlsplit(value).scheme == ""
+        and is_file_reference(value)
+        and not value.startswith(("/", "~", "\\"))
+        and not os.path.isabs(value)
+    )
+
+
+def _under(base: str, relative: str) -> str:
+    """``relative`` read against the folder ``base`` (local, or an object-storage prefix)."""
+    parts = urlsplit(base)
+    if parts.scheme.lower() in ("", "file"):
+        return os.path.normpath(os.path.join(base.removeprefix("file://"), relative))
+    root = f"{parts.scheme}://{parts.netloc}"
+    path = posixpath.normpath(posixpath.join(parts.path or "/", relative.replace(os.sep, "/")))
+    return root + (path if path.startswith("/") else f"/{path}")
 
 
 # ------------------------------------------------------------------------------------ slots
@@ -188,11 +248,19 @@ def _set_slot(fields: dict[str, Any], label: str, value: Any) -> None:
 class _Resolver:
     """Resolves one input at a time for one request (the hook, the model and the staging prefix)."""
 
-    def __init__(self, hook: KlingHook, model: str, presign_seconds: int) -> None:
+    def __init__(
+        self, hook: KlingHook | None, model: str, presign_seconds: int, *, check_only: bool = False
+    ) -> None:
         self.hook = hook
         self.model = model
         self.presign_seconds = presign_seconds
+        self.check_only = check_only
         self.counts: dict[str, int] = {}
+
+    def _hook(self) -> KlingHook:
+        if self.hook is None:  # only check_only runs without one, and it reads nothing
+            raise TypeError("resolving media inputs needs the task's hook")
+        return self.hook
 
     def _count(self, how: str) -> None:
         self.counts[how] = self.counts.get(how, 0) + 1
@@ -212,6 +280,8 @@ class _Resolver:
                     f"is the result of Kling task generation {value['generation_id']!r} (a video), but "
                     f"this field takes an image"
                 )
+            if self.check_only:
+                return _stand_in(kind, f"kling-generation:{value['generation_id']}", "")
             return self._from_result(value, label)
         if kind in catalog.BASE64_MEDIA:
             return None  # files in image fields: a data URI or presigned after validation
@@ -219,7 +289,35 @@ class _Resolver:
             value = str(value)
         if not isinstance(value, str) or not value.strip() or not is_file_reference(value.strip()):
             return None  # URLs, data URIs and wrong types: validation says what is allowed
+        if self.check_only:
+            return self._check_file(value.strip(), kind, label)
         return self._from_file(value.strip(), label)
+
+    def _check_file(self, ref: str, kind: str, label: str) -> tuple[str, str]:
+        """A file input checked without reading it: a local file's size, and where it would go."""
+        local = _local_path(ref)
+        if local is not None:
+            self._check_local(local, label.rsplit(".", 1)[-1])
+        staged = local is not None or urlsplit(ref).scheme.lower() not in PRESIGN_SCHEMES
+        if self.hook is not None and staged:
+            self._staging(label, ref)
+        suffix = Path(urlsplit(ref).path if local is None else str(local)).suffix.lower()[:16]
+        return _stand_in(kind, ref, suffix)
+
+    def _check_local(self, local: Path, name: str) -> None:
+        """A local file exists, within the model's size limit (one ``stat``)."""
+        try:
+            size = local.stat().st_size
+        except OSError:
+            size = None
+        if size is None or not local.is_file():
+            raise ValueError(
+                f"names the local file {str(local)!r}, which does not exist (an http(s) URL or an "
+                "object-storage URL is also accepted)"
+            )
+        limit = self._limit(name)
+        if limit is not None and size > limit:
+            raise ValueError(f"is a file of {size} bytes; this model takes at most {limit} bytes here")
 
     def _from_file(self, ref: str, label: str) -> tuple[str, str]:
         """A local file or an object in storage, for a field that takes no Base64."""
@@ -235,19 +333,12 @@ class _Resolver:
         # A local file, or a store that cannot sign: its bytes go to input_staging.
         local = _local_path(ref)
         if local is not None:
-            if not local.is_file():
-                raise ValueError(
-                    f"names the local file {str(local)!r}, which does not exist (an http(s) URL or an "
-                    "object-storage URL is also accepted)"
-                )
-            size = local.stat().st_size
-            if limit is not None and size > limit:
-                raise ValueError(f"is a file of {size} bytes; this model takes at most {limit} bytes here")
+            self._check_local(local, name)
         staging = self._staging(label, ref)
         return self._stage(ref, local, staging)
 
     def _staging(self, label: str, ref: str) -> str:
-        staging = self.hook.endpoint.input_staging
+        staging = self._hook().endpoint.input_staging
         if staging is None:
             raise ValueError(
                 f"names the file {ref!r}, which the service cannot take as Base64 here and this task "
@@ -304,8 +395,9 @@ class _Resolver:
                     self._count("presigned from upstream results")
                     return found[0], identity
             local = _local_path(stored)
-            if local is not None and local.is_file() and self.hook.endpoint.input_staging:
-                url, _ = self._stage(stored, local, self.hook.endpoint.input_staging)
+            staging = self._hook().endpoint.input_staging
+            if local is not None and local.is_file() and staging:
+                url, _ = self._stage(stored, local, staging)
                 return url, identity
         return self._service_url(result, label), identity
 
@@ -316,7 +408,7 @@ class _Resolver:
 
         generation_id = result["generation_id"]
         api = result.get("endpoint") if result.get("endpoint") in catalog.ENDPOINT_PATHS else None
-        generation = self.hook.get_generation(generation_id, api=api)
+        generation = self._hook().get_generation(generation_id, api=api)
         if generation.status is not GenerationStatus.COMPLETED or not generation.video_url:
             raise ValueError(
                 f"is the result of Kling generation {generation_id!r}, which is {generation.raw_status!r} "
@@ -325,6 +417,12 @@ class _Resolver:
         mask_secret(generation.video_url)
         self._count("read from the service")
         return generation.video_url
+
+
+def _stand_in(kind: str, written: str, suffix: str) -> tuple[str, str]:
+    """(placeholder URL, identity) of an input checked but not resolved: both name ``written``."""
+    url = f"{STAND_IN}{kind}/{hashlib.sha256(written.encode()).hexdigest()[:32]}{suffix}"
+    return url, url
 
 
 def _local_path(ref: str) -> Path | None:
@@ -351,4 +449,11 @@ def _digest_of(ref: str) -> str:
     return _file_digest(as_path(ref))
 
 
-__all__ = ["RESULT_MARKERS", "MediaInputs", "is_kling_result", "resolve_media_inputs"]
+__all__ = [
+    "RESULT_MARKERS",
+    "STAND_IN",
+    "MediaInputs",
+    "anchor_paths",
+    "is_kling_result",
+    "resolve_media_inputs",
+]
