@@ -122,9 +122,11 @@ def read_manifest(source: Any, key_field: str = "key") -> list[dict[str, Any]]:
 
     A file whose name ends in ``.csv`` is read as CSV with a header row (empty cells are left out);
     only the cells of columns whose catalog type is a number, a flag or a structure (``duration``,
-    ``cfg_scale``, ``generate_audio``, ``camera_control``...) are decoded as JSON; every other column,
-    the row key among them, stays text as written (``007``, ``12.50``, ``true``). Anything else is
-    read as JSON Lines (one object per line, blank lines skipped). For large manifests use
+    ``cfg_scale``, ``generate_audio``, ``camera_control``...) are decoded as JSON, and so is a ``*_url``
+    cell holding an upstream Kling task's result (a JSON object with its ``generation_id``); every
+    other column, the row key among them, stays text as written (``007``, ``12.50``, ``true``).
+    Anything else is read as JSON Lines (one object per line, blank lines skipped). For large
+    manifests use
     :func:`iter_manifest` and :func:`validate_manifest`, which stream.
 
     :param source: a path, URL, ObjectStoragePath, JSON list text, or a list of dicts.
@@ -169,7 +171,9 @@ def _csv_row(row: dict[str, Any], key_field: str = "key") -> dict[str, Any]:
         name = name.strip()
         value: Any = cell
         # Keys, ids and free text stay as written: "12.50" is not 12.5, "1e3" is not 1000.0.
-        if name != key_field and name in _decoded_columns():
+        if name != key_field and name.endswith("_url") and cell.lstrip().startswith("{"):
+            value = _kling_result(cell)  # an upstream Kling task's result, written as JSON
+        elif name != key_field and name in _decoded_columns():
             try:
                 value = json.loads(cell)
             except ValueError:
@@ -194,6 +198,17 @@ def manifest_folder(source: Any) -> str | None:
         return text.rsplit("/", 1)[0] + "/"
     local = os.path.abspath(os.path.expanduser(text.removeprefix("file://")))
     return os.path.dirname(local) + os.sep
+
+
+def _kling_result(cell: str) -> Any:
+    """A CSV cell holding an upstream Kling task's result dict (JSON), else the cell as written."""
+    from airflow_provider_kling.utils.inputs import is_kling_result
+
+    try:
+        value = json.loads(cell)
+    except ValueError:
+        return cell
+    return value if is_kling_result(value) else cell
 
 
 def open_path(location: Any) -> Any:
@@ -339,6 +354,7 @@ def validate_rows(
     key_field: str,
     check_capabilities: bool,
     probe_files: bool = True,
+    base: str | None = None,
 ) -> list[Row]:
     """Validate every row against the catalog before anything is paid.
 
@@ -346,6 +362,8 @@ def validate_rows(
     the row key (default: the row's position, ``row-00000``). File inputs are checked too (they exist,
     within the model's size limit, PNG or JPEG by their first bytes) without being downloaded.
 
+    :param base: the folder the rows' relative media paths are read against (:func:`manifest_folder`
+        of the file the rows came from); None leaves them as written.
     :raises KlingValidationError: one report naming every bad row and field; nothing was sent.
     """
     STATS.add(len(rows))
@@ -355,7 +373,9 @@ def validate_rows(
     if not rows:
         raise KlingValidationError([("manifest", "holds no rows")])
     for index, raw in enumerate(rows):
-        fields, key = _row_fields(raw, index, model=model, parameters=parameters, key_field=key_field)
+        fields, key = _row_fields(
+            raw, index, model=model, parameters=parameters, key_field=key_field, base=base
+        )
         where = f"row {index} ({key_field} {key!r})" if key_field in raw else f"row {index}"
         if not KEY_RULE.match(key) or key.endswith(".kling.json"):
             errors.append(

@@ -11,7 +11,9 @@ file fails the batch's validation, naming the row, the field and the file, befor
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -148,6 +150,26 @@ def test_a_rows_local_files_objects_and_upstream_results_are_sent_as_fetchable_u
     assert (summary["posts"], summary["reused"], summary["completed"]) == (0, 3, 3)
     assert posts(emulator) == []
     assert _staged(s3) == staged
+
+
+def test_a_csv_manifest_takes_relative_paths_and_upstream_results_written_as_json(
+    emulator, airflow_db, s3, media
+):
+    rows = _rows(media)
+    rows[2]["video_url"] = json.dumps(rows[2]["video_url"])  # a cell holds the result as JSON
+    text = io.StringIO()
+    writer = csv.DictWriter(text, ["key", "model", "prompt", "image_url", "audio_url", "video_url"])
+    writer.writeheader()
+    writer.writerows(rows)
+    manifest = media["folder"] / "manifest.csv"
+    manifest.write_text(text.getvalue())
+    result = _run(str(manifest), media["out"])
+    assert result.state == "success", result.tis
+    sent = {p.json["prompt"].split()[2]: p.json for p in posts(emulator, "batch media")}
+    audio_key = f"kling-inputs/{hashlib.sha256(MP3).hexdigest()}.mp3"
+    assert _fetched(sent["avatar"]["audio_url"], s3, audio_key) == MP3
+    assert _fetched(sent["edit"]["video_url"], s3, "sources/dance.mp4") == SAMPLE_MP4
+    assert _fetched(sent["chained"]["video_url"], s3, "videos/upstream/clip.mp4") == UPSTREAM
 
 
 def test_a_changed_local_file_is_a_new_request(emulator, airflow_db, s3, media):

@@ -225,3 +225,60 @@ def test_the_resolver_leaves_the_callers_fields_untouched(emulator, s3):
     assert repr(fields) == before
     assert inputs.fields["elements"][0]["video_url"].startswith("http://127.0.0.1:")
     assert inputs.fields["video_url"] == "https://v.org/a.mp4"
+
+
+def test_check_only_reads_uploads_and_signs_nothing_and_names_what_was_written(emulator, s3, tmp_path):
+    """A batch's validation: each input stands in as a placeholder naming it; nothing leaves the host."""
+    from airflow_provider_kling.exceptions import KlingValidationError
+    from airflow_provider_kling.utils.inputs import STAND_IN, resolve_media_inputs
+
+    _staging(emulator, s3)
+    audio = tmp_path / "voice.mp3"
+    audio.write_bytes(MP3)
+    fields = {"model": AVATAR, "image_url": FACE, "audio_url": str(audio)}
+    checked = resolve_media_inputs(fields, None, check_only=True)
+    assert checked.fields["audio_url"].startswith(f"{STAND_IN}audio/")
+    assert checked.fields["audio_url"].endswith(".mp3")
+    assert checked.identities == {"audio_url": checked.fields["audio_url"]}
+    edit = {"model": EDIT, "prompt": "p", "video_url": {"generation_id": "g-1", "status": "completed"}}
+    assert resolve_media_inputs(edit, None, check_only=True).fields["video_url"].startswith(STAND_IN)
+    assert s3.keys() == []
+    assert emulator.requests == []
+
+    # Another file is another stand-in (a changed row is a new request); a missing one is named.
+    (tmp_path / "other.mp3").write_bytes(MP3)
+    other = resolve_media_inputs({**fields, "audio_url": str(tmp_path / "other.mp3")}, None, check_only=True)
+    assert other.fields["audio_url"] != checked.fields["audio_url"]
+    with pytest.raises(KlingValidationError) as caught:
+        resolve_media_inputs({**fields, "audio_url": str(tmp_path / "gone.mp3")}, None, check_only=True)
+    assert caught.value.errors == [
+        (
+            "audio_url",
+            f"names the local file {str(tmp_path / 'gone.mp3')!r}, which does not exist (an http(s) URL or "
+            "an object-storage URL is also accepted)",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("base", "written", "expected"),
+    [
+        ("/data/in/", "clips/a.mp3", "/data/in/clips/a.mp3"),
+        ("/data/in/", "../shared/a.mp3", "/data/shared/a.mp3"),
+        ("s3://conn@bucket/in/", "clips/a.mp3", "s3://conn@bucket/in/clips/a.mp3"),
+        ("s3://bucket/in/", "./a.mp3", "s3://bucket/in/a.mp3"),
+        ("/data/in/", "/abs/a.mp3", "/abs/a.mp3"),
+        ("/data/in/", "~/a.mp3", "~/a.mp3"),
+        ("/data/in/", "s3://b/a.mp3", "s3://b/a.mp3"),
+        ("/data/in/", "https://x.org/a.mp3", "https://x.org/a.mp3"),
+        (None, "clips/a.mp3", "clips/a.mp3"),
+    ],
+)
+def test_anchor_paths_reads_relative_paths_against_the_folder_given(base, written, expected):
+    from airflow_provider_kling.utils.inputs import anchor_paths
+
+    fields = {"model": AVATAR, "image_url": written, "audio_url": written, "prompt": "clips/a.mp3"}
+    anchored = anchor_paths(fields, base)
+    assert (anchored["image_url"], anchored["audio_url"]) == (expected, expected)
+    assert anchored["prompt"] == "clips/a.mp3"
+    assert fields["audio_url"] == written
