@@ -126,8 +126,7 @@ def read_manifest(source: Any, key_field: str = "key") -> list[dict[str, Any]]:
     cell holding an upstream Kling task's result (a JSON object with its ``generation_id``); every
     other column, the row key among them, stays text as written (``007``, ``12.50``, ``true``).
     Anything else is read as JSON Lines (one object per line, blank lines skipped). For large
-    manifests use
-    :func:`iter_manifest` and :func:`validate_manifest`, which stream.
+    manifests use :func:`iter_manifest` and :func:`validate_manifest`, which stream.
 
     :param source: a path, URL, ObjectStoragePath, JSON list text, or a list of dicts.
     :param key_field: the column holding the row key (never decoded).
