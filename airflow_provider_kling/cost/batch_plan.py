@@ -25,7 +25,12 @@ def batch_plan(settings: BatchSettings, hook: KlingHook, task_log: Any = log) ->
         (model -> rows and USD) and ``max_usd``.
     :raises KlingValidationError: a row is invalid (the report names each).
     """
-    from airflow_provider_kling.batch.manifest import read_manifest, validate_rows, validation_report
+    from airflow_provider_kling.batch.manifest import (
+        manifest_folder,
+        read_manifest,
+        validate_rows,
+        validation_report,
+    )
     from airflow_provider_kling.cost.budget import BatchBudget
     from airflow_provider_kling.cost.estimate import by_model, total
 
@@ -38,6 +43,8 @@ def batch_plan(settings: BatchSettings, hook: KlingHook, task_log: Any = log) ->
             key_field=settings.key_field,
             check_capabilities=settings.check_capabilities,
             probe_files=False,
+            # Relative media paths are read against the manifest's folder, as the real run reads them.
+            base=manifest_folder(settings.manifest),
         )
     except KlingValidationError as exc:
         raise KlingValidationError([("manifest", validation_report(exc, len(raw)))]) from None

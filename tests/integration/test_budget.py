@@ -137,6 +137,28 @@ def test_a_batch_logs_its_estimate_and_dry_run_sends_nothing(
     assert emulator.count("POST") == 0
 
 
+def test_a_dry_run_reads_relative_media_paths_against_the_manifests_folder(
+    emulator: Any, monkeypatch, tmp_path: Path
+) -> None:
+    """The plan reads a row's ``b.png`` next to the manifest, as the real run does (not the cwd)."""
+    import base64
+
+    (tmp_path / "b.png").write_bytes(
+        base64.b64decode(
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+        )
+    )
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps({"key": "local", "image_url": "b.png", "prompt": "a local image"}) + "\n")
+    monkeypatch.chdir(tmp_path.parent)
+    monkeypatch.setenv("KLING_DRY_RUN", "1")
+    conf = {"manifest": str(manifest), "output_prefix": str(tmp_path / "out")}
+    result = run_dag(load_dag_file(TEST_DAGS / "kling_budget.py").dag_batch, run_conf=conf)
+    assert result.state == "success", _failure(tmp_path, "batch")
+    assert result.xcom("batch")["rows"] == 1
+    assert emulator.count("POST") == 0
+
+
 def _capped(emulator: Any, monkeypatch, **extra: Any) -> None:
     use_connection(monkeypatch, "kling_capped", host=emulator.base_url, password=API_KEY, extra=extra)
     monkeypatch.setenv("KLING_BUDGET_CONN", "kling_capped")

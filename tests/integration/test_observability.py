@@ -49,6 +49,9 @@ def observed_run(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                 {"type": "file", "log_file_path": str(out / "lineage.jsonl"), "append": True}
             ),
             "AIRFLOW__OPENLINEAGE__NAMESPACE": "kling-tests",
+            # The listener gives up on a task's event after 10 s by default: a loaded CI machine
+            # (other test processes running beside this one) must not lose an event to it.
+            "AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT": "300",
             "KLING_TEST_OUT": str(out),
         }
         proc = subprocess.run(
