@@ -24,10 +24,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The suite runs on PYTEST_WORKERS processes (pytest-xdist); the tests of a real deployment form groups
+# (tests/conftest.py), each run by one worker that starts its deployment once.
+PYTEST_WORKERS ?= 3
+XDIST = -n $(PYTEST_WORKERS) --dist loadgroup
+
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(XDIST)
 
 # example_dags/example_kling_basic.py end to end in .demo/ against the bundled emulator, or against the
 # real service when KLING_API_KEY is set (KLING_IMAGE_URL picks the image). Ends with the MP4's path.
@@ -68,28 +73,20 @@ test-airflow:
 	@test -f $(AIRFLOW_CONSTRAINTS) || { echo "no $(AIRFLOW_CONSTRAINTS): add one (see constraints/)"; exit 2; }
 	@$(MAKE) --no-print-directory $(STAMP_AF)
 	$(BIN_AF)/python -c "import airflow; print('Airflow', airflow.__version__)"
-	$(BIN_AF)/pytest -q -m "not e2e and not distributed and not wheel" $(AF_TESTS)
+	$(BIN_AF)/pytest -q $(XDIST) -m "not e2e and not distributed and not wheel" $(AF_TESTS)
 
-# Every Airflow 3 minor between the floor and the newest, in CI: on each, the tests of what differs
-# between minors (imports and names, parse-time cost, the Fernet of the installed cryptography, the
-# hook, trigger, sensor and operators through dag.test(), the batch's safety, the gallery app, signed
-# URLs, sidecars and chained inputs), side by side. MINOR_TESTS= (empty) runs the whole suite less the
-# deployments, selected by markers (not in CI: it would take .ci/run past its 30 minutes; see
-# constraints/README-minors.txt). Tests that need a later minor carry airflow31 / airflow32 / airflow33
-# and are deselected before it (tests/conftest.py).
+# Every Airflow 3 minor between the floor and the newest, in CI: the whole suite less the deployments
+# on 3.0, 3.1 and 3.2 side by side, each in its own venv with its pins file and on two processes.
+# MINOR_TESTS=<paths> runs only those tests. Tests that need a later minor carry airflow31 / airflow32 /
+# airflow33 and are deselected before it (tests/conftest.py; constraints/README-minors.txt says why).
 MINOR_VERSIONS ?= 3.0.6 3.1.8 3.2.2
-MINOR_TESTS ?= tests/unit/test_public_names.py tests/unit/test_structure.py tests/e2e/test_install.py \
-	tests/unit/hooks/test_kling.py tests/unit/triggers/test_kling.py tests/unit/sensors/test_kling.py \
-	tests/integration/test_unknown_status.py tests/integration/test_operator.py \
-	tests/integration/test_example_dags.py tests/integration/test_batch_safety.py \
-	tests/unit/plugins/test_streaming.py tests/integration/test_signed_urls.py \
-	tests/integration/test_sidecars.py tests/integration/test_chaining.py
+MINOR_TESTS ?=
 .PHONY: test-minors
 test-minors:
 	@$(MAKE) --no-print-directory -j3 -O $(addprefix test-minor-,$(MINOR_VERSIONS))
 
 test-minor-%:
-	@$(MAKE) --no-print-directory test-airflow AIRFLOW_VERSION=$* AF_TESTS="$(MINOR_TESTS)"
+	@$(MAKE) --no-print-directory test-airflow AIRFLOW_VERSION=$* AF_TESTS="$(MINOR_TESTS)" PYTEST_WORKERS=2
 
 # The oldest Airflow the provider supports (pyproject's floor), 2.11.0 exactly rather than the newest
 # 2.11 patch: the floor is what `apache-airflow>=2.11.0` promises.

@@ -51,6 +51,7 @@ AIRFLOW_MAJOR = int(importlib.metadata.version("apache-airflow").split(".")[0])
 AIRFLOW_MINOR = tuple(int(p) for p in importlib.metadata.version("apache-airflow").split(".")[:2])
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect (not skip) the tests written for the other Airflow major: markers airflow3 / airflow2."""
     other = "airflow2" if AIRFLOW_MAJOR >= 3 else "airflow3"
@@ -67,8 +68,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if item not in deselected]
     # The e2e tests share one real Airflow deployment (tests/support/deployment.py): run them last and
-    # together (stable sort), so its processes never load the machine while the other tests run.
+    # together (stable sort). Under pytest-xdist (`make test`: -n 3 --dist loadgroup) the tests that use
+    # it form groups, each run in this order by one worker that starts its deployment once, while the
+    # other workers take the rest of the suite (xdist hands out the largest groups first).
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+    for item in items:
+        if "deployment" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(deployment_group(item)))
+
+
+#: Test modules that kill or restart a deployment's processes: under pytest-xdist they get a deployment
+#: of their own, so the other deployment tests neither wait behind them nor see their restarts.
+_CRASH_MODULES = ("tests/e2e/test_crash_safety.py", "tests/integration/test_batch.py")
+
+
+def deployment_group(item: pytest.Item) -> str:
+    """The xdist group of a test that uses the real deployment (one deployment per group)."""
+    return "deployment-crash" if item.nodeid.startswith(_CRASH_MODULES) else "deployment"
 
 
 class _StdlibToStructlog(logging.Handler):

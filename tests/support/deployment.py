@@ -703,6 +703,9 @@ def shared_deployment(config: pytest.Config) -> Deployment:
     if _shared is None:
         home = Path(tempfile.mkdtemp(prefix="kling-e2e-home-"))
         dep = Deployment(home)
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            # Two workers may each run a deployment (tests/conftest.py): one logs folder each.
+            dep.artifacts_name = f"{dep.artifacts_name}-{os.environ['PYTEST_XDIST_WORKER']}"
         # Also when pytest is interrupted: nothing is left running.
         config.add_cleanup(release_shared)
         _shared = dep
@@ -725,6 +728,11 @@ def release_shared() -> None:
     shutil.rmtree(dep.home, ignore_errors=True)
 
 
+def _xdist_group(item: pytest.Item) -> str | None:
+    mark = item.get_closest_marker("xdist_group")
+    return str(mark.args[0]) if mark is not None and mark.args else None
+
+
 @pytest.fixture(scope="module", name="deployment")
 def deployment_fixture(request: pytest.FixtureRequest) -> Iterator[Deployment]:
     """The shared running deployment (see the module docstring).
@@ -736,6 +744,10 @@ def deployment_fixture(request: pytest.FixtureRequest) -> Iterator[Deployment]:
     items = request.session.items
     here = [i for i, item in enumerate(items) if item.nodeid.startswith(request.node.nodeid + "::")]
     later = items[max(here) + 1 :] if here else []
+    if here and os.environ.get("PYTEST_XDIST_WORKER"):
+        # Under pytest-xdist this process runs only its group's tests (tests/conftest.py).
+        group = _xdist_group(items[here[0]])
+        later = [item for item in later if _xdist_group(item) == group]
     if not any("deployment" in getattr(item, "fixturenames", ()) for item in later):
         release_shared()
 
