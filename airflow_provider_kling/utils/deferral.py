@@ -40,11 +40,12 @@ def is_stale_resumption(context: Context, task_id: str, log: Any) -> bool:
     :param log: the task's logger, told when the try starts over from ``execute``.
     :return: ``True`` when the try resuming is not the one that deferred.
     """
-    if not AIRFLOW_RETRY_KEEPS_DEFERRAL:
+    ti = context.get("ti")
+    if not AIRFLOW_RETRY_KEEPS_DEFERRAL or ti is None:
         return False
-    ti = context["ti"]
-    deferred = ti.xcom_pull(task_ids=task_id, key=DEFERRED_TRY_XCOM_KEY)
-    if deferred is None or int(deferred) == int(ti.try_number):
+    # The task's own map index: 3.0 pulls every map index's value when none is given.
+    deferred = ti.xcom_pull(task_ids=task_id, key=DEFERRED_TRY_XCOM_KEY, map_indexes=ti.map_index)
+    if not isinstance(deferred, int) or deferred == ti.try_number:
         return False
     log.info("Try %s starts from execute (Airflow resumed the deferral of try %s)", ti.try_number, deferred)
     return True
