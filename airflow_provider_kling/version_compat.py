@@ -26,8 +26,12 @@ AIRFLOW_V_3_1_PLUS = get_base_airflow_version_tuple() >= (3, 1, 0)
 AIRFLOW_V_3_2_PLUS = get_base_airflow_version_tuple() >= (3, 2, 0)
 #: Airflow 3.3: ``task_state_store``, ``airflow.sdk.log.amask_secret``.
 AIRFLOW_V_3_3_PLUS = get_base_airflow_version_tuple() >= (3, 3, 0)
+#: Airflow 3.0.0 to 3.1.0 keep ``next_method`` when a try ends (apache/airflow#56704, fixed in 3.1.1): a
+#: retry resumes the last deferral instead of running ``execute`` (see ``utils/deferral.py``).
+AIRFLOW_RETRY_KEEPS_DEFERRAL = (3, 0, 0) <= get_base_airflow_version_tuple() < (3, 1, 1)
 
 __all__ = [
+    "AIRFLOW_RETRY_KEEPS_DEFERRAL",
     "AIRFLOW_V_3_0_PLUS",
     "AIRFLOW_V_3_1_PLUS",
     "AIRFLOW_V_3_2_PLUS",

@@ -266,8 +266,11 @@ class KlingBaseVideoOperator(BaseOperator):
                 self.poll_interval,
                 time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(end_time)),
             )
+            from airflow_provider_kling.utils.deferral import remember_deferring_try
+
             # Also kept in XCom: `dag.test()` resumes with the event alone, dropping these kwargs.
             context["ti"].xcom_push(key=RESUME_XCOM_KEY, value=done)
+            remember_deferring_try(context)
             self.defer(
                 trigger=KlingGenerationTrigger(
                     generation_id=generation_id,
@@ -478,7 +481,14 @@ class KlingBaseVideoOperator(BaseOperator):
             refuse_existing_file(self.download_to)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """As Airflow's, with a clear message when the deferral timed out (no triggerer ran the poll)."""
+        """As Airflow's, with a clear message when the deferral timed out (no triggerer ran the poll).
+
+        A retry that Airflow 3.0 starts at an earlier try's deferral runs ``execute`` instead.
+        """
+        from airflow_provider_kling.utils.deferral import is_stale_resumption
+
+        if is_stale_resumption(context, self.task_id, self.log):
+            return self.execute(context)
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except Exception as exc:

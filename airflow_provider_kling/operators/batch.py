@@ -196,7 +196,15 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
         return self._drive(context, run, finished if isinstance(finished, dict) else None)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """A deferral that timed out (no triggerer ran it) resumes the batch: it polls from the worker."""
+        """A deferral that timed out (no triggerer ran it) resumes the batch: it polls from the worker.
+
+        A retry that Airflow 3.0 starts at an earlier try's deferral runs ``execute`` instead (its first
+        pass: inputs checked, ``resend_unknown`` applied).
+        """
+        from airflow_provider_kling.utils.deferral import is_stale_resumption
+
+        if is_stale_resumption(context, self.task_id, self.log):
+            return self.execute(context)
         if next_method == "__fail__":
             self.log.warning(
                 "The batch's deferral timed out (is a triggerer with airflow-provider-kling running?): "
@@ -276,6 +284,9 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
             outcome.waiting,
             min_finished,
         )
+        from airflow_provider_kling.utils.deferral import remember_deferring_try
+
+        remember_deferring_try(run.context)
         self.defer(
             trigger=KlingBatchTrigger(
                 pending=pending,

@@ -125,8 +125,10 @@ class KlingGenerationSensor(BaseSensorOperator):
         if done:
             return done.xcom_value
         from airflow_provider_kling.triggers.kling import KlingGenerationTrigger
+        from airflow_provider_kling.utils.deferral import remember_deferring_try
 
         timeout = timeout_seconds(self.timeout)
+        remember_deferring_try(context)
         self.defer(
             trigger=KlingGenerationTrigger(
                 generation_id=self.generation_id,
@@ -159,7 +161,14 @@ class KlingGenerationSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=False)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """A deferral that timed out in Airflow is a sensor timeout, as in poke mode."""
+        """A deferral that timed out in Airflow is a sensor timeout, as in poke mode.
+
+        A retry that Airflow 3.0 starts at an earlier try's deferral runs ``execute`` instead.
+        """
+        from airflow_provider_kling.utils.deferral import is_stale_resumption
+
+        if is_stale_resumption(context, self.task_id, self.log):
+            return self.execute(context)
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except Exception as exc:

@@ -1,7 +1,8 @@
 """KlingGenerationSensor in poke and deferrable mode, on good and errored generations.
 
 The tasks run one after another (each whatever the previous one's end), so each sensor starts
-right after its submit; ``[seconds:3]`` keeps the good generations pending for the sensors' first polls.
+right after its submit; the test ends each generation right after the first poll of it was answered
+(tests/support/polls.py), so every sensor's first poll finds its generation pending.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ with DAG(
 ) as dag:
     tasks: list[Any] = []
     for name, prompt in (
-        ("poke", "sensor poke: dunes shift in the wind [seconds:3]"),
-        ("deferred", "sensor deferred: a caravan crosses the dunes [seconds:3]"),
+        ("poke", "sensor poke: dunes shift in the wind"),
+        ("deferred", "sensor deferred: a caravan crosses the dunes"),
         ("poke_error", "sensor poke_error: [error]"),
         ("deferred_error", "sensor deferred_error: [error:2026]"),
     ):

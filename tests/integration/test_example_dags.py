@@ -22,6 +22,7 @@ from tests.support.dags import (
     posts,
     run_dag,
 )
+from tests.support.polls import NEVER_BY_ITSELF, complete_after_first_poll
 
 # dag.test() from a bundle, task_state_store and airflow.sdk DAGs: Airflow 3 only.
 pytestmark = pytest.mark.airflow3
@@ -158,11 +159,13 @@ def test_daily_asset_example_emits_the_asset_and_feeds_the_consumer(emulator, ai
 
 
 def test_sensor_example_waits_in_deferrable_mode(emulator, airflow_db, dag_env, monkeypatch):
-    # Long enough that the sensor's first poll finds the generation pending, on a loaded machine too.
-    monkeypatch.setattr(emulator, "generation_seconds", 3.0)
+    # The sensor's first poll finds the generation pending, however loaded the machine: it ends only
+    # when a poll of it has been answered.
+    monkeypatch.setattr(emulator, "generation_seconds", NEVER_BY_ITSELF)
     module = load_dag_file(EXAMPLES / "example_kling_sensor.py")
     assert module.dag.get_task("wait_for_video").deferrable is True
-    result = run_dag(module.dag)
+    with complete_after_first_poll(emulator):
+        result = run_dag(module.dag)
 
     assert result.state == "success"
     submitted = result.xcom("submit")

@@ -63,17 +63,21 @@ def test_every_model_through_the_operators_on_both_endpoints(emulator: Any, airf
 
     assert result.state == "success"
     received = {(r.endpoint, r.json["model"]): r for r in emulator.requests if r.method == "POST"}
-    assert len(received) == 2 * len(BODIES) + 1
-    for endpoint in ("legacy", "unified"):
-        for model in BODIES:
-            post = received[(endpoint, model)]
-            assert post.status == 201, (endpoint, model)
-            assert post.path == catalog.ENDPOINT_PATHS[endpoint]
-            assert post.json == expected_body(model, endpoint), (endpoint, model)
-            out = result.xcom(module.task_id(model, endpoint))
-            assert tuple(out) == RESULT_KEYS
-            assert (out["model"], out["endpoint"], out["status"]) == (model, endpoint, "pending")
-            assert out["usage"], (endpoint, model)  # billed at submit
+    assert len(received) == len(BODIES) + 1
+    # Every model through its operator; every operator on both endpoints. Every model's body on both
+    # endpoints: test_every_model_through_the_hook.
+    pairs = {(module.operator_of(model), endpoint) for model, endpoint in module.ENDPOINTS.items()}
+    assert pairs == {(module.operator_of(m), e) for m in BODIES for e in ("legacy", "unified")}
+    assert set(module.ENDPOINTS) == set(BODIES)
+    for model, endpoint in module.ENDPOINTS.items():
+        post = received[(endpoint, model)]
+        assert post.status == 201, (endpoint, model)
+        assert post.path == catalog.ENDPOINT_PATHS[endpoint]
+        assert post.json == expected_body(model, endpoint), (endpoint, model)
+        out = result.xcom(module.task_id(model, endpoint))
+        assert tuple(out) == RESULT_KEYS
+        assert (out["model"], out["endpoint"], out["status"]) == (model, endpoint, "pending")
+        assert out["usage"], (endpoint, model)  # billed at submit
     # An unknown model and field, with check_capabilities=False: reach the service unchanged.
     unknown = received[("unified", module.UNKNOWN_MODEL)]
     assert unknown.json == {"model": module.UNKNOWN_MODEL, **module.UNKNOWN_FIELDS}

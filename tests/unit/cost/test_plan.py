@@ -79,8 +79,17 @@ def _generation_posts(emulator: Any) -> int:
     return sum(1 for r in emulator.requests if r.method == "POST")
 
 
+#: Example DAGs that exist only from a later minor, with the marker that deselects them before it.
+LATER_EXAMPLES = {
+    # Human-in-the-loop operators (HITLBranchOperator) arrived in Airflow 3.1: on 3.0 the file defines no DAG.
+    "example_kling_review": pytest.mark.airflow31,
+}
+
+
 @pytest.mark.airflow3  # the example DAGs are airflow.sdk DAGs
-@pytest.mark.parametrize("dag_id", sorted(EXAMPLE_DAGS))
+@pytest.mark.parametrize(
+    "dag_id", [pytest.param(d, marks=LATER_EXAMPLES.get(d, ())) for d in sorted(EXAMPLE_DAGS)]
+)
 def test_plan_of_every_example_dag_prints_its_table_and_sends_nothing(
     emulator: Any, capsys: pytest.CaptureFixture[str], dag_id: str
 ) -> None:

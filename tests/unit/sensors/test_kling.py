@@ -9,6 +9,7 @@ import pytest
 from airflow_provider_kling.operators.kling import RESULT_KEYS
 from airflow_provider_kling.sensors.kling import KlingGenerationSensor
 from tests.support.dags import TEST_DAGS, failure_events, load_dag_file, run_dag
+from tests.support.polls import NEVER_BY_ITSELF, complete_after_first_poll
 
 # dag.test() from a bundle, task_state_store and airflow.sdk DAGs: Airflow 3 only.
 pytestmark = pytest.mark.airflow3
@@ -21,10 +22,12 @@ def test_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_sensor_modes(emulator, airflow_db, test_out, monkeypatch):
-    # Long enough that each sensor's first poll finds its generation pending, on a loaded machine too.
-    monkeypatch.setattr(emulator, "generation_seconds", 3.0)
+    # Each sensor's first poll finds its generation pending, however loaded the machine: the generations
+    # end only when a poll of them has been answered.
+    monkeypatch.setattr(emulator, "generation_seconds", NEVER_BY_ITSELF)
     module = load_dag_file(TEST_DAGS / "kling_sensor_modes.py")
-    result = run_dag(module.dag)
+    with complete_after_first_poll(emulator):
+        result = run_dag(module.dag)
     events = failure_events(test_out)
 
     for name in ("poke", "deferred"):
