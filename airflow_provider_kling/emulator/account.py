@@ -334,24 +334,20 @@ class AccountHandlers(Responder):
         return self._error(request, rec, status, f"Cannot {request.method} {request.path}")
 
     async def _handle_models(self, request: web.Request) -> web.StreamResponse:
-        early = await self._turned_off(request, "models")
-        if early is not None:
-            return early
-        rec, fault, early = await self._pre_handle(request, None, None, api=False)
-        if early is not None:
-            return early
+        started = await self._account_read(request, "models", auth=False)
+        if isinstance(started, web.StreamResponse):
+            return started
+        rec, fault = started
         wanted = request.query.get("id")
         entries = pricing.catalogue() if wanted is None else [e for e in [pricing.model_entry(wanted)] if e]
         data = [self._shown(request, e) for e in entries]
         return await self._cached(request, rec, {"object": "list", "data": data}, fault)
 
     async def _handle_model(self, request: web.Request) -> web.StreamResponse:
-        early = await self._turned_off(request, "models")
-        if early is not None:
-            return early
-        rec, fault, early = await self._pre_handle(request, None, None, api=False)
-        if early is not None:
-            return early
+        started = await self._account_read(request, "models", auth=False)
+        if isinstance(started, web.StreamResponse):
+            return started
+        rec, fault = started
         entry = pricing.model_entry(request.match_info["model_id"])
         if entry is None:
             body = self._error_body(request, 404, f"Model {request.match_info['model_id']} not found")
@@ -379,18 +375,19 @@ class AccountHandlers(Responder):
         return await self._json(request, rec, 200, payload, fault)
 
     async def _account_read(
-        self, request: web.Request, name: str
+        self, request: web.Request, name: str, *, auth: bool = True
     ) -> web.StreamResponse | tuple[RecordedRequest, Any]:
-        """The common start of ``/v2/usage`` and ``/v2/logs``: off switch, record, fault, key.
+        """The common start of the account routes: off switch, record, fault, key (unless ``auth``
+        is False: the model catalogue is public).
 
         :return: an answer that ends the request, or its record and the fault still to apply.
         """
         early = await self._turned_off(request, name)
         if early is not None:
             return early
-        auth_ok = self._authorized(request)
+        auth_ok = self._authorized(request) if auth else None
         rec, fault, early = await self._pre_handle(request, None, auth_ok, api=False)
-        if early is None and not auth_ok:
+        if early is None and auth_ok is False:
             early = await self._json(request, rec, *self._unauthorized(request), fault)
         return early if early is not None else (rec, fault)
 

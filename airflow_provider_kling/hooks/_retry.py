@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
 from airflow_provider_kling.exceptions import (
     KlingAPIError,
@@ -163,6 +163,26 @@ class RetryPolicy:
             )
         return exc
 
+    def reraise(self, exc: BaseException) -> NoReturn:
+        """Raise what a failed call ends in: ``exc`` itself, or :meth:`failure`'s deadline error."""
+        failure = self.failure(exc)
+        if failure is exc:
+            raise exc
+        raise failure from None
+
+    def run(self, once: Callable[[], T]) -> T:
+        """Run ``once`` under this policy (the sync path).
+
+        :param once: one attempt.
+        """
+        try:
+            for attempt in Retrying(**self.tenacity_kwargs()):
+                with attempt:
+                    return once()
+        except KlingError as exc:
+            self.reraise(exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def arun(self, once: Callable[[], Awaitable[T]]) -> T:
         """Run ``once`` under this policy without blocking the event loop.
 
@@ -177,10 +197,7 @@ class RetryPolicy:
             return await once()
         except Exception as exc:
             if not self.retryable(exc) or self.attempts <= 1:
-                failure = self.failure(exc)
-                if failure is exc:
-                    raise
-                raise failure from None
+                self.reraise(exc)
             first_failure: Exception | None = exc
         try:
             async for attempt in AsyncRetrying(**self.tenacity_kwargs()):
@@ -190,10 +207,7 @@ class RetryPolicy:
                         raise failure
                     return await once()
         except KlingError as exc:
-            failure = self.failure(exc)
-            if failure is exc:
-                raise
-            raise failure from None
+            self.reraise(exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
 

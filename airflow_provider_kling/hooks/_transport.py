@@ -268,4 +268,16 @@ async def shared_session(conn_id: str, pool_limit: int) -> AsyncIterator[aiohttp
             await entry[0].close()
 
 
-__all__ = ["MAX_RESPONSE_BYTES", "asend", "send", "shared_session"]
+def shared_session_in_use(conn_id: str) -> tuple[aiohttp.ClientSession, int] | None:
+    """The running event loop's shared session for ``conn_id`` and how many hold it, or None.
+
+    What a triggerer shares between its triggers, for diagnostics and tests (one session per
+    connection on a loop, closed by the last holder).
+
+    :param conn_id: the connection the session serves.
+    """
+    entry = _ASYNC_SESSIONS.get(asyncio.get_running_loop(), {}).get(conn_id)
+    return (entry[0], entry[1]) if entry is not None else None
+
+
+__all__ = ["MAX_RESPONSE_BYTES", "asend", "send", "shared_session", "shared_session_in_use"]

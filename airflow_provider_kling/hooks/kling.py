@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from airflow.providers.common.compat.sdk import BaseHook
-from tenacity import Retrying
 
 from airflow_provider_kling.catalog import DEFAULT_ENDPOINT, ENDPOINT_PATHS
 from airflow_provider_kling.exceptions import (
@@ -233,28 +232,20 @@ class KlingHook(BaseHook):
         endpoint = self.endpoint
         path = path or endpoint.path(api)
         url = endpoint.base_url + path
-        policy = self._retry_policy(method, attempts, deadline)
-        try:
-            for attempt in Retrying(**policy.tenacity_kwargs()):
-                with attempt:
-                    return _transport.send(
-                        self.session,
-                        endpoint,
-                        method,
-                        url,
-                        path,
-                        self._budget(deadline),
-                        self.timeout,
-                        headers,
-                        params=params,
-                        json=json,
-                    )
-        except KlingError as exc:
-            failure = policy.failure(exc)
-            if failure is exc:
-                raise
-            raise failure from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._retry_policy(method, attempts, deadline).run(
+            lambda: _transport.send(
+                self.session,
+                endpoint,
+                method,
+                url,
+                path,
+                self._budget(deadline),
+                self.timeout,
+                headers,
+                params=params,
+                json=json,
+            )
+        )
 
     def submit(
         self,

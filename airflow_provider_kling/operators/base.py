@@ -16,6 +16,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
 
 from airflow_provider_kling.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
+from airflow_provider_kling.operators._reconnect import (
+    GENERATION_ID_STATE_KEY,  # noqa: F401  (public here since the first release)
+    earlier_generation,
+    record_submission,
+)
 from airflow_provider_kling.utils.artifacts import download, find_existing_video, stored_video_link
 from airflow_provider_kling.utils.results import (
     annotate_outlets,
@@ -36,14 +41,12 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "kling-video/v1/standard/image-to-video"
 DEFAULT_TEXT_MODEL = "kling-video/v1.6/standard/text-to-video"
-#: task_state_store key holding the generation id (and the request's hash) across retries of one task.
-GENERATION_ID_STATE_KEY = "kling_generation_id"
 #: XCom key of the generation id, pushed right after the POST, before any waiting.
 GENERATION_ID_XCOM_KEY = "generation_id"
 #: XCom key of what a deferred task needs when it resumes (endpoint, submit usage, sidecar fields).
 RESUME_XCOM_KEY = "kling_resume"
-
-_warned_no_state_store = False
+#: What a task keeps from its submit for the end (the keywords of ``_finish``), in XCom and next_kwargs.
+_FINISH_KEYS = ("api", "usage", "sidecar", "count_credits", "estimated_usd")
 
 
 class KlingBaseVideoOperator(BaseOperator):
@@ -343,64 +346,21 @@ class KlingBaseVideoOperator(BaseOperator):
         """Reconnect to this task's earlier generation of the same request, else submit anew.
 
         :return: the generation id, and the earlier generation when reconnecting (the submit answer
-            of a new one is kept in ``self._submitted``).
-
-        Not Airflow 3.3's ``ResumableJobMixin``: it gives weaker guarantees here. A failed
-        ``task_state_store.set`` after its submit is a plain retryable error (the retry pays again),
-        it reconnects without comparing the request (a cleared task with an edited prompt would get
-        the old video), and it covers the synchronous poll only, not the deferrable path.
+            of a new one is kept in ``self._submitted``). See :mod:`._reconnect` for the record.
         """
-        from airflow_provider_kling.exceptions import KlingError, KlingNotFoundError
+        from airflow_provider_kling.exceptions import KlingError
         from airflow_provider_kling.hooks.kling import post_may_have_created
-        from airflow_provider_kling.schemas.generation import GenerationStatus
 
-        global _warned_no_state_store
         store = context.get("task_state_store")
         hook = self.hook
         fingerprint = request.fingerprint()
-        if store is None:
-            if not _warned_no_state_store:
-                self.log.warning(
-                    "This Airflow has no task_state_store (it arrived in 3.3): a retry of this task "
-                    "cannot find its earlier generation and may submit, and pay for, a new one"
-                )
-                _warned_no_state_store = True
-        elif stored := store.get(GENERATION_ID_STATE_KEY):
-            stored_id, stored_hash, stored_api = _read_state(stored)
-            if stored_hash not in (None, fingerprint):
-                self.log.info(
-                    "The request changed since Kling generation %s was submitted (e.g. an edited "
-                    "prompt): submitting a new generation",
-                    stored_id,
-                )
-            else:
-                try:
-                    prior = hook.get_generation(stored_id, api=stored_api)
-                except KlingNotFoundError:
-                    self.log.warning(
-                        "Earlier Kling generation %s is unknown to the service; submitting anew", stored_id
-                    )
-                else:
-                    if prior.status is not GenerationStatus.FAILED:
-                        from airflow_provider_kling import metrics
-
-                        metrics.incr(metrics.REUSED, request.model)
-                        when = stored.get("submitted_at") if isinstance(stored, dict) else None
-                        if isinstance(when, (int, float)):
-                            self._submitted_at = float(when)
-                        self.log.info(
-                            "Reconnecting to Kling generation %s (%s) from an earlier try, not submitting "
-                            "again",
-                            stored_id,
-                            prior.raw_status,
-                        )
-                        context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=stored_id)
-                        return stored_id, prior
-                    self.log.warning(
-                        "Earlier Kling generation %s ended in error (%s); submitting anew",
-                        stored_id,
-                        prior.error,
-                    )
+        earlier = earlier_generation(store, fingerprint, hook, request.model, self.log)
+        if earlier is not None:
+            stored_id, prior, submitted_at = earlier
+            if submitted_at is not None:
+                self._submitted_at = submitted_at
+            context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=stored_id)
+            return stored_id, prior
         self._check_destination_free()
         self._check_max_usd()
         from airflow_provider_kling.hooks._request_id import from_context
@@ -424,16 +384,7 @@ class KlingBaseVideoOperator(BaseOperator):
         # Between the paid POST and a durable record of its id, any failure must not be retried:
         # the retry would not find the id and would pay again.
         try:
-            if store is not None:
-                store.set(
-                    GENERATION_ID_STATE_KEY,
-                    {
-                        "id": submitted.id,
-                        "request": fingerprint,
-                        "api": hook.endpoint.api,
-                        "submitted_at": self._submitted_at,
-                    },
-                )
+            record_submission(store, submitted.id, fingerprint, hook.endpoint.api, self._submitted_at)
             context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=submitted.id)
         except Exception as exc:
             raise AirflowFailException(
@@ -504,35 +455,21 @@ class KlingBaseVideoOperator(BaseOperator):
                 "again."
             ) from exc
 
-    def execute_complete(
-        self,
-        context: Context,
-        event: dict[str, Any],
-        api: str | None = None,
-        usage: dict[str, Any] | None = None,
-        sidecar: dict[str, Any] | None = None,
-        count_credits: bool = False,
-        estimated_usd: float | None = None,
-    ) -> dict[str, Any]:
-        """Resume after the trigger: validate its event, then finish or fail."""
-        if api is None:
+    def execute_complete(self, context: Context, event: dict[str, Any], **done: Any) -> dict[str, Any]:
+        """Resume after the trigger: validate its event, then finish or fail.
+
+        :param done: what ``execute`` kept for the end (``api``, ``usage``, ``sidecar``,
+            ``count_credits``, ``estimated_usd``: :meth:`_finish`'s keywords); read back from XCom when
+            Airflow resumes with the event alone.
+        """
+        if done.get("api") is None:
             kept = context["ti"].xcom_pull(task_ids=self.task_id, key=RESUME_XCOM_KEY)
             if isinstance(kept, dict):
-                api, usage, sidecar = kept.get("api"), kept.get("usage"), kept.get("sidecar")
-                count_credits = bool(kept.get("count_credits"))
-                estimated_usd = kept.get("estimated_usd")
+                done = {key: kept.get(key) for key in _FINISH_KEYS}
         self._generation_id = event.get("generation_id") if isinstance(event, dict) else None
         # The event holds the video URL without its signature: the generation is read once more.
-        generation = generation_from_event(event, timeout_seconds(self.timeout), self.hook, api)
-        return self._finish(
-            context,
-            generation,
-            api=api,
-            usage=usage,
-            sidecar=sidecar,
-            count_credits=count_credits,
-            estimated_usd=estimated_usd,
-        )
+        generation = generation_from_event(event, timeout_seconds(self.timeout), self.hook, done.get("api"))
+        return self._finish(context, generation, **done)
 
     def _finish(
         self,
@@ -603,10 +540,3 @@ class KlingBaseVideoOperator(BaseOperator):
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         """OpenLineage on failure: the inputs, and the generation when one was submitted."""
         return self._lineage()
-
-
-def _read_state(stored: Any) -> tuple[str, str | None, str | None]:
-    """(id, request hash, endpoint) from a task_state_store value (the first release stored the id alone)."""
-    if isinstance(stored, dict):
-        return str(stored.get("id")), stored.get("request"), stored.get("api")
-    return str(stored), None, None

@@ -19,7 +19,7 @@ from airflow_provider_kling.exceptions import (
     KlingGenerationTimeout,
     KlingNotFoundError,
 )
-from airflow_provider_kling.hooks import _transport
+from airflow_provider_kling.hooks._transport import shared_session_in_use
 from airflow_provider_kling.models import Generation, GenerationStatus
 from tests.support.connections import API_KEY, connection_json
 from tests.support.hooks import MODEL, REQUEST, make_hook
@@ -288,7 +288,7 @@ async def test_aget_generation_reads_the_generation(emulator: Any) -> None:
     assert done.video_url.endswith("/output.mp4")
     assert [r.auth_ok for r in emulator.requests if r.method == "GET"] == [True, True]
     # Outside an async_session block each call opens and closes its own session.
-    assert hook.kling_conn_id not in _transport._ASYNC_SESSIONS.get(asyncio.get_running_loop(), {})
+    assert shared_session_in_use(hook.kling_conn_id) is None
 
 
 async def test_aget_generation_retries_and_maps_errors(emulator: Any) -> None:
@@ -311,7 +311,6 @@ async def test_concurrent_polls_share_one_session_and_close_it(
     emulator: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    loop = asyncio.get_running_loop()
     hook = make_hook()
     ids = [hook.submit_generation(REQUEST) for _ in range(3)]
     for generation_id in ids:
@@ -324,23 +323,28 @@ async def test_concurrent_polls_share_one_session_and_close_it(
     emulator.inject("slow", times=None, method="GET", delay=3)
 
     async with hook.async_session() as session:
-        entry = _transport._ASYNC_SESSIONS[loop]["kling_default"]
-        assert entry == [session, 1]
+        assert shared_session_in_use("kling_default") == (session, 1)
         tasks = [asyncio.create_task(each.aget_generation(ids[i % len(ids)])) for i, each in enumerate(hooks)]
-        # Every call holds the one registered session while its slowed request is in flight.
-        while entry[1] < 1 + len(hooks) and not any(t.done() for t in tasks):
-            assert _transport._ASYNC_SESSIONS[loop]["kling_default"] is entry
+
+        def holders() -> int:
+            in_use = shared_session_in_use("kling_default")
+            # Every call holds the one registered session while its slowed request is in flight.
+            assert in_use is not None
+            assert in_use[0] is session
+            return in_use[1]
+
+        while holders() < 1 + len(hooks) and not any(t.done() for t in tasks):
             await asyncio.sleep(0.01)
-        assert entry[1] == 1 + len(hooks)
+        assert holders() == 1 + len(hooks)
         assert not any(t.done() for t in tasks)
         results = await asyncio.gather(*tasks)
-        assert entry[1] == 1
+        assert holders() == 1
         assert not session.closed
 
     assert [r.status for r in results] == [GenerationStatus.COMPLETED] * len(hooks)
     assert [r.id for r in results] == [ids[i % len(ids)] for i in range(len(hooks))]
     assert session.closed
-    assert "kling_default" not in _transport._ASYNC_SESSIONS.get(loop, {})
+    assert shared_session_in_use("kling_default") is None
     gc.collect()
     await asyncio.sleep(0)
     assert not [r for r in caplog.records if "Unclosed" in r.getMessage()]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_kling.hooks import _transport
+from airflow_provider_kling.hooks._transport import shared_session_in_use
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.triggers.kling import KlingGenerationTrigger, KlingTriggerEvent
 from tests.support.connections import API_KEY, connection_json, set_connection
@@ -221,7 +221,6 @@ async def test_refused_key_ends_in_one_final_error(emulator):
 
 async def test_triggers_on_one_loop_share_one_session_closed_by_the_last(emulator, loop_errors):
     watch_loop(loop_errors)
-    loop = asyncio.get_running_loop()
     # Generations that only end when the test says so (the emulator's control API).
     ids = [submit(f"trigger shared {i}: reeds sway [seconds:600]") for i in range(4)]
     tasks = [
@@ -234,7 +233,9 @@ async def test_triggers_on_one_loop_share_one_session_closed_by_the_last(emulato
         await asyncio.sleep(0.02)
 
     # All four hold the loop's one session for this connection.
-    session, holders = _transport._ASYNC_SESSIONS[loop]["kling_default"]
+    in_use = shared_session_in_use("kling_default")
+    assert in_use is not None
+    session, holders = in_use
     assert holders == 4
     assert not session.closed
 
@@ -243,7 +244,7 @@ async def test_triggers_on_one_loop_share_one_session_closed_by_the_last(emulato
     done, _ = await asyncio.wait(tasks[:3])
     assert all(t.result()[0]["status"] == "success" for t in done)
     # The last trigger still polls through the same, still open session.
-    assert _transport._ASYNC_SESSIONS[loop]["kling_default"][0] is session
+    assert (shared_session_in_use("kling_default") or (None,))[0] is session
     assert not session.closed
 
     emulator.complete(ids[3])
@@ -251,19 +252,20 @@ async def test_triggers_on_one_loop_share_one_session_closed_by_the_last(emulato
     assert payload["status"] == "success"
     # The last one out closed it.
     assert session.closed
-    assert "kling_default" not in _transport._ASYNC_SESSIONS.get(loop, {})
+    assert shared_session_in_use("kling_default") is None
     assert_no_unclosed(loop_errors)
 
 
 async def test_cancel_and_cleanup_touch_nothing_remote(emulator, loop_errors):
     watch_loop(loop_errors)
-    loop = asyncio.get_running_loop()
     gen_id = submit("trigger cancelled: ducks take off [seconds:600]")
     trigger = KlingGenerationTrigger(gen_id, poll_interval=0.1, end_time=time.time() + 600)
     task = asyncio.create_task(all_events(trigger))
     while polls(emulator, gen_id) < 2:
         await asyncio.sleep(0.02)
-    session = _transport._ASYNC_SESSIONS[loop]["kling_default"][0]
+    in_use = shared_session_in_use("kling_default")
+    assert in_use is not None
+    session = in_use[0]
     before = len(emulator.requests)
 
     # What the triggerer does when the task is cleared, times out or the triggerer stops.
