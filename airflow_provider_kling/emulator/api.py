@@ -139,7 +139,9 @@ class ApiHandlers(AccountHandlers):
                 endpoint=endpoint,
                 cache_key=secrets.token_urlsafe(12),
                 usd=usd,
-                created_wall=time.time(),
+                # The wall-clock moment of ``now`` (not of this line): finished_wall must not run
+                # ahead of the clock, or a charge read right after completion would be missed.
+                created_wall=time.time() - (time.monotonic() - now),
                 client_request_id=rec.client_request_id,
                 request_id=str(uuid.uuid4()),
                 clip=clip,
