@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,23 +19,13 @@ import pytest
 
 from tests.support.connections import API_KEY, set_connection
 from tests.support.dags import TEST_DAGS, load_dag_file, run_dag
+from tests.support.gallery import OPENED, signed_in_gallery, watching_opens
 
 pytestmark = pytest.mark.airflow3
 
 BATCH = "kling_batch_polling"
 HOSTILE = "kling_gallery_hostile"
 IMAGE = "https://images.example.org/catalog/sku.png"
-#: Every path the process opens while a test watches.
-OPENED: list[str] = []
-_WATCHING: list[bool] = []
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if _WATCHING and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
-        OPENED.append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)
 
 
 @pytest.fixture(scope="module")
@@ -99,43 +88,20 @@ def runs(airflow_db: Path, _emulator_server: Any, tmp_path_factory: pytest.TempP
 @pytest.fixture
 def client(runs: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The gallery app signed in as ``viewer``, streaming from the root only."""
-    from airflow.api_fastapi import app as api_app
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-    from airflow.api_fastapi.core_api.security import get_user
-    from fastapi.testclient import TestClient
-
-    from airflow_provider_kling.plugins.gallery import create_app
-
-    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "tests.support.auth_manager.DagDenyingAuthManager")
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
-    monkeypatch.setenv("KLING_TEST_DENIED_DAGS", "")
-    monkeypatch.setenv("AIRFLOW__KLING__GALLERY_ROOTS", str(runs["root"]))
-    api_app.purge_cached_app()
-    api_app.create_auth_manager()
-    app = create_app()
-    app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="viewer", role="viewer")
-    OPENED.clear()
-    with TestClient(app) as test_client:
+    with signed_in_gallery(monkeypatch, str(runs["root"])) as test_client:
         yield test_client
-    api_app.purge_cached_app()
 
 
 def listing(client: Any, dag_id: str) -> list[dict[str, Any]]:
-    _WATCHING.append(True)
-    try:
+    with watching_opens():
         answer = client.get("/api/generations", params={"dag_id": dag_id, "per_page": 100})
-    finally:
-        _WATCHING.clear()
     assert answer.status_code == 200, answer.text
     return list(answer.json()["items"])
 
 
 def stream(client: Any, src: str) -> Any:
-    _WATCHING.append(True)
-    try:
+    with watching_opens():
         return client.get(src)
-    finally:
-        _WATCHING.clear()
 
 
 def test_a_batchs_rows_are_listed_from_its_results_and_their_videos_play(
@@ -183,11 +149,8 @@ def test_a_hostile_results_manifest_streams_neither_etc_passwd_nor_another_dags_
     for key in ("passwd", "stolen"):
         query = {"dag_id": HOSTILE, "run_id": run_id, "task_id": "report", "map_index": 0, "row": key}
         OPENED.clear()
-        _WATCHING.append(True)
-        try:
+        with watching_opens():
             answer = client.get("/video", params=query)
-        finally:
-            _WATCHING.clear()
         assert answer.status_code == 404, (key, answer.text)
         assert answer.content != Path(runs["lines"]["sku-1"]["video_path"]).read_bytes()
         assert "/etc/passwd" not in OPENED

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.dags import TEST_DAGS, load_dag_file, run_dag
+from tests.support.gallery import signed_in_gallery
 
 pytestmark = pytest.mark.airflow3
 
@@ -29,23 +30,8 @@ def client(airflow_db: Path, emulator: Any, monkeypatch: pytest.MonkeyPatch) -> 
 
     if not supports_gallery():
         pytest.skip("the gallery needs Airflow 3.1+")
-    from airflow.api_fastapi import app as api_app
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-    from airflow.api_fastapi.core_api.security import get_user
-    from fastapi.testclient import TestClient
-
-    from airflow_provider_kling.plugins.gallery import create_app
-
-    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "tests.support.auth_manager.DagDenyingAuthManager")
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
-    monkeypatch.setenv("KLING_TEST_DENIED_DAGS", "")
-    api_app.purge_cached_app()
-    api_app.create_auth_manager()
-    app = create_app()
-    app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="viewer", role="viewer")
-    with TestClient(app) as test_client:
+    with signed_in_gallery(monkeypatch) as test_client:
         yield test_client
-    api_app.purge_cached_app()
 
 
 def test_the_gallery_sums_the_usd_billed_per_dag_and_day(client: Any, emulator: Any) -> None:

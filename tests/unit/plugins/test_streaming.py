@@ -11,8 +11,6 @@ denials).
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,22 +18,12 @@ from typing import Any
 import pytest
 
 from tests.support.dags import TEST_DAGS, load_dag_file, run_dag
+from tests.support.gallery import OPENED, signed_in_gallery, watching_opens
 
 pytestmark = pytest.mark.airflow3
 
 DAG_ID = "kling_gallery_hostile"
 SECRET = "fernet_key = do-not-serve-this"
-#: Every path the process opens while a test watches (an audit hook: it sees open() and os.open()).
-OPENED: list[str] = []
-_WATCHING: list[bool] = []
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if _WATCHING and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
-        OPENED.append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)
 
 
 def gallery_supported() -> bool:
@@ -117,35 +105,15 @@ def run(airflow_db: Path, files: dict[str, Path]) -> Any:
 @pytest.fixture
 def client(run: Any, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The gallery app signed in as ``viewer``, streaming from the files' root only."""
-    from airflow.api_fastapi import app as api_app
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-    from airflow.api_fastapi.core_api.security import get_user
-    from fastapi.testclient import TestClient
-
-    from airflow_provider_kling.plugins.gallery import create_app
-
-    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "tests.support.auth_manager.DagDenyingAuthManager")
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
-    monkeypatch.setenv("KLING_TEST_DENIED_DAGS", "")
-    monkeypatch.setenv("AIRFLOW__KLING__GALLERY_ROOTS", f"{files['root']}, s3://kling_s3@videos/out")
-    api_app.purge_cached_app()
-    api_app.create_auth_manager()
-    app = create_app()
-    app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="viewer", role="viewer")
-    OPENED.clear()
-    with TestClient(app) as test_client:
+    with signed_in_gallery(monkeypatch, f"{files['root']}, s3://kling_s3@videos/out") as test_client:
         test_client.run_id = run.run_id  # type: ignore[attr-defined]
         yield test_client
-    api_app.purge_cached_app()
 
 
 def video(client: Any, case: str, **headers: str) -> Any:
     params = {"dag_id": DAG_ID, "run_id": client.run_id, "task_id": "report", "map_index": CASES[case]}
-    _WATCHING.append(True)
-    try:
+    with watching_opens():
         return client.get("/video", params=params, headers=headers)
-    finally:
-        _WATCHING.clear()
 
 
 def test_only_a_video_under_a_root_with_its_sidecar_is_streamed(client: Any, files: dict[str, Path]) -> None:
