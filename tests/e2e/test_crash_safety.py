@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.batch import E2E_ROWS, e2e_batch, kill_first_try_while_submitting, read_results
 from tests.support.deployment import Deployment, deployment_fixture, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow3]
@@ -170,22 +171,12 @@ def test_batch_killed_mid_submit_ends_with_every_generation_once(deployment: Dep
     """
     from collections import Counter
 
-    from tests.integration.test_batch import E2E_ROWS, _e2e_batch, read_results
-
     tag = "e2e-logs-kill"  # not containing another test's tag: the deployment is shared
     pid_file = deployment.home / "markers" / f"{tag}.pid"
     deployment.emulator("POST", "/account", json={"logs_delay": 5, "disabled": []})
     try:
-        run_id, _rows, out = _e2e_batch(deployment, tag, pid_file=str(pid_file), fail_on_partial=True)
-
-        def submitting() -> int | None:
-            if not pid_file.exists() or deployment.posts_for(tag) < 20:
-                return None
-            pid, try_number = pid_file.read_text().split()
-            return int(pid) if try_number == "1" else None
-
-        pid = wait_for("the first try to be submitting", submitting, timeout=300, interval=0.5)
-        os.kill(pid, signal.SIGKILL)
+        run_id, _rows, out = e2e_batch(deployment, tag, pid_file=str(pid_file), fail_on_partial=True)
+        kill_first_try_while_submitting(deployment, tag, pid_file)
         killed_at = deployment.posts_for(tag)
         watch = deployment.watch_run("kling_batch", run_id, timeout=900)
     finally:

@@ -16,6 +16,14 @@ from typing import Any
 
 import pytest
 
+from tests.support.batch import (
+    E2E_ROWS,
+    e2e_batch,
+    kill_first_try_while_submitting,
+    manifest_rows,
+    read_results,
+    write_manifest,
+)
 from tests.support.dags import TEST_DAGS, load_dag_file, posts, run_dag
 from tests.support.deployment import deployment_fixture  # noqa: F401  (fixture)
 from tests.support.s3_server import s3_fixture, s3_server_fixture  # noqa: F401  (fixtures)
@@ -24,21 +32,6 @@ pytestmark = pytest.mark.airflow3
 #: The 2,000-row runs that CI skips (set KLING_SLOW_TESTS=1 to run them; see PERFORMANCE.md).
 slow = pytest.mark.skipif(not os.environ.get("KLING_SLOW_TESTS"), reason="slow: set KLING_SLOW_TESTS=1")
 MODEL = "kling-video/v1/standard/image-to-video"
-IMAGE = "https://images.example.org/catalog/sku.png"
-
-
-def manifest_rows(n: int, tag: str, seconds: float = 1.0, **extra: Any) -> list[dict[str, Any]]:
-    """``n`` rows keyed ``sku-00000``...; each prompt carries ``tag`` and a ``[seconds:N]`` marker."""
-    return [
-        {"key": f"sku-{i:05d}", "image_url": IMAGE, "prompt": f"{tag} item {i} [seconds:{seconds}]", **extra}
-        for i in range(n)
-    ]
-
-
-def write_manifest(path: Path, rows: list[dict[str, Any]]) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
 
 
 @pytest.fixture
@@ -59,10 +52,6 @@ def run_batch(manifest: str, out: str, *, deferrable: bool = True, **env: str) -
     finally:
         for name in env:
             os.environ.pop(name, None)
-
-
-def read_results(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_small_batch_defers_stores_every_video_and_writes_results(emulator, airflow_db, batch_env):
@@ -318,20 +307,6 @@ def test_a_429_narrows_the_window_only_for_a_while(emulator, airflow_db, batch_e
 
 
 # ------------------------------------------------------------------------------------ real deployment
-E2E_ROWS = 2000
-#: In flight at once in the deployment: 2,000 rows in a few trigger rounds keep these runs short.
-E2E_MAX_ACTIVE = 500
-
-
-def _e2e_batch(deployment: Any, tag: str, **conf: Any) -> tuple[str, list[dict[str, Any]], Path]:
-    rows = manifest_rows(E2E_ROWS, tag, seconds=2.0)
-    manifest = write_manifest(deployment.home / "manifests" / f"{tag}.jsonl", rows)
-    out = deployment.videos / tag
-    conf = {"manifest": manifest, "output_prefix": str(out), "max_active": E2E_MAX_ACTIVE, **conf}
-    run_id = deployment.trigger("kling_batch", conf=conf)
-    return run_id, rows, out
-
-
 def _check_e2e(
     deployment: Any, run_id: str, rows: list[dict[str, Any]], out: Path, tag: str
 ) -> dict[str, Any]:
@@ -355,30 +330,18 @@ def test_e2e_worker_killed_mid_batch_pays_nothing_twice(deployment: Any) -> None
     whose ids never came back: where the service offers no ``/v2/logs`` (turned off here), those rows
     are reported ``unknown`` and never sent again. With the route, tests/e2e/test_crash_safety.py.
     """
-    import signal
-
-    from tests.support.deployment import wait_for
-
     deployment.emulator("POST", "/account", json={"disabled": ["logs"]})
     try:
-        _killed_mid_batch_without_logs(deployment, wait_for, signal)
+        _killed_mid_batch_without_logs(deployment)
     finally:
         deployment.emulator("POST", "/account", json={"disabled": []})
 
 
-def _killed_mid_batch_without_logs(deployment: Any, wait_for: Any, signal: Any) -> None:
+def _killed_mid_batch_without_logs(deployment: Any) -> None:
     tag = "e2e-sigkill"
     pid_file = deployment.home / "markers" / f"{tag}.pid"
-    run_id, rows, out = _e2e_batch(deployment, tag, pid_file=str(pid_file), fail_on_partial=False)
-
-    def submitting() -> int | None:
-        if not pid_file.exists() or deployment.posts_for(tag) < 20:
-            return None
-        pid, try_number = pid_file.read_text().split()
-        return int(pid) if try_number == "1" else None
-
-    pid = wait_for("the first try to be submitting", submitting, timeout=300, interval=0.5)
-    os.kill(pid, signal.SIGKILL)
+    run_id, rows, out = e2e_batch(deployment, tag, pid_file=str(pid_file), fail_on_partial=False)
+    kill_first_try_while_submitting(deployment, tag, pid_file)
     assert deployment.posts_for(tag) < E2E_ROWS
     watch = deployment.watch_run("kling_batch", run_id, timeout=900)
     assert watch.final_state == "success", deployment.describe_run("kling_batch", run_id)
@@ -412,7 +375,7 @@ def test_e2e_triggerer_restart_and_a_rerun_that_pays_nothing(deployment: Any) ->
     from tests.support.deployment import wait_for
 
     tag = "e2e-triggerer"
-    run_id, rows, out = _e2e_batch(deployment, tag)
+    run_id, rows, out = e2e_batch(deployment, tag)
     deployment.wait_ti_state("kling_batch", run_id, "batch", "deferred", timeout=300)
     wait_for("polls of the batch", lambda: deployment.posts_for(tag) > 0, timeout=60)
     deployment.stop_component("triggerer")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import json
 import pathlib
-import types
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,11 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
 from airflow_provider_kling.batch import STATE_KEY, read_manifest
-from airflow_provider_kling.operators.kling import KlingBatchVideoOperator
+from tests.support.batch import IMAGE, operator_context, write_manifest
+from tests.support.batch import batch_operator as operator
 from tests.support.dags import posts
 
 LEASE_NAME = ".kling-batch.lease"  # the documented lease file under the output prefix
-IMAGE = "https://images.example.org/catalog/sku.png"
 PNG = b"\x89PNG\r\n\x1a\n" + b"p" * 300
 
 
@@ -30,38 +29,8 @@ def rows_of(n: int, tag: str) -> list[dict[str, Any]]:
     return [{"key": f"k{i}", "image_url": IMAGE, "prompt": f"{tag} {i} [seconds:0.2]"} for i in range(n)]
 
 
-def write_manifest(path: Path, rows: list[dict[str, Any]]) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 def context(run_id: str = "run-1", try_number: int = 1, store: Any = None) -> dict[str, Any]:
-    """What the task runner hands ``execute``: the task instance and the run (and a state store)."""
-    ti = types.SimpleNamespace(
-        dag_id="batch_safety",
-        task_id="batch",
-        run_id=run_id,
-        map_index=-1,
-        try_number=try_number,
-        xcom_push=lambda **kwargs: None,
-    )
-    ctx: dict[str, Any] = {"ti": ti, "run_id": run_id}
-    if store is not None:
-        ctx["task_state_store"] = store
-    return ctx
-
-
-def operator(manifest: str, out: Path, **kwargs: Any) -> KlingBatchVideoOperator:
-    settings: dict[str, Any] = {
-        "deferrable": False,
-        "poll_interval": 0.2,
-        "max_active": 4,
-        "submit_concurrency": 1,
-        "fail_on_partial_error": False,
-        **kwargs,
-    }
-    return KlingBatchVideoOperator(task_id="batch", manifest=manifest, output_prefix=str(out), **settings)
+    return operator_context("batch_safety", run_id, try_number, store)
 
 
 def results(out: Path) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,10 @@ from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferr
 from airflow_provider_kling.batch.manifest import STATS, iter_manifest
 from airflow_provider_kling.batch.state import ROWS_PER_SHARD, BatchState
 from airflow_provider_kling.batch.validation import ManifestInvalid, validate_manifest
-from airflow_provider_kling.operators.kling import KlingBatchVideoOperator
+from tests.support.batch import IMAGE, batch_operator, operator_context
+from tests.support.dags import posts
 
 MODEL = "kling-video/v1/standard/image-to-video"
-IMAGE = "https://images.example.org/catalog/sku.png"
 ROWS = 100_000
 #: Peak RSS growth allowed while 100,000 rows validate (the keys alone take ~10 MB; a row list ~150 MB+).
 BOUND_MB = 48
@@ -143,38 +142,6 @@ def test_a_csv_problem_names_its_line(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ resumptions
-def _context(try_number: int = 1) -> dict[str, Any]:
-    ti = types.SimpleNamespace(
-        dag_id="scale",
-        task_id="batch",
-        run_id="run-1",
-        map_index=-1,
-        try_number=try_number,
-        xcom_push=lambda **kwargs: None,
-    )
-    return {"ti": ti, "run_id": "run-1"}
-
-
-def _operator(manifest: str, out: Path, **kwargs: Any) -> KlingBatchVideoOperator:
-    settings: dict[str, Any] = {
-        "deferrable": False,
-        "poll_interval": 0.2,
-        "max_active": 4,
-        "submit_concurrency": 1,
-        "fail_on_partial_error": False,
-        **kwargs,
-    }
-    return KlingBatchVideoOperator(task_id="batch", manifest=manifest, output_prefix=str(out), **settings)
-
-
-def _posts(emulator: Any, tag: str) -> int:
-    return sum(
-        1
-        for r in emulator.requests
-        if r.method == "POST" and r.path.endswith("/generation") and tag in str((r.json or {}).get("prompt"))
-    )
-
-
 def test_a_resumption_of_an_unchanged_manifest_validates_nothing_again(emulator, tmp_path):
     rows = [{**row, "prompt": f"{row['prompt']} [seconds:0.2]"} for row in catalog_rows(6, "resume")]
     manifest = write_jsonl(tmp_path / "m.jsonl", rows)
@@ -182,28 +149,30 @@ def test_a_resumption_of_an_unchanged_manifest_validates_nothing_again(emulator,
 
     before = STATS.rows_validated
     with pytest.raises(TaskDeferred):  # 4 rows in flight, 2 to send
-        _operator(manifest, out, deferrable=True).execute(_context())
+        batch_operator(manifest, out, deferrable=True).execute(operator_context("scale"))
     assert STATS.rows_validated - before == 6
-    assert _posts(emulator, "resume") == 4
+    assert len(posts(emulator, "resume")) == 4
 
     before = STATS.rows_validated
     with pytest.raises(TaskDeferred):  # the trigger's event resumes it: nothing validated again
-        _operator(manifest, out, deferrable=True).execute_complete(_context(), {"finished": {}})
+        batch_operator(manifest, out, deferrable=True).execute_complete(
+            operator_context("scale"), {"finished": {}}
+        )
     assert STATS.rows_validated == before
 
     os.utime(manifest, (1_000_000_000, 1_000_000_000))  # touched (a copy, a sync), same content
-    summary = _operator(manifest, out).execute(_context(try_number=2))
+    summary = batch_operator(manifest, out).execute(operator_context("scale", try_number=2))
     assert STATS.rows_validated == before
     assert (summary["completed"], summary["posts"]) == (6, 2)  # the 2 rows left; none paid twice
-    assert _posts(emulator, "resume") == 6
+    assert len(posts(emulator, "resume")) == 6
 
     # A changed manifest is validated again, every row, and a bad row stops it before any POST.
     rows.append({**rows[0], "key": "resume-x", "duration": 7})
     write_jsonl(Path(manifest), rows)
     with pytest.raises(AirflowFailException, match=r"row 6 \(line 7, key 'resume-x'\) duration"):
-        _operator(manifest, out).execute(_context(try_number=3))
+        batch_operator(manifest, out).execute(operator_context("scale", try_number=3))
     assert STATS.rows_validated - before == 7
-    assert _posts(emulator, "resume") == 6
+    assert len(posts(emulator, "resume")) == 6
 
 
 # ------------------------------------------------------------------------------------ state writes
