@@ -9,7 +9,7 @@ import pendulum
 from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
-from tests.dags.bad_input_operator import record_failure
+from tests.dags.kling_common import record_bad_input_failure
 
 COMMON = {
     "image_url": "https://example.com/cat.png",
@@ -25,7 +25,7 @@ with DAG(
     "bad_input_downloads",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1),
-    default_args={"retries": 0, "on_failure_callback": record_failure},
+    default_args={"retries": 0, "on_failure_callback": record_bad_input_failure},
 ) as dag:
     KlingImageToVideoOperator(task_id="keep_existing", download_to=OUT + "/existing.mp4", **COMMON)
     KlingImageToVideoOperator(
@@ -37,6 +37,6 @@ with DAG(
     "bad_input_hostile_id",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1),
-    default_args={"retries": 0, "on_failure_callback": record_failure},
+    default_args={"retries": 0, "on_failure_callback": record_bad_input_failure},
 ) as hostile_dag:
     KlingImageToVideoOperator(task_id="hostile_id", download_to=OUT + "/clips/", **COMMON)

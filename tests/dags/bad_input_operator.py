@@ -6,55 +6,16 @@ where a string or number belongs. Every task must fail before anything is sent.
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from datetime import timedelta
 from typing import Any
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG
-
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
-from tests.dags.kling_common import with_exception
+from tests.dags.kling_common import one_task_per_case
 
 V16_STANDARD = "kling-video/v1.6/standard/image-to-video"
 V16_PRO = "kling-video/v1.6/pro/image-to-video"
 MASK = "https://example.com/mask.png"
 TWO_POINTS = [{"x": 10, "y": 10}, {"x": 40, "y": 60}]
-
-
-def record_failure(context: Any) -> None:
-    """Append the task's error to the file the test names (nothing when run elsewhere)."""
-    path = os.environ.get("KLING_BAD_INPUT_LOG")
-    if not path:
-        return
-    dag_id, task_id = context["dag"].dag_id, context["ti"].task_id
-
-    def write(exc: BaseException | None) -> None:
-        line = {"dag_id": dag_id, "task_id": task_id, "type": type(exc).__name__, "message": str(exc)}
-        with open(path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(line) + "\n")
-
-    with_exception(context, write)
-
-
-def record_start(context: Any) -> None:
-    """on_execute_callback: note when each task starts, so the test counts requests per task."""
-    path = os.environ.get("KLING_BAD_INPUT_LOG")
-    if not path:
-        return
-    line = {
-        "dag_id": context["dag"].dag_id,
-        "task_id": context["ti"].task_id,
-        "started": time.time(),
-    }
-    with open(path, "a", encoding="utf-8") as out:
-        out.write(json.dumps(line) + "\n")
-
-
-#: default_args of the bad-input DAGs: no retry, each task's start and failure recorded.
-RECORDED = {"retries": 0, "on_execute_callback": record_start, "on_failure_callback": record_failure}
 
 
 def mask(**overrides: Any) -> dict[str, Any]:
@@ -117,12 +78,4 @@ VALID: dict[str, Any] = {
     "deferrable": False,
 }
 
-with DAG(
-    "bad_input_operator",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1),
-    render_template_as_native_obj=True,
-    default_args=RECORDED,
-) as dag:
-    for task_id, overrides in CASES.items():
-        KlingImageToVideoOperator(task_id=task_id, **{**VALID, **overrides})
+dag = one_task_per_case("bad_input_operator", KlingImageToVideoOperator, VALID, CASES)

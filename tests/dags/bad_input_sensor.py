@@ -9,11 +9,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG
-
 from airflow_provider_kling.sensors.kling import KlingGenerationSensor
-from tests.dags.bad_input_operator import RECORDED
+from tests.dags.kling_common import one_task_per_case
 
 GOOD_ID = "3f2a9c1e-5d4b-4c1a-9e8f-0b1c2d3e4f50:kling-video/v1/standard/image-to-video"
 
@@ -36,12 +33,4 @@ CASES: dict[str, dict[str, Any]] = {
 
 VALID: dict[str, Any] = {"generation_id": GOOD_ID, "poke_interval": 0.1, "timeout": 30, "deferrable": False}
 
-with DAG(
-    "bad_input_sensor",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1),
-    render_template_as_native_obj=True,
-    default_args=RECORDED,
-) as dag:
-    for task_id, overrides in CASES.items():
-        KlingGenerationSensor(task_id=task_id, **{**VALID, **overrides})
+dag = one_task_per_case("bad_input_sensor", KlingGenerationSensor, VALID, CASES)

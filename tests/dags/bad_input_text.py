@@ -13,7 +13,8 @@ from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
 from airflow_provider_kling.sensors.kling import KlingGenerationSensor
-from tests.dags.bad_input_operator import RECORDED, VALID
+from tests.dags.bad_input_operator import VALID
+from tests.dags.kling_common import BAD_INPUT_RECORDED
 
 PARAMS: dict[str, Any] = {
     "scale": 1.5,
@@ -28,7 +29,7 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1),
     params=PARAMS,
-    default_args=RECORDED,
+    default_args=BAD_INPUT_RECORDED,
 ) as dag:
     KlingImageToVideoOperator(task_id="text_cfg_scale", **{**VALID, "cfg_scale": "{{ params.scale }}"})
     KlingImageToVideoOperator(task_id="text_duration", **{**VALID, "duration": "{{ params.seconds }}"})

@@ -1,15 +1,18 @@
-"""Shared by the test DAGs: where they write, failure recorders, a deferral that times out (no DAG here)."""
+"""Shared by the test DAGs: where they write, failure recorders, a deferral that times out, and DAG
+builders the test DAG files call (no DAG here)."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
+import pendulum
 from airflow.listeners import hookimpl
-from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import DAG, BaseOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kling.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
@@ -104,6 +107,35 @@ def recorded_retries(**overrides: Any) -> dict[str, Any]:
     }
 
 
+def recorded_dag(dag_id: str, **overrides: Any) -> DAG:
+    """A test DAG run by hand, its tasks retried twice at once, each failure and retry recorded.
+
+    :param dag_id: the DAG's id.
+    :param overrides: default_args that replace or add to :func:`recorded_retries`'s.
+    """
+    return DAG(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        default_args=recorded_retries(**overrides),
+    )
+
+
+def image_to_video(task_id: str, scene: str, image_url: str, **kwargs: Any) -> BaseOperator:
+    """A ``KlingImageToVideoOperator`` whose prompt starts with its task id (the tests find its POST by it).
+
+    :param task_id: the task's id, and the prompt's first word.
+    :param scene: the rest of the prompt (emulator markers such as ``[error]`` included).
+    :param image_url: the image to animate.
+    :param kwargs: more operator arguments.
+    """
+    from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
+
+    return KlingImageToVideoOperator(
+        task_id=task_id, image_url=image_url, prompt=f"{task_id}: {scene}", **kwargs
+    )
+
+
 class NoEventTrigger(BaseTrigger):
     """A trigger that ends without an event, as if no triggerer had ever run it.
 
@@ -141,3 +173,65 @@ def defer_and_time_out(task: Any, timeout: Any, record: dict[str, Any] | None = 
         kwargs=DEFERRAL_TIMEOUT_KWARGS,
         timeout=timeout,
     )
+
+
+def record_bad_input_failure(context: Any) -> None:
+    """Append the task's error to the file the test names (nothing when run elsewhere)."""
+    path = os.environ.get("KLING_BAD_INPUT_LOG")
+    if not path:
+        return
+    dag_id, task_id = context["dag"].dag_id, context["ti"].task_id
+
+    def write(exc: BaseException | None) -> None:
+        line = {"dag_id": dag_id, "task_id": task_id, "type": type(exc).__name__, "message": str(exc)}
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+
+    with_exception(context, write)
+
+
+def record_bad_input_start(context: Any) -> None:
+    """on_execute_callback: note when each task starts, so the test counts requests per task."""
+    path = os.environ.get("KLING_BAD_INPUT_LOG")
+    if not path:
+        return
+    line = {
+        "dag_id": context["dag"].dag_id,
+        "task_id": context["ti"].task_id,
+        "started": time.time(),
+    }
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(line) + "\n")
+
+
+#: default_args of the bad-input DAGs: no retry, each task's start and failure recorded.
+BAD_INPUT_RECORDED = {
+    "retries": 0,
+    "on_execute_callback": record_bad_input_start,
+    "on_failure_callback": record_bad_input_failure,
+}
+
+
+def one_task_per_case(
+    dag_id: str, task_class: type[BaseOperator], valid: dict[str, Any], cases: dict[str, dict[str, Any]]
+) -> DAG:
+    """A bad-input DAG: one ``task_class`` task per case, each a valid call with the case's changes.
+
+    Templates render natively (an int, a list or None can reach the task); no retry; each task's
+    start and failure recorded (:data:`BAD_INPUT_RECORDED`).
+
+    :param dag_id: the DAG's id.
+    :param task_class: the operator or sensor under test.
+    :param valid: the arguments of a valid call.
+    :param cases: task id -> the arguments that differ from ``valid``.
+    """
+    with DAG(
+        dag_id,
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1),
+        render_template_as_native_obj=True,
+        default_args=BAD_INPUT_RECORDED,
+    ) as dag:
+        for task_id, overrides in cases.items():
+            task_class(task_id=task_id, **{**valid, **overrides})
+    return dag
