@@ -104,6 +104,19 @@ def _sync_generation(i: int) -> tuple[str, Generation | KlingGenerationFailed]:
         return generation_id, exc
 
 
+def _trigger(generation_id: str, max_attempts: int = MAX_ATTEMPTS) -> KlingGenerationTrigger:
+    """The trigger as the operator defers to it, with this module's bounds and retry settings."""
+    return KlingGenerationTrigger(
+        generation_id=generation_id,
+        kling_conn_id=CONN_ID,
+        poll_interval=POLL_INTERVAL,
+        end_time=time.time() + DEADLINE,
+        max_attempts=max_attempts,
+        timeout=WAIT_TIMEOUT,
+        **RETRY,
+    )
+
+
 async def _drive_trigger(trigger: KlingGenerationTrigger) -> list[dict[str, Any]]:
     """Consume the trigger's generator as the triggerer does; collect every event it yields."""
     return [event.payload async for event in trigger.run()]
@@ -112,15 +125,7 @@ async def _drive_trigger(trigger: KlingGenerationTrigger) -> list[dict[str, Any]
 def _deferred_generation(i: int, loop: asyncio.AbstractEventLoop) -> tuple[str, Future[list[dict[str, Any]]]]:
     """Submit, then hand the wait to a trigger on the shared loop (the worker slot is free)."""
     generation_id = _submit(i)
-    trigger = KlingGenerationTrigger(
-        generation_id=generation_id,
-        kling_conn_id=CONN_ID,
-        poll_interval=POLL_INTERVAL,
-        end_time=time.time() + DEADLINE,
-        max_attempts=MAX_ATTEMPTS,
-        timeout=WAIT_TIMEOUT,
-        **RETRY,
-    )
+    trigger = _trigger(generation_id)
     # The trigger must survive the round trip through the triggerer's table.
     classpath, kwargs = trigger.serialize()
     assert classpath.endswith("KlingGenerationTrigger")
@@ -311,15 +316,7 @@ def test_outage_longer_than_the_attempts_ends_the_trigger_with_a_retryable_error
     emu.reset()
     generation_id = _submit(1)
     emu.inject("503", method="GET", times=None)
-    trigger = KlingGenerationTrigger(
-        generation_id=generation_id,
-        kling_conn_id=CONN_ID,
-        poll_interval=POLL_INTERVAL,
-        end_time=time.time() + DEADLINE,
-        max_attempts=3,
-        timeout=WAIT_TIMEOUT,
-        **RETRY,
-    )
+    trigger = _trigger(generation_id, max_attempts=3)
     events = asyncio.run(_drive_trigger(trigger))
     assert len(events) == 1
     event = KlingTriggerEvent.model_validate(events[0])
@@ -337,15 +334,7 @@ def test_trigger_survives_resets_aiohttp_would_hide(faulty_emulator: KlingEmulat
     generation_id = _submit(2)
     emu.inject("reset", method="GET", times=2)
     emu.inject("reset_mid", method="GET", times=2)
-    trigger = KlingGenerationTrigger(
-        generation_id=generation_id,
-        kling_conn_id=CONN_ID,
-        poll_interval=POLL_INTERVAL,
-        end_time=time.time() + DEADLINE,
-        max_attempts=MAX_ATTEMPTS,
-        timeout=WAIT_TIMEOUT,
-        **RETRY,
-    )
+    trigger = _trigger(generation_id)
     events = asyncio.run(_drive_trigger(trigger))
     event = KlingTriggerEvent.model_validate(events[0])
     assert len(events) == 1

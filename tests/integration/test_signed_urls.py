@@ -214,6 +214,15 @@ def _run_signed_dag(emulator: Any, name: str) -> Any:
     return run_dag(getattr(module, name))
 
 
+def _signed_generation(emulator: Any, out: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """The id the emulator gives the next generation and a signed video URL; the DAGs write to ``out``."""
+    monkeypatch.setenv("KLING_TEST_OUT", str(out))
+    gen_id = f"{uuid.uuid4()}:{MODEL}"
+    url = signed_video_url(emulator)
+    emulator.queue_ids(gen_id)
+    return gen_id, url
+
+
 @pytest.mark.airflow3  # dag.test() from a bundle
 @pytest.mark.airflow33
 def test_a_deferred_operator_downloads_from_the_url_read_again_on_resume(
@@ -221,10 +230,7 @@ def test_a_deferred_operator_downloads_from_the_url_read_again_on_resume(
 ) -> None:
     from airflow_provider_kling.emulator import blob_bytes
 
-    monkeypatch.setenv("KLING_TEST_OUT", str(tmp_path))
-    gen_id = f"{uuid.uuid4()}:{MODEL}"
-    url = signed_video_url(emulator)
-    emulator.queue_ids(gen_id)
+    gen_id, url = _signed_generation(emulator, tmp_path, monkeypatch)
     emulator.script(method="GET", body=completed(gen_id, url), times=None)
 
     result = _run_signed_dag(emulator, "operator_dag")
@@ -246,10 +252,7 @@ def test_a_deferred_operator_downloads_from_the_url_read_again_on_resume(
 def test_a_deferred_sensor_returns_the_url_read_again_on_resume(
     emulator: Any, airflow_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KLING_TEST_OUT", str(tmp_path))
-    gen_id = f"{uuid.uuid4()}:{MODEL}"
-    url = signed_video_url(emulator)
-    emulator.queue_ids(gen_id)
+    gen_id, url = _signed_generation(emulator, tmp_path, monkeypatch)
     # The sensor's first poke sees a status word the provider does not know (pending), so it defers.
     emulator.script(method="GET", body={"id": gen_id, "status": "rendering"})
     emulator.script(method="GET", body=completed(gen_id, url), times=None)
