@@ -752,6 +752,27 @@ def deployment_fixture(request: pytest.FixtureRequest) -> Iterator[Deployment]:
         release_shared()
 
 
+def stop_on_signals() -> Callable[[], None]:
+    """Catch SIGTERM and SIGINT (Ctrl-C) from now on, for a ``main`` that keeps a deployment up.
+
+    :return: a call that blocks until one of them has come (at once if one came already), so the
+        caller then stops what it started.
+    """
+    stopped: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopped.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def hold() -> None:
+        while not stopped:
+            time.sleep(0.5)
+
+    return hold
+
+
 def main() -> None:
     """``python -m tests.support.deployment [--hold FILE]``: start a deployment, keep it up until Ctrl-C."""
     import argparse
@@ -761,22 +782,14 @@ def main() -> None:
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="kling-e2e-home-"))
     dep = Deployment(home)
-    stop = False
-
-    def on_signal(signum: int, frame: Any) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    hold = stop_on_signals()
     try:
         dep.start()
         if args.hold:
             dep.save(args.hold)
         print(f"Airflow UI {dep.base_url} (user {dep.admin_user}, password {dep.admin_password})", flush=True)
         print(f"Kling emulator {dep.emulator_url}; AIRFLOW_HOME {home}", flush=True)
-        while not stop:
-            time.sleep(0.5)
+        hold()
     finally:
         dep.stop()
         shutil.rmtree(home, ignore_errors=True)

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.support.deployment import ROOT, Deployment, DeploymentError, free_port, wait_for
+from tests.support.deployment import ROOT, Deployment, DeploymentError, free_port, stop_on_signals, wait_for
 
 #: The Celery workers and triggerers this deployment runs (their process and host names).
 WORKERS = ("worker-1", "worker-2")
@@ -448,21 +448,13 @@ def distributed_deployment(dag_ids: tuple[str, ...] = ()) -> Iterator[Distribute
 
 def main() -> None:
     """``python -m tests.support.deployment_distributed``: start one and keep it up until Ctrl-C."""
-    stop = False
-
-    def on_signal(signum: int, frame: Any) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    hold = stop_on_signals()
     started = time.monotonic()
     with distributed_deployment() as dep:
         print(f"started in {time.monotonic() - started:.0f} s", flush=True)
         print(f"Airflow UI {dep.base_url} (user {dep.admin_user}, password {dep.admin_password})", flush=True)
         print(f"Kling emulator {dep.emulator_url}; metadata DB {dep.db_url}", flush=True)
-        while not stop:
-            time.sleep(0.5)
+        hold()
 
 
 if __name__ == "__main__":
