@@ -14,15 +14,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG
-
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
 from airflow_provider_kling.sensors.kling import KlingGenerationSensor
+from tests.dags.kling_common import deployment_dag
 
 OUT = os.environ.get("KLING_DEPLOY_OUT", "/tmp/kling-deploy-out")
 MARKERS = Path(os.environ.get("KLING_DEPLOY_MARKERS", "/tmp/kling-deploy-markers"))
-START = pendulum.datetime(2026, 1, 1, tz="UTC")
 PROMPT = "a lighthouse at dusk, waves rolling in [{{ run_id }}]"
 IMAGE = "https://example.com/images/lighthouse.png"
 
@@ -50,13 +47,9 @@ class PauseAfterSubmitOperator(KlingImageToVideoOperator):
         return generation_id, prior
 
 
-with DAG(
+with deployment_dag(
     "deploy_kling_deferrable",
-    schedule=None,
-    start_date=START,
-    catchup=False,
-    tags=["kling", "e2e"],
-    doc_md="A deferrable generation with a download, for the end-to-end deployment tests.",
+    "A deferrable generation with a download, for the end-to-end deployment tests.",
 ) as deferrable_dag:
     KlingImageToVideoOperator(
         task_id="generate",
@@ -71,13 +64,9 @@ with DAG(
         overwrite=True,
     )
 
-with DAG(
+with deployment_dag(
     "deploy_kling_killed",
-    schedule=None,
-    start_date=START,
-    catchup=False,
-    tags=["kling", "e2e"],
-    doc_md="The task process is killed after its POST; its retry must reconnect, not pay again.",
+    "The task process is killed after its POST; its retry must reconnect, not pay again.",
 ) as killed_dag:
     PauseAfterSubmitOperator(
         task_id="generate",
@@ -90,13 +79,9 @@ with DAG(
         retry_delay=timedelta(seconds=1),
     )
 
-with DAG(
+with deployment_dag(
     "deploy_kling_secrets",
-    schedule=None,
-    start_date=START,
-    catchup=False,
-    tags=["kling", "e2e"],
-    doc_md=(
+    (
         "Every code path that talks to the service once (deferrable, in the worker, sensor, refused key), "
         "so the leak test can search everything they leave behind for the API key."
     ),

@@ -23,6 +23,10 @@ except ImportError:  # Airflow 2.11: a deferral's timeout carries no reason
     TriggerFailureReason = None
 
 
+#: The start date of every test DAG (they run only when triggered).
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+
 def out_dir() -> str:
     """The folder a test gave the DAGs through KLING_TEST_OUT."""
     return os.environ.get("KLING_TEST_OUT", "/tmp/kling-test-dags")
@@ -116,8 +120,20 @@ def recorded_dag(dag_id: str, **overrides: Any) -> DAG:
     return DAG(
         dag_id=dag_id,
         schedule=None,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        start_date=START,
         default_args=recorded_retries(**overrides),
+    )
+
+
+def deployment_dag(dag_id: str, doc_md: str, **kwargs: Any) -> DAG:
+    """A DAG of the deployment tests (tests/e2e/), run by hand, tagged ``kling`` and ``e2e``.
+
+    :param dag_id: the DAG's id.
+    :param doc_md: what the DAG is for, shown in Airflow's UI.
+    :param kwargs: more DAG arguments.
+    """
+    return DAG(
+        dag_id, schedule=None, start_date=START, catchup=False, tags=["kling", "e2e"], doc_md=doc_md, **kwargs
     )
 
 

@@ -10,13 +10,10 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG
-
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
+from tests.dags.kling_common import deployment_dag
 
 OUT = os.environ.get("KLING_DEPLOY_OUT", "/tmp/kling-deploy-out")
-START = pendulum.datetime(2026, 1, 1, tz="UTC")
 STANDARD = "kling-video/v1.6/standard/text-to-video"
 TURBO = "klingai/v2.5-turbo/pro/text-to-video"
 #: task id -> (model, prompt); the prompts are what the gallery screenshot shows.
@@ -41,23 +38,15 @@ def _generate(task_id: str, model: str, prompt: str) -> KlingTextToVideoOperator
     )
 
 
-with DAG(
+with deployment_dag(
     "kling_gallery",
-    schedule=None,
-    start_date=START,
-    catchup=False,
-    tags=["kling", "e2e"],
-    doc_md="Three videos with different prompts and two models, for the gallery page.",
+    "Three videos with different prompts and two models, for the gallery page.",
 ) as gallery_dag:
     for task_id, (model, prompt) in SHOTS.items():
         _generate(task_id, model, prompt)
 
-with DAG(
+with deployment_dag(
     "kling_gallery_private",
-    schedule=None,
-    start_date=START,
-    catchup=False,
-    tags=["kling", "e2e"],
-    doc_md="One video in a DAG the viewer user may not read (tests/support/auth_manager.py).",
+    "One video in a DAG the viewer user may not read (tests/support/auth_manager.py).",
 ) as private_dag:
     _generate("secret", STANDARD, "A private storyboard nobody else may see")
