@@ -13,7 +13,7 @@ from airflow_provider_kling.emulator.clips import clip_spec
 from airflow_provider_kling.emulator.media import video_data
 from airflow_provider_kling.exceptions import KlingConnectionError, KlingDownloadError
 from airflow_provider_kling.models import Generation
-from tests.support.hooks import REQUEST, make_hook
+from tests.support.hooks import REQUEST, completed_generation, make_hook
 
 #: What the emulator serves for REQUEST: its 5 s 16:9 clip (the stock sample MP4 without PyAV).
 CLIP = video_data(clip_spec(REQUEST), SAMPLE_PATH.read_bytes())
@@ -22,13 +22,10 @@ CLIP = video_data(clip_spec(REQUEST), SAMPLE_PATH.read_bytes())
 @pytest.fixture
 def video(emulator: Any) -> Generation:
     """A completed generation whose video the emulator serves."""
-    hook = make_hook()
-    generation_id = hook.submit_generation(REQUEST)
-    emulator.complete(generation_id)
-    generation = hook.get_generation(generation_id)
+    generation = completed_generation(emulator)
     assert generation.video_url
     assert generation.file_size == len(CLIP)
-    assert emulator.video_data(generation_id) == CLIP
+    assert emulator.video_data(generation.id) == CLIP
     return generation
 
 

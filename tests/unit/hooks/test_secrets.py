@@ -20,7 +20,7 @@ from airflow_provider_kling.exceptions import (
     KlingNotFoundError,
 )
 from tests.support.connections import API_KEY, closed_port, use_connection
-from tests.support.hooks import REQUEST, make_hook
+from tests.support.hooks import REQUEST, completed_generation, make_hook
 
 WRONG_KEY = "wrong-key-d41d8cd98f"
 
@@ -107,10 +107,7 @@ def test_key_is_never_logged_nor_in_errors(
 
 
 def test_key_is_not_in_recorded_requests_or_urls(emulator: Any) -> None:
-    hook = make_hook()
-    generation_id = hook.submit_generation(REQUEST)
-    emulator.complete(generation_id)
-    video = hook.get_generation(generation_id)
+    video = completed_generation(emulator)
 
     # It travels in the Authorization header only: never in a URL, query or body.
     assert video.video_url
