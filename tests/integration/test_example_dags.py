@@ -11,6 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from tests.support.connections import API_KEY, connection_json
 from tests.support.dags import (
     EXAMPLES,
+    DagRunResult,
     load_dag_file,
     posts,
     run_dag,
@@ -45,6 +47,14 @@ def dag_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KLING_TIMEOUT", "60")
     monkeypatch.delenv("KLING_IMAGE_URL", raising=False)
     return downloads
+
+
+def run_by_hand(file_name: str, **test_kwargs: Any) -> tuple[ModuleType, DagRunResult]:
+    """Run the example's ``dag`` as a run triggered by hand (no logical date); it must succeed."""
+    module = load_dag_file(EXAMPLES / file_name)
+    result = run_dag(module.dag, logical_date=None, **test_kwargs)
+    assert result.state == "success"
+    return module, result
 
 
 def test_basic_example_downloads_the_video(emulator, airflow_db, dag_env):
@@ -289,18 +299,12 @@ def test_v3_audio_example_on_the_unified_endpoint_reports_credits_and_usd(
 # Airflow 3.3.2's dag.test() resumes a deferred task with next_kwargs={'event': ...} only, dropping the
 # operator's own kwargs (api, usage, sidecar); the operator keeps them in XCom too.
 def test_deferred_example_names_its_endpoint_under_dag_test(emulator, airflow_db, dag_env):
-    module = load_dag_file(EXAMPLES / "example_kling_v3_audio.py")
-    result = run_dag(module.dag, logical_date=None)
-
-    assert result.state == "success"
+    _, result = run_by_hand("example_kling_v3_audio.py")
     assert result.xcom("image_to_video_with_audio")["endpoint"] == "legacy"
 
 
 def test_text_to_video_example_sends_the_prompt_and_its_params(emulator, airflow_db, dag_env):
-    module = load_dag_file(EXAMPLES / "example_kling_text_to_video.py")
-    result = run_dag(module.dag, logical_date=None)
-
-    assert result.state == "success"
+    module, result = run_by_hand("example_kling_text_to_video.py")
     (post,) = api_posts(emulator)
     assert post.json == {
         "model": "klingai/v2.5-turbo/pro/text-to-video",
@@ -322,21 +326,15 @@ def test_text_to_video_example_sends_the_prompt_and_its_params(emulator, airflow
 
 def test_text_to_video_example_takes_the_trigger_forms_params(emulator, airflow_db, dag_env):
     """What a user types into the trigger form (the run's conf) reaches the request."""
-    module = load_dag_file(EXAMPLES / "example_kling_text_to_video.py")
     conf = {"prompt": "A lighthouse in a storm, waves crashing", "aspect_ratio": "9:16"}
-    result = run_dag(module.dag, logical_date=None, run_conf=conf)
-
-    assert result.state == "success"
+    run_by_hand("example_kling_text_to_video.py", run_conf=conf)
     (post,) = api_posts(emulator)
     assert post.json["prompt"] == conf["prompt"]
     assert post.json["aspect_ratio"] == "9:16"
 
 
 def test_avatar_example_sends_the_image_and_the_audio(emulator, airflow_db, dag_env):
-    module = load_dag_file(EXAMPLES / "example_kling_avatar.py")
-    result = run_dag(module.dag, logical_date=None)
-
-    assert result.state == "success"
+    module, result = run_by_hand("example_kling_avatar.py")
     (post,) = api_posts(emulator)
     assert post.json == {
         "model": "klingai/avatar-pro",
@@ -359,10 +357,7 @@ def test_avatar_example_sends_the_image_and_the_audio(emulator, airflow_db, dag_
 
 def test_basic_example_runs_when_triggered_by_hand(emulator, airflow_db, dag_env):
     """Airflow 3 gives a manual run no logical date: the first example must not need one."""
-    module = load_dag_file(EXAMPLES / "example_kling_basic.py")
-    result = run_dag(module.dag, logical_date=None)
-
-    assert result.state == "success"
+    _, result = run_by_hand("example_kling_basic.py")
     out = result.xcom("image_to_video")
     assert Path(out["video_path"]).read_bytes() == emulator.video_data(out["generation_id"])
 
