@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import os
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG, chain
+from airflow.providers.common.compat.sdk import chain
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
-from tests.dags.kling_common import out_dir, recorded_retries
+from tests.dags.kling_common import out_dir, recorded_dag
 
 OMNI = "klingai/video-v3-omni-720p-image-to-video"
 IMAGE = "https://images.example.org/garden.png"
 
-with DAG(
-    dag_id="kling_answers_omni",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(poll_interval=0.2, trigger_rule="all_done"),
-) as omni_dag:
+with recorded_dag("kling_answers_omni", poll_interval=0.2, trigger_rule="all_done") as omni_dag:
     chain(
         # The test scripts this one's poll: two videos in the list.
         KlingImageToVideoOperator(
@@ -45,12 +39,7 @@ with DAG(
         ),
     )
 
-with DAG(
-    dag_id="kling_answers_no_url",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(poll_interval=0.2),
-) as no_url_dag:
+with recorded_dag("kling_answers_no_url", poll_interval=0.2) as no_url_dag:
     KlingImageToVideoOperator(
         task_id="completed_without_url",
         image_url=IMAGE,

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG
-
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
-from tests.dags.kling_common import defer_and_time_out, recorded_retries
+from tests.dags.kling_common import defer_and_time_out, recorded_dag
 
 
 class NoTriggererOnceOperator(KlingImageToVideoOperator):
@@ -27,12 +24,7 @@ class NoTriggererOnceOperator(KlingImageToVideoOperator):
         return super().execute(context)
 
 
-with DAG(
-    dag_id="kling_deferral_timeout",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(poll_interval=0.2),
-) as dag:
+with recorded_dag("kling_deferral_timeout", poll_interval=0.2) as dag:
     NoTriggererOnceOperator(
         task_id="no_triggerer",
         image_url="https://images.example.org/harbour.jpg",

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG
-
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
-from tests.dags.kling_common import recorded_retries
+from tests.dags.kling_common import recorded_dag
 
 
 class ExecutionApiUnavailable(RuntimeError):
@@ -38,12 +35,7 @@ class StoreDownOperator(KlingImageToVideoOperator):
         return super().execute(context)
 
 
-with DAG(
-    dag_id="kling_paid_unrecorded",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(poll_interval=0.2),
-) as dag:
+with recorded_dag("kling_paid_unrecorded", poll_interval=0.2) as dag:
     StoreDownOperator(
         task_id="store_down",
         image_url="https://images.example.org/harbour.jpg",

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import pendulum
 import requests
-from airflow.providers.common.compat.sdk import DAG, chain
+from airflow.providers.common.compat.sdk import chain
 
 from airflow_provider_kling.operators.kling import (
     KlingImageToVideoOperator,
@@ -15,7 +14,7 @@ from airflow_provider_kling.operators.kling import (
     KlingVideoOperator,
 )
 from airflow_provider_kling.sensors.kling import KlingGenerationSensor
-from tests.dags.kling_common import recorded_retries
+from tests.dags.kling_common import recorded_dag
 
 IMAGE = "https://images.example.org/canyon.jpg"
 
@@ -33,12 +32,7 @@ class CompleteOnDeferSensor(KlingGenerationSensor):
         super().defer(**kwargs)
 
 
-with DAG(
-    dag_id="kling_result_keys",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(poll_interval=0.2),
-) as dag:
+with recorded_dag("kling_result_keys", poll_interval=0.2) as dag:
     chain(
         KlingImageToVideoOperator(task_id="image_waiting", image_url=IMAGE, prompt="keys: a canyon at dawn"),
         KlingImageToVideoOperator(

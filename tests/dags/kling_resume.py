@@ -11,13 +11,11 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import pendulum
 import requests
-from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.models import GenerationStatus
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
-from tests.dags.kling_common import out_dir, record_resume, recorded_retries
+from tests.dags.kling_common import out_dir, record_resume, recorded_dag
 
 
 class LoseWorkerOnceOperator(KlingImageToVideoOperator):
@@ -50,12 +48,7 @@ class LoseWorkerOnceOperator(KlingImageToVideoOperator):
         return generation_id, prior
 
 
-with DAG(
-    dag_id="kling_resume",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(poll_interval=0.2),
-) as dag:
+with recorded_dag("kling_resume", poll_interval=0.2) as dag:
     LoseWorkerOnceOperator(
         task_id="resume_pending",
         image_url="https://images.example.org/harbour.jpg",

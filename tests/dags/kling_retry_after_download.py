@@ -6,11 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG
-
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
-from tests.dags.kling_common import out_dir, recorded_retries
+from tests.dags.kling_common import out_dir, recorded_dag
 
 
 class DieAfterDownloadOperator(KlingImageToVideoOperator):
@@ -21,12 +18,7 @@ class DieAfterDownloadOperator(KlingImageToVideoOperator):
         return result
 
 
-with DAG(
-    dag_id="kling_retry_after_download",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(poll_interval=0.2),
-) as dag:
+with recorded_dag("kling_retry_after_download", poll_interval=0.2) as dag:
     DieAfterDownloadOperator(
         task_id="die_after_download",
         image_url="https://images.example.org/harbour.jpg",

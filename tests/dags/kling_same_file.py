@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import os
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG
-
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
-from tests.dags.kling_common import out_dir, recorded_retries
+from tests.dags.kling_common import out_dir, recorded_dag
 
-with DAG(
-    dag_id="kling_same_file",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(poll_interval=0.2),
-) as dag:
+with recorded_dag("kling_same_file", poll_interval=0.2) as dag:
     KlingImageToVideoOperator.partial(
         task_id="same_file",
         image_url="https://images.example.org/river.png",

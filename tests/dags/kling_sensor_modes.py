@@ -9,21 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG, chain
+from airflow.providers.common.compat.sdk import chain
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
 from airflow_provider_kling.sensors.kling import KlingGenerationSensor
-from tests.dags.kling_common import recorded_retries
+from tests.dags.kling_common import recorded_dag
 
 IMAGE = "https://images.example.org/desert.jpg"
 
-with DAG(
-    dag_id="kling_sensor_modes",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(trigger_rule="all_done"),
-) as dag:
+with recorded_dag("kling_sensor_modes", trigger_rule="all_done") as dag:
     tasks: list[Any] = []
     for name, prompt in (
         ("poke", "sensor poke: dunes shift in the wind"),

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG, chain
+from airflow.providers.common.compat.sdk import chain
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
 from airflow_provider_kling.sensors.kling import KlingGenerationSensor
-from tests.dags.kling_common import defer_and_time_out, recorded_retries
+from tests.dags.kling_common import defer_and_time_out, recorded_dag
 
 
 class NoTriggererSensor(KlingGenerationSensor):
@@ -27,12 +26,7 @@ class NoTriggererSensor(KlingGenerationSensor):
 GENERATION = "{{ ti.xcom_pull(task_ids='submit', key='generation_id') }}"
 SENSOR = {"generation_id": GENERATION, "poke_interval": 0.2, "timeout": 2}
 
-with DAG(
-    dag_id="kling_sensor_timeout",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(trigger_rule="all_done"),
-) as dag:
+with recorded_dag("kling_sensor_timeout", trigger_rule="all_done") as dag:
     chain(
         # Pending for ten minutes: no sensor below sees it complete.
         KlingImageToVideoOperator(

@@ -16,7 +16,7 @@ import pendulum
 from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator, sidecar_path
-from tests.dags.kling_common import out_dir, recorded_retries
+from tests.dags.kling_common import out_dir, recorded_dag
 
 VIDEOS = os.path.join(out_dir(), "videos") + "/"
 
@@ -49,12 +49,7 @@ with DAG(
         deferrable=False,
     )
 
-with DAG(
-    dag_id="kling_sidecars_crash",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(poll_interval=0.2),
-) as crash_dag:
+with recorded_dag("kling_sidecars_crash", poll_interval=0.2) as crash_dag:
     CrashBeforeSidecarOperator(
         task_id="crash_before_sidecar",
         image_url="https://images.example.org/owl.png",

@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import os
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG, chain
+from airflow.providers.common.compat.sdk import chain
 
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
 from airflow_provider_kling.sensors.kling import KlingGenerationSensor
-from tests.dags.kling_common import out_dir, recorded_retries
+from tests.dags.kling_common import out_dir, recorded_dag
 
 IMAGE = "https://images.example.org/harbour.png"
 
-with DAG(
-    dag_id="kling_signed_urls_operator",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(retries=0),
-) as operator_dag:
+with recorded_dag("kling_signed_urls_operator", retries=0) as operator_dag:
     KlingImageToVideoOperator(
         task_id="deferred_download",
         image_url=IMAGE,
@@ -35,12 +29,7 @@ with DAG(
         download_to=os.path.join(out_dir(), "signed") + "/",
     )
 
-with DAG(
-    dag_id="kling_signed_urls_sensor",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(retries=0),
-) as sensor_dag:
+with recorded_dag("kling_signed_urls_sensor", retries=0) as sensor_dag:
     submit = KlingImageToVideoOperator(
         task_id="submit",
         image_url=IMAGE,

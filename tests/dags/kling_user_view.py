@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import os
 
-import pendulum
-from airflow.providers.common.compat.sdk import DAG
-
 from airflow_provider_kling.operators.kling import KlingImageToVideoOperator
-from tests.dags.kling_common import out_dir, recorded_retries
+from tests.dags.kling_common import out_dir, recorded_dag
 
 IMAGE = "https://images.example.org/valley.jpg"
 
-with DAG(
-    dag_id="kling_user_view",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=recorded_retries(poll_interval=0.2),
-) as dag:
+with recorded_dag("kling_user_view", poll_interval=0.2) as dag:
     KlingImageToVideoOperator(
         task_id="local_download",
         image_url=IMAGE,
