@@ -82,26 +82,33 @@ _COMMON: dict[str, Any] = {
     "retry_delay": timedelta(seconds=2),
 }
 
-with DAG(
+
+def _mapped_dag(dag_id: str, count: int, seconds: int, doc_md: str) -> DAG:
+    """A DAG of ``count`` mapped generations of ``seconds`` each (defaults the run's conf may change)."""
+    return DAG(
+        dag_id,
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_tasks=400,
+        params={"count": count, "seconds": seconds},
+        tags=["kling", "e2e", "distributed"],
+        doc_md=doc_md,
+    )
+
+
+with _mapped_dag(
     "distributed_kling_mapped",
-    schedule=None,
-    start_date=START,
-    catchup=False,
-    max_active_tasks=400,
-    params={"count": 200, "seconds": 30},
-    tags=["kling", "e2e", "distributed"],
-    doc_md="Many mapped deferrable generations, spread over the Celery workers and the triggerers.",
+    200,
+    30,
+    "Many mapped deferrable generations, spread over the Celery workers and the triggerers.",
 ) as mapped_dag:
     KlingImageToVideoOperator.partial(task_id="generate", **_COMMON).expand(prompt=prompts())
 
-with DAG(
+with _mapped_dag(
     "distributed_kling_worker_kill",
-    schedule=None,
-    start_date=START,
-    catchup=False,
-    max_active_tasks=400,
-    params={"count": 6, "seconds": 20},
-    tags=["kling", "e2e", "distributed"],
-    doc_md="Mapped generations that hold their worker after the POST, so a test can kill the worker.",
+    6,
+    20,
+    "Mapped generations that hold their worker after the POST, so a test can kill the worker.",
 ) as worker_kill_dag:
     PauseOnWorkerOperator.partial(task_id="generate", **_COMMON).expand(prompt=prompts())
