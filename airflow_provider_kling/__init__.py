@@ -67,6 +67,38 @@ def get_provider_info() -> dict[str, Any]:
                         "e.g. s3://bucket/kling-inputs/",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "daily_usd_cap": {
+                        "label": "Daily USD cap",
+                        "description": "Most USD this key may spend per UTC day, a number above 0 "
+                        "(e.g. 25); a request whose estimate would cross it fails before it is sent. "
+                        "Empty: no cap",
+                        "schema": {"type": ["number", "null"], "minimum": 0, "exclusiveMinimum": 0},
+                    },
+                    "prices": {
+                        "label": "Prices",
+                        "description": "JSON object of model id -> USD per second of video, e.g. "
+                        '{"kling-video/v1.6/pro/image-to-video": 0.098}, or -> a pricing object; '
+                        "used where the service's catalogue gives no price. Empty: the catalogue only",
+                        "schema": {"type": ["object", "null"]},
+                    },
+                    "reconcile_window_seconds": {
+                        "label": "Lost-answer window (seconds)",
+                        "description": "How long after a POST whose answer was lost to look for it in "
+                        "/v2/logs before sending again: seconds above 0. Empty: 600",
+                        "schema": {"type": ["number", "null"], "minimum": 0, "exclusiveMinimum": 0},
+                    },
+                    "reconcile_poll_seconds": {
+                        "label": "Lost-answer poll (seconds)",
+                        "description": "Seconds between looks for a lost POST in /v2/logs, above 0. "
+                        "Empty: 10",
+                        "schema": {"type": ["number", "null"], "minimum": 0, "exclusiveMinimum": 0},
+                    },
+                    "allow_loopback_downloads": {
+                        "label": "Allow loopback downloads",
+                        "description": "For the local emulator only: let video downloads reach "
+                        "127.0.0.1/localhost (plain http too). Off for the real service",
+                        "schema": {"type": ["boolean", "null"]},
+                    },
                 },
             }
         ],

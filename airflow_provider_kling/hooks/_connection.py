@@ -155,7 +155,7 @@ def endpoint_from_connection(conn: Any) -> _Endpoint:
         conn_id=conn_id,
         host_text=host_text,
         assumed_https=assumed_https,
-        allow_loopback_downloads=_extra(conn).get(ALLOW_LOOPBACK_DOWNLOADS) in (True, "true", "True", 1),
+        allow_loopback_downloads=_allow_loopback(conn, conn_id),
         input_staging=input_staging(conn),
         reconcile=ReconcileSettings.from_connection(conn),
         prices=_extra(conn).get("prices"),
@@ -185,9 +185,13 @@ def input_staging(conn: Any) -> str | None:
 
 
 def _daily_cap(conn: Any, conn_id: str) -> float | None:
-    """The ``daily_usd_cap`` extra: a number of USD above 0, or None when not set."""
+    """The ``daily_usd_cap`` extra: a number of USD above 0, or None when not set.
+
+    The form stores a number (Airflow 3.2+) or its text (Airflow 2.11 to 3.1, or JSON written by hand):
+    both are read; empty means no cap.
+    """
     raw = _extra(conn).get("daily_usd_cap")
-    if raw is None or raw == "":
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     try:
         cap = float(raw)
@@ -196,9 +200,34 @@ def _daily_cap(conn: Any, conn_id: str) -> float | None:
     if isinstance(raw, bool) or not cap > 0 or cap == float("inf"):
         raise KlingConfigError(
             f"Connection {conn_id!r}: the extra 'daily_usd_cap' must be a number of USD above 0 (the most "
-            f"the key may spend per UTC day), got {raw!r}"
+            f"the key may spend per UTC day, e.g. 25), or empty for no cap; got {raw!r}"
         )
     return cap
+
+
+#: How the form and hand-written JSON spell the ``allow_loopback_downloads`` switch.
+_TRUE_TEXT = ("true", "1")
+_FALSE_TEXT = ("false", "0", "")
+
+
+def _allow_loopback(conn: Any, conn_id: str) -> bool:
+    """The ``allow_loopback_downloads`` extra: a boolean, its text, 1/0, or unset (off).
+
+    :raises KlingConfigError: any other value, rather than silently leaving the switch off.
+    """
+    raw = _extra(conn).get(ALLOW_LOOPBACK_DOWNLOADS)
+    if raw is None:
+        return False
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE_TEXT + _FALSE_TEXT:
+        return raw.strip().lower() in _TRUE_TEXT
+    raise KlingConfigError(
+        f"Connection {conn_id!r}: the extra {ALLOW_LOOPBACK_DOWNLOADS!r} must be true or false (true only "
+        f"to download videos from a local emulator on a loopback host), got {raw!r}"
+    )
 
 
 def _extra(conn: Any) -> dict[str, Any]:

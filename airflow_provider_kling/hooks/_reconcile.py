@@ -71,14 +71,17 @@ class ReconcileSettings:
         values = {}
         extras = ((WINDOW_EXTRA, "window", DEFAULT_WINDOW), (POLL_EXTRA, "poll", DEFAULT_POLL))
         for name, field, default in extras:
-            raw = extra.get(name, default) if isinstance(extra, dict) else default
+            raw = extra.get(name) if isinstance(extra, dict) else None
+            # The form stores an empty field as null (Airflow 3) and a number as text (2.11 to 3.1).
+            if raw is None or (isinstance(raw, str) and not raw.strip()):
+                raw = default
             try:
                 value = float(raw)
             except (TypeError, ValueError):
                 value = -1.0
-            if not (value > 0 and math.isfinite(value)):
+            if isinstance(raw, bool) or not (value > 0 and math.isfinite(value)):
                 conn_id = getattr(conn, "conn_id", None) or "?"
-                problem = f"must be a number of seconds > 0, got {raw!r}"
+                problem = f"must be a number of seconds > 0 (empty: {default:g}), got {raw!r}"
                 raise KlingValidationError([(f"connection {conn_id!r} extra {name}", problem)])
             values[field] = value
         return cls(**values)

@@ -154,6 +154,13 @@ class KlingHook(BaseHook):
             session.close()
 
     @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Connection form fields for Airflow 2.11 to 3.1 (3.2+ reads the provider info's ``conn-fields``)."""
+        from airflow_provider_kling.hooks._form import connection_form_widgets
+
+        return connection_form_widgets()
+
+    @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Connection form: only the base URL and the API key mean anything here."""
         from airflow_provider_kling import get_provider_info

@@ -14,9 +14,21 @@ import jsonschema
 import pytest
 
 from airflow_provider_kling import __version__, get_provider_info
-from airflow_provider_kling.exceptions import KlingConfigError
+from airflow_provider_kling.exceptions import KlingConfigError, KlingError
 from airflow_provider_kling.hooks.kling import DEFAULT_BASE_URL, KlingHook
 from tests.support.connections import API_KEY, closed_port, use_connection
+from tests.support.hooks import MODEL, REQUEST
+
+#: Every extra the hook reads from a ``kling`` connection: the form offers each.
+EXTRAS = {
+    "endpoint",
+    "input_staging",
+    "daily_usd_cap",
+    "prices",
+    "reconcile_window_seconds",
+    "reconcile_poll_seconds",
+    "allow_loopback_downloads",
+}
 
 
 def endpoint_of(monkeypatch: pytest.MonkeyPatch, **fields: Any) -> str:
@@ -194,6 +206,180 @@ def test_ui_field_behaviour() -> None:
     assert "host" not in behaviour["hidden_fields"]
     assert DEFAULT_BASE_URL in behaviour["placeholders"]["host"]
     assert set(behaviour) == {"hidden_fields", "relabeling", "placeholders"}
+
+
+def conn_fields() -> dict[str, Any]:
+    (conn_type,) = get_provider_info()["connection-types"]
+    return dict(conn_type["conn-fields"])
+
+
+def test_the_form_offers_every_extra_the_hook_reads() -> None:
+    # The Extra JSON field stays hidden: each extra has its own field instead.
+    fields = conn_fields()
+    assert set(fields) == EXTRAS
+    types = {name: field["schema"]["type"] for name, field in fields.items()}
+    assert types == {
+        "endpoint": ["string", "null"],
+        "input_staging": ["string", "null"],
+        "daily_usd_cap": ["number", "null"],
+        "prices": ["object", "null"],
+        "reconcile_window_seconds": ["number", "null"],
+        "reconcile_poll_seconds": ["number", "null"],
+        "allow_loopback_downloads": ["boolean", "null"],
+    }
+    for name in ("daily_usd_cap", "reconcile_window_seconds", "reconcile_poll_seconds"):
+        assert fields[name]["schema"]["exclusiveMinimum"] == 0
+        assert "above 0" in fields[name]["description"]
+    assert "emulator" in fields["allow_loopback_downloads"]["description"]
+    assert "USD per second" in fields["prices"]["description"]
+    for name, field in fields.items():
+        assert field["label"], name
+        assert field["description"], name
+        # A field left empty is stored as null: every field may be empty.
+        jsonschema.validate(None, field["schema"])
+
+
+@pytest.mark.airflow32
+def test_airflow_builds_the_form_from_the_provider_info() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    widgets = ProvidersManager().connection_form_widgets
+    ours = {w.field_name: w.field for key, w in widgets.items() if key.startswith("extra__kling__")}
+    assert set(ours) == EXTRAS
+    assert ours["daily_usd_cap"]["schema"]["title"] == "Daily USD cap"
+    assert ours["daily_usd_cap"]["value"] is None
+
+
+@pytest.mark.airflow2
+def test_airflow_2_builds_the_form_from_the_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow 2.11 (and 3.0/3.1) ask the hook: text fields for numbers and JSON, a check box."""
+    from airflow.providers_manager import ProvidersManager
+    from werkzeug.datastructures import MultiDict
+    from wtforms import BooleanField, Form, StringField
+
+    widgets = ProvidersManager().connection_form_widgets
+    ours = {w.field_name: w.field for key, w in widgets.items() if key.startswith("extra__kling__")}
+    assert set(ours) == EXTRAS
+    assert ours["allow_loopback_downloads"].field_class is BooleanField
+    assert {ours[name].field_class for name in EXTRAS - {"allow_loopback_downloads"}} == {StringField}
+
+    prices = json.dumps({MODEL: 0.098})
+    # As a browser posts the form: every text input (empty ones as ""), a ticked check box.
+    typed = {**dict.fromkeys(EXTRAS - {"allow_loopback_downloads"}, ""), "allow_loopback_downloads": "y"}
+    typed.update(daily_usd_cap="12.5", prices=prices)
+    form = type("KlingForm", (Form,), ours)(MultiDict(typed))
+    assert form.validate(), form.errors
+    # As Airflow 2.11 saves them: each non-empty value under its plain name.
+    extra = {name: value for name, value in form.data.items() if value != ""}
+    assert extra == {"daily_usd_cap": "12.5", "prices": prices, "allow_loopback_downloads": True}
+    use_connection(monkeypatch, "kling_af2", password=API_KEY, allow_loopback_downloads=False, extra=extra)
+    hook = KlingHook("kling_af2")
+    assert hook.endpoint.daily_usd_cap == 12.5
+    assert hook.endpoint.allow_loopback_downloads is True
+    price = hook.price(MODEL)
+    assert price is not None
+    assert price.source == "connection"
+
+
+# ----------------------------------------------------------------------------- extras as the form stores them
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        pytest.param(
+            dict.fromkeys(EXTRAS),
+            {"api": "legacy", "cap": None, "loopback": False, "window": 600.0, "poll": 10.0, "price": None},
+            id="airflow3-form-left-empty",
+        ),
+        pytest.param(
+            {
+                **dict.fromkeys(EXTRAS),
+                "endpoint": "unified",
+                "daily_usd_cap": 12.5,
+                "prices": {MODEL: 0.098},
+                "reconcile_window_seconds": 30,
+                "reconcile_poll_seconds": 0.5,
+                "allow_loopback_downloads": True,
+            },
+            {"api": "unified", "cap": 12.5, "loopback": True, "window": 30.0, "poll": 0.5, "price": 0.098},
+            id="airflow3-form-numbers",
+        ),
+        pytest.param(
+            {
+                "endpoint": "unified",
+                "daily_usd_cap": "12.5",
+                "prices": json.dumps({MODEL: 0.098}),
+                "reconcile_window_seconds": "30",
+                "reconcile_poll_seconds": "0.5",
+                "allow_loopback_downloads": False,
+            },
+            {"api": "unified", "cap": 12.5, "loopback": False, "window": 30.0, "poll": 0.5, "price": 0.098},
+            id="airflow2-form-text",
+        ),
+        pytest.param(
+            {"daily_usd_cap": " 7 ", "reconcile_window_seconds": "", "allow_loopback_downloads": "TRUE"},
+            {"api": "legacy", "cap": 7.0, "loopback": True, "window": 600.0, "poll": 10.0, "price": None},
+            id="hand-written-text",
+        ),
+        pytest.param(
+            {"allow_loopback_downloads": "1", "reconcile_poll_seconds": None},
+            {"api": "legacy", "cap": None, "loopback": True, "window": 600.0, "poll": 10.0, "price": None},
+            id="text-one-and-null",
+        ),
+    ],
+)
+def test_the_hook_reads_each_extra_as_the_form_stores_it(
+    monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    use_connection(monkeypatch, "kling_form", password=API_KEY, allow_loopback_downloads=False, extra=extra)
+    hook = KlingHook("kling_form")
+    endpoint = hook.endpoint
+    got = {
+        "api": endpoint.api,
+        "cap": endpoint.daily_usd_cap,
+        "loopback": endpoint.allow_loopback_downloads,
+        "window": endpoint.reconcile.window,
+        "poll": endpoint.reconcile.poll,
+        "price": None,
+    }
+    if expected["price"] is not None:  # from the extra alone: nothing is sent
+        price = hook.price(MODEL)
+        assert price is not None
+        assert price.source == "connection"
+        (unit,) = price.pricing["units"]
+        got["price"] = unit["price"]
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        pytest.param("daily_usd_cap", "twelve", "a number of USD above 0", id="cap-text"),
+        pytest.param("daily_usd_cap", 0, "a number of USD above 0", id="cap-zero"),
+        pytest.param("daily_usd_cap", True, "a number of USD above 0", id="cap-bool"),
+        pytest.param("allow_loopback_downloads", "yes", "must be true or false", id="loopback-yes"),
+        pytest.param("allow_loopback_downloads", 2, "must be true or false", id="loopback-two"),
+        pytest.param("reconcile_window_seconds", True, "a number of seconds > 0", id="window-bool"),
+        pytest.param("reconcile_poll_seconds", "-1", "a number of seconds > 0", id="poll-negative-text"),
+        pytest.param("prices", "{not json", "must map model ids to USD per second", id="prices-text"),
+        pytest.param("prices", [0.098], "must map model ids to USD per second", id="prices-list"),
+        pytest.param("endpoint", "v3", "is not one of legacy, unified", id="endpoint"),
+        pytest.param("input_staging", "/tmp/in", "must be an object-storage prefix", id="staging"),
+    ],
+)
+def test_a_bad_extra_is_refused_by_name_before_any_post(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch, name: str, value: Any, allowed: str
+) -> None:
+    # A daily cap (when not the extra under test) makes the hook read the prices before a POST.
+    extra = {"daily_usd_cap": 100, name: value}
+    use_connection(monkeypatch, "kling_default", host=emulator.base_url, password=API_KEY, extra=extra)
+    with pytest.raises(KlingError) as info:
+        KlingHook().submit(REQUEST, client_request_id="kl:dag:task:run:-1:0042")
+    message = str(info.value)
+    assert name in message
+    assert allowed in message
+    assert repr(value) in message or name in ("prices",)
+    assert API_KEY not in message
+    assert emulator.count("POST") == 0
 
 
 def test_hook_class_attributes() -> None:
