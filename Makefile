@@ -78,9 +78,9 @@ test-airflow:
 # Every Airflow 3 minor between the floor and the newest, in CI: on each, side by side in its own venv
 # with its pins file, the tests of what differs between minors (imports and names, parse-time cost, the
 # Fernet of the installed cryptography, hook, trigger, sensor and operators through dag.test(), a retry
-# after a deferral, the batch's safety, the gallery app, signed URLs, sidecars and chained inputs). MINOR_TESTS= (empty) runs the whole suite less the deployments on each:
-# not in CI, it would take .ci/run far past its 30 minutes (constraints/README-minors.txt has the
-# figures). Tests that need a later minor carry airflow31 / airflow32 / airflow33 and are deselected
+# after a deferral, the batch's safety, the gallery app, signed URLs, sidecars and chained inputs).
+# MINOR_TESTS= (empty) runs the whole suite less the deployments on each: not in CI, it would take
+# .ci/run far past its 30 minutes (constraints/README-minors.txt has the figures). Tests that need a later minor carry airflow31 / airflow32 / airflow33 and are deselected
 # before it (tests/conftest.py).
 MINOR_VERSIONS ?= 3.0.6 3.1.8 3.2.2
 MINOR_TESTS ?= tests/unit/test_public_names.py tests/unit/test_structure.py tests/e2e/test_install.py \
