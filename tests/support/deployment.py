@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -37,6 +38,7 @@ from typing import Any, TypeVar
 
 import pytest
 import requests
+import tenacity
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DAGS = ROOT / "example_dags"
@@ -59,6 +61,19 @@ VIEWER_DENIED_DAGS = ("kling_gallery_private",)
 GENERATION_SECONDS = 12.0
 
 T = TypeVar("T")
+
+
+# Tries of a REST call the api-server answered with a database error (SQLite busy past its timeout).
+DB_ERROR_ATTEMPTS = 4
+
+
+def _database_error(resp: requests.Response) -> bool:
+    return resp.status_code == 500 and "Database error" in resp.text
+
+
+def _last_answer(state: tenacity.RetryCallState) -> requests.Response:
+    assert state.outcome is not None
+    return state.outcome.result()
 
 
 class DeploymentError(RuntimeError):
@@ -328,7 +343,9 @@ class Deployment:
                 ),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.admin_user}:admin",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home}/airflow.db",
+                # A writer waits up to 30 s for SQLite's lock (sqlite3's default is 5 s): under the
+                # load of a full test run, the scheduler and dag-processor hold it longer than that.
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home}/airflow.db?timeout=30",
                 "AIRFLOW__API__BASE_URL": self.base_url,
                 "AIRFLOW__API__PORT": str(self.api_port),
                 "AIRFLOW__API__HOST": "127.0.0.1",
@@ -487,7 +504,15 @@ class Deployment:
         :param expect: the status code required; by default any 2xx.
         :param prefix: ``/api/v2`` (public API) or ``/ui`` (the UI's own endpoints).
         """
-        resp = self.http.request(
+        # A "Database error" answer rolled its transaction back, so asking again is safe for every
+        # method: it is SQLite's lock outlasting its timeout on a loaded machine.
+        resp = tenacity.Retrying(
+            retry=tenacity.retry_if_result(_database_error),
+            stop=tenacity.stop_after_attempt(DB_ERROR_ATTEMPTS),
+            wait=tenacity.wait_incrementing(start=2, increment=2),
+            retry_error_callback=_last_answer,
+        )(
+            self.http.request,
             method,
             f"{self.base_url}{prefix}{path}",
             headers={"Authorization": f"Bearer {self.token()}"},
@@ -495,11 +520,22 @@ class Deployment:
             **kwargs,
         )
         if (resp.status_code != expect) if expect is not None else not resp.ok:
-            raise DeploymentError(f"{method} {path} answered {resp.status_code}: {resp.text[:2000]}")
+            cause = self._server_error(resp.text)
+            raise DeploymentError(f"{method} {path} answered {resp.status_code}: {resp.text[:2000]}{cause}")
         try:
             return resp.json()
         except ValueError:
             return resp.text
+
+    def _server_error(self, answer: str) -> str:
+        """The api-server's log lines about the error id an answer names (the answer hides the cause)."""
+        found = re.search(r"look for ID (\w+)", answer)
+        log = self.process_logs / "api-server.log"
+        if not found or not log.exists():
+            return ""
+        lines = log.read_text(errors="replace").splitlines()
+        hits = [i for i, line in enumerate(lines) if found.group(1) in line]
+        return "\n----- api-server.log -----\n" + "\n".join(lines[hits[0] : hits[0] + 40]) if hits else ""
 
     def wait_dag(self, dag_id: str, timeout: float = 240) -> dict[str, Any]:
         """Wait until the dag-processor has parsed ``dag_id`` and the API knows it."""
