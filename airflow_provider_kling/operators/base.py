@@ -13,7 +13,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
+from airflow.providers.common.compat.sdk import AirflowFailException, conf
 
 from airflow_provider_kling.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
 from airflow_provider_kling.operators._reconnect import (
@@ -22,6 +22,7 @@ from airflow_provider_kling.operators._reconnect import (
     record_submission,
 )
 from airflow_provider_kling.utils.artifacts import download, find_existing_video, stored_video_link
+from airflow_provider_kling.utils.deferral import RetrySafeDeferral
 from airflow_provider_kling.utils.results import (
     annotate_outlets,
     describe_usage,
@@ -49,7 +50,7 @@ RESUME_XCOM_KEY = "kling_resume"
 _FINISH_KEYS = ("api", "usage", "sidecar", "count_credits", "estimated_usd")
 
 
-class KlingBaseVideoOperator(BaseOperator):
+class KlingBaseVideoOperator(RetrySafeDeferral):
     """What every Kling operator shares: validate, submit once, wait (deferrable), download, report.
 
     Every argument is templated and validated against the model catalog after rendering, before
@@ -269,12 +270,10 @@ class KlingBaseVideoOperator(BaseOperator):
                 self.poll_interval,
                 time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(end_time)),
             )
-            from airflow_provider_kling.utils.deferral import remember_deferring_try
-
             # Also kept in XCom: `dag.test()` resumes with the event alone, dropping these kwargs.
             context["ti"].xcom_push(key=RESUME_XCOM_KEY, value=done)
-            remember_deferring_try(context)
-            self.defer(
+            self.defer_try(
+                context,
                 trigger=KlingGenerationTrigger(
                     generation_id=generation_id,
                     kling_conn_id=self.kling_conn_id,
@@ -431,17 +430,10 @@ class KlingBaseVideoOperator(BaseOperator):
 
             refuse_existing_file(self.download_to)
 
-    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """As Airflow's, with a clear message when the deferral timed out (no triggerer ran the poll).
-
-        A retry that Airflow 3.0 starts at an earlier try's deferral runs ``execute`` instead.
-        """
-        from airflow_provider_kling.utils.deferral import is_stale_resumption
-
-        if is_stale_resumption(context, self.task_id, self.log):
-            return self.execute(context)
+    def resume_deferral(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """As Airflow's, with a clear message when the deferral timed out (no triggerer ran the poll)."""
         try:
-            return super().resume_execution(next_method, next_kwargs, context)
+            return super().resume_deferral(next_method, next_kwargs, context)
         except Exception as exc:
             if type(exc).__name__ != "TaskDeferralTimeout":
                 raise

@@ -195,23 +195,15 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
             run.poll_in_flight()
         return self._drive(context, run, finished if isinstance(finished, dict) else None)
 
-    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """A deferral that timed out (no triggerer ran it) resumes the batch: it polls from the worker.
-
-        A retry that Airflow 3.0 starts at an earlier try's deferral runs ``execute`` instead (its first
-        pass: inputs checked, ``resend_unknown`` applied).
-        """
-        from airflow_provider_kling.utils.deferral import is_stale_resumption
-
-        if is_stale_resumption(context, self.task_id, self.log):
-            return self.execute(context)
+    def resume_deferral(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """A deferral that timed out (no triggerer ran it) resumes the batch: it polls from the worker."""
         if next_method == "__fail__":
             self.log.warning(
                 "The batch's deferral timed out (is a triggerer with airflow-provider-kling running?): "
                 "the worker polls the batch's generations itself"
             )
             return self.execute_complete(context, None)
-        return super().resume_execution(next_method, next_kwargs, context)
+        return super().resume_deferral(next_method, next_kwargs, context)
 
     def _drive(self, context: Context, run: Any, finished: dict[str, Any] | None) -> dict[str, Any]:
         """Run the batch loop until it has to wait (defer) or is done (results and summary)."""
@@ -284,10 +276,8 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
             outcome.waiting,
             min_finished,
         )
-        from airflow_provider_kling.utils.deferral import remember_deferring_try
-
-        remember_deferring_try(run.context)
-        self.defer(
+        self.defer_try(
+            run.context,
             trigger=KlingBatchTrigger(
                 pending=pending,
                 kling_conn_id=self.kling_conn_id,

@@ -17,6 +17,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_kling.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
+from airflow_provider_kling.utils.deferral import RetrySafeDeferral
 from airflow_provider_kling.utils.results import (
     fail_fast,
     generation_from_event,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 DEFAULT_POKE_INTERVAL = 10.0
 
 
-class KlingGenerationSensor(BaseSensorOperator):
+class KlingGenerationSensor(RetrySafeDeferral, BaseSensorOperator):
     """Wait for a generation (for instance one submitted with ``wait_for_completion=False``).
 
     It polls once per ``poke_interval``: in poke or reschedule mode from the worker, with
@@ -125,11 +126,10 @@ class KlingGenerationSensor(BaseSensorOperator):
         if done:
             return done.xcom_value
         from airflow_provider_kling.triggers.kling import KlingGenerationTrigger
-        from airflow_provider_kling.utils.deferral import remember_deferring_try
 
         timeout = timeout_seconds(self.timeout)
-        remember_deferring_try(context)
-        self.defer(
+        self.defer_try(
+            context,
             trigger=KlingGenerationTrigger(
                 generation_id=self.generation_id,
                 kling_conn_id=self.kling_conn_id,
@@ -160,17 +160,10 @@ class KlingGenerationSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=True, xcom_value=self._finish(context, generation))
         return PokeReturnValue(is_done=False)
 
-    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """A deferral that timed out in Airflow is a sensor timeout, as in poke mode.
-
-        A retry that Airflow 3.0 starts at an earlier try's deferral runs ``execute`` instead.
-        """
-        from airflow_provider_kling.utils.deferral import is_stale_resumption
-
-        if is_stale_resumption(context, self.task_id, self.log):
-            return self.execute(context)
+    def resume_deferral(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """A deferral that timed out in Airflow is a sensor timeout, as in poke mode."""
         try:
-            return super().resume_execution(next_method, next_kwargs, context)
+            return super().resume_deferral(next_method, next_kwargs, context)
         except Exception as exc:
             # Airflow 3 already turns the deferral timeout into a bare AirflowSensorTimeout.
             causes = (type(exc).__name__, type(exc.__cause__).__name__)

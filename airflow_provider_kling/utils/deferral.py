@@ -4,14 +4,18 @@ Airflow 3.0 (to 3.1.0) keeps a task instance's ``next_method`` and ``next_kwargs
 (apache/airflow#56704, fixed in 3.1.1): the next try, a retry, skips ``execute`` and resumes the previous
 try's deferral with its old trigger event, so it never submits, checks or sends anything anew. The operators
 and the sensor record the try that deferred in XCom (Airflow keeps a resuming task's XComs) and start such
-a stale resumption over from ``execute``. Elsewhere nothing is recorded or read.
+a stale resumption over from ``execute`` (:class:`RetrySafeDeferral`, their common base). Elsewhere nothing
+is recorded or read.
 
-Imported at every DAG parse (by the operators and the sensor): only the version check loads here.
+Imported at every DAG parse (by the operators and the sensor): only ``BaseOperator``, which they import
+anyway, and the version check load here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_kling.version_compat import AIRFLOW_RETRY_KEEPS_DEFERRAL
 
@@ -51,4 +55,37 @@ def is_stale_resumption(context: Context, task_id: str, log: Any) -> bool:
     return True
 
 
-__all__ = ["DEFERRED_TRY_XCOM_KEY", "is_stale_resumption", "remember_deferring_try"]
+class RetrySafeDeferral(BaseOperator):
+    """A deferring operator whose retry never resumes an earlier try's deferral.
+
+    Subclasses defer with :meth:`defer_try` and put their own handling of a resumed deferral (a timed-out
+    deferral, say) in :meth:`resume_deferral`; sensors list it before ``BaseSensorOperator``.
+    """
+
+    def defer_try(self, context: Context, **defer: Any) -> NoReturn:
+        """Record which try defers, then :meth:`defer`.
+
+        :param context: the task's context.
+        :param defer: the keywords of :meth:`defer` (``trigger``, ``method_name``, ``kwargs``, ``timeout``).
+        """
+        remember_deferring_try(context)
+        self.defer(**defer)
+        raise AssertionError("defer() returned")  # pragma: no cover: it raises TaskDeferred
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume this try's deferral; a retry that Airflow starts at an earlier try's runs ``execute``."""
+        if is_stale_resumption(context, self.task_id, self.log):
+            return self.execute(context)
+        return self.resume_deferral(next_method, next_kwargs, context)
+
+    def resume_deferral(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume this try's own deferral (Airflow's ``resume_execution``).
+
+        :param next_method: the method the deferral named, or ``__fail__`` when it timed out.
+        :param next_kwargs: its keywords (the trigger's event among them).
+        :param context: the task's context.
+        """
+        return super().resume_execution(next_method, next_kwargs, context)
+
+
+__all__ = ["DEFERRED_TRY_XCOM_KEY", "RetrySafeDeferral", "is_stale_resumption", "remember_deferring_try"]
