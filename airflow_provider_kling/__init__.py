@@ -58,7 +58,16 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Endpoint",
                         "description": "legacy: /v2/generate/video/kling/generation (default); "
                         "unified: /v2/video/generations",
-                        "schema": {"type": ["string", "null"], "enum": ["legacy", "unified", None]},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["legacy", "unified", None],
+                            # The form's dropdown shows these instead of the raw values ("null").
+                            "values_display": {
+                                "legacy": "legacy",
+                                "unified": "unified",
+                                "null": "default (legacy)",
+                            },
+                        },
                     },
                     "input_staging": {
                         "label": "Input staging prefix",

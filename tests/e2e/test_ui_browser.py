@@ -110,6 +110,14 @@ def test_connection_form_offers_kling(browser: Any, deployment: Deployment) -> N
     )
     labels = {label.text.strip() for label in dialog.find_elements(By.TAG_NAME, "label")}
     assert set(EXTRA_LABELS) <= labels, labels
+    # The endpoint's dropdown names its empty choice instead of showing "null".
+    dialog.find_element(
+        By.XPATH, ".//label[normalize-space()='Endpoint']/ancestor::*[.//input][1]//input"
+    ).click()
+    choices = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[role=option]"))
+    assert [c.text for c in choices] == ["legacy", "unified", "default (legacy)"]
+    browser.save_screenshot(str(SHOTS / "connection-form-endpoint.png"))
+    cap.click()
     cap.send_keys("12.5")
     browser.save_screenshot(str(SHOTS / "connection-form-kling-extras.png"))
     dialog.find_element(By.XPATH, ".//button[normalize-space()='Save']").click()

@@ -231,6 +231,9 @@ def test_the_form_offers_every_extra_the_hook_reads() -> None:
         assert fields[name]["schema"]["exclusiveMinimum"] == 0
         assert "above 0" in fields[name]["description"]
     assert "emulator" in fields["allow_loopback_downloads"]["description"]
+    # The dropdown labels every choice, the empty one too (the UI would show "null").
+    endpoint = fields["endpoint"]["schema"]
+    assert set(endpoint["values_display"]) == {"null" if v is None else v for v in endpoint["enum"]}
     assert "USD per second" in fields["prices"]["description"]
     for name, field in fields.items():
         assert field["label"], name
