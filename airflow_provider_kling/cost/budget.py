@@ -165,16 +165,8 @@ def read_spend(hook: Any, *, fresh: bool = False) -> float:
     params = {"start": f"{day}T00:00:00Z", "end": end.strftime("%Y-%m-%dT%H:%M:%SZ")}
     where = f"connection {endpoint.conn_id!r} has 'daily_usd_cap' {endpoint.daily_usd_cap}"
     try:
-        body = _transport.send(
-            hook.session,
-            endpoint,
-            "GET",
-            endpoint.base_url + USAGE_PATH,
-            USAGE_PATH,
-            hook.call_timeout,
-            hook.timeout,
-            params=params,
-        )
+        attempt = _transport.Attempt(endpoint, "GET", USAGE_PATH, hook.call_timeout, hook.timeout)
+        body = _transport.send(hook.session, attempt, params=params)
     except KlingAPIError as exc:
         offered = "" if exc.status_code not in (404, 405) else " (the service does not offer this route)"
         raise KlingBudgetUnknown(

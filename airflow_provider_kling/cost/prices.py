@@ -11,6 +11,7 @@ A price is a ``pricing`` object as the catalogue documents it (``fixed``, ``vari
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -116,10 +117,8 @@ def prices_from_extra(extra: Mapping[str, Any], conn_id: str) -> dict[str, dict[
     if raw is None:
         return {}
     if isinstance(raw, str):
-        try:
+        with contextlib.suppress(ValueError):  # text that is not JSON fails just below
             raw = json.loads(raw)
-        except ValueError:
-            raw = None
     if not isinstance(raw, Mapping):
         raise KlingConfigError(
             f"Connection {conn_id!r}: the extra {PRICES_EXTRA!r} must map model ids to USD per second "

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import time
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -41,6 +42,33 @@ _READ_PIECE = 64 * 1024
 _ASYNC_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[Any]]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One API attempt: where it goes and how long it may take.
+
+    :param endpoint: where to call and with what key.
+    :param method: the HTTP method.
+    :param path: the path on the endpoint (also named in errors).
+    :param budget: wall-clock seconds for the attempt, connect to last byte.
+    :param timeout: the hook's (connect, read) timeouts; each is cut to ``budget``.
+    """
+
+    endpoint: _Endpoint
+    method: str
+    path: str
+    budget: float
+    timeout: tuple[float, float]
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.base_url + self.path
+
+    @property
+    def socket_timeouts(self) -> tuple[float, float]:
+        """(connect, read) seconds, each at most the budget."""
+        return min(self.timeout[0], self.budget), min(self.timeout[1], self.budget)
 
 
 class _CallTimedOut(Exception):
@@ -107,44 +135,34 @@ def _capped(method: str, path: str, status: int, body: bytes) -> bytes:
 
 def send(
     session: requests.Session,
-    endpoint: _Endpoint,
-    method: str,
-    url: str,
-    path: str,
-    budget: float,
-    timeout: tuple[float, float],
+    attempt: Attempt,
     extra_headers: dict[str, str] | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
-    """One API attempt on the sync path: at most ``budget`` seconds and MAX_RESPONSE_BYTES.
+    """One API attempt on the sync path: at most its budget in seconds and MAX_RESPONSE_BYTES.
 
     :param session: the hook's requests.Session.
-    :param endpoint: where to call and with what key.
-    :param method: the HTTP method.
-    :param url: the full URL.
-    :param path: the generation path (for errors).
-    :param budget: wall-clock seconds for the attempt, connect to last byte.
-    :param timeout: the hook's (connect, read) timeouts; each is cut to ``budget``.
+    :param attempt: where to call and how long it may take.
     :param extra_headers: headers of this call only (``X-Client-Request-Id``).
     :param kw: passed to ``session.request`` (``params``, ``json``).
     :return: the answer's JSON object.
     """
     started = time.monotonic()
-    read_timeout = min(timeout[1], budget)
+    endpoint, method, path, budget = attempt.endpoint, attempt.method, attempt.path, attempt.budget
     try:
         with checking_peer(functools.partial(check_api_peer, endpoint.base_url)):
             resp = session.request(
                 method,
-                url,
+                attempt.url,
                 headers={**endpoint.headers, **extra_headers} if extra_headers else endpoint.headers,
                 auth=_BearerAuth(endpoint.api_key),
-                timeout=(min(timeout[0], budget), read_timeout),
+                timeout=attempt.socket_timeouts,
                 allow_redirects=False,
                 stream=True,
                 **kw,
             )
     except requests.exceptions.SSLError as exc:
-        raise _tls_error(exc, endpoint, netloc_of(url)) from None
+        raise _tls_error(exc, endpoint, netloc_of(attempt.url)) from None
     except (requests.exceptions.ConnectTimeout, requests.exceptions.ConnectionError) as exc:
         refused = isinstance(exc, requests.exceptions.ConnectTimeout) or _is_refused(exc)
         raise _connection_error(exc, f"could not reach {endpoint.base_url}", nothing_sent=refused) from None
@@ -167,40 +185,25 @@ def send(
 
 
 async def asend(
-    session: aiohttp.ClientSession,
-    endpoint: _Endpoint,
-    method: str,
-    url: str,
-    path: str,
-    budget: float,
-    timeout: tuple[float, float],
-    params: dict[str, str] | None = None,
+    session: aiohttp.ClientSession, attempt: Attempt, params: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """One API attempt on the async path: at most ``budget`` seconds and MAX_RESPONSE_BYTES.
+    """One API attempt on the async path: at most its budget in seconds and MAX_RESPONSE_BYTES.
 
     :param session: the event loop's shared aiohttp session (see :func:`shared_session`).
-    :param endpoint: where to call and with what key.
-    :param method: the HTTP method.
-    :param url: the full URL.
-    :param path: the generation path (for errors).
-    :param budget: wall-clock seconds for the attempt, connect to last byte.
-    :param timeout: the hook's (connect, read) timeouts; each is cut to ``budget``.
+    :param attempt: where to call and how long it may take.
     :param params: the query parameters.
     :return: the answer's JSON object.
     """
     import aiohttp
 
-    where = netloc_of(url)
-    per_request = aiohttp.ClientTimeout(
-        total=budget,
-        sock_connect=min(timeout[0], budget),
-        sock_read=min(timeout[1], budget),
-    )
+    endpoint, method, path, budget = attempt.endpoint, attempt.method, attempt.path, attempt.budget
+    connect_timeout, read_timeout = attempt.socket_timeouts
+    per_request = aiohttp.ClientTimeout(total=budget, sock_connect=connect_timeout, sock_read=read_timeout)
     try:
         with checking_peer(functools.partial(check_api_peer, endpoint.base_url)):
             resp = await session.request(
                 method,
-                url,
+                attempt.url,
                 params=params,
                 headers=endpoint.auth_headers,
                 timeout=per_request,
@@ -217,13 +220,13 @@ async def asend(
                 received += piece
             body = _capped(method, path, status, bytes(received))
     except aiohttp.ClientSSLError as exc:
-        raise _tls_error(exc, endpoint, where) from None
+        raise _tls_error(exc, endpoint, netloc_of(attempt.url)) from None
     except aiohttp.ClientConnectorError as exc:
         raise _connection_error(exc, f"could not reach {endpoint.base_url}", nothing_sent=True) from None
     except asyncio.TimeoutError as exc:
         raise KlingConnectionError(
             f"no complete answer from {endpoint.base_url} within its timeouts (read "
-            f"{min(timeout[1], budget):.1f} s, whole call {budget:.1f} s): "
+            f"{read_timeout:.1f} s, whole call {budget:.1f} s): "
             f"{type(exc).__name__}",
             nothing_sent=False,
         ) from None

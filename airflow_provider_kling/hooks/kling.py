@@ -63,7 +63,7 @@ from airflow_provider_kling.hooks._retry import (
     attempt_budget,
     post_may_have_created,
 )
-from airflow_provider_kling.hooks._transport import MAX_RESPONSE_BYTES
+from airflow_provider_kling.hooks._transport import MAX_RESPONSE_BYTES, Attempt
 from airflow_provider_kling.models import (
     Generation,
     GenerationStatus,
@@ -219,9 +219,9 @@ class KlingHook(BaseHook):
             log=self.log,
         )
 
-    def _budget(self, deadline: float | None) -> float:
-        """Seconds one attempt may take in all: the call timeout, cut to the deadline's time left."""
-        return attempt_budget(self.call_timeout, deadline)
+    def _attempt(self, endpoint: _Endpoint, method: str, path: str, deadline: float | None) -> Attempt:
+        """One try of a call: at most the call timeout, cut to the deadline's time left at this try."""
+        return Attempt(endpoint, method, path, attempt_budget(self.call_timeout, deadline), self.timeout)
 
     # ----------------------------------------------------------------------------- sync calls
     def _call(
@@ -238,16 +238,10 @@ class KlingHook(BaseHook):
     ) -> dict[str, Any]:
         endpoint = self.endpoint
         path = path or endpoint.path(api)
-        url = endpoint.base_url + path
         return self._retry_policy(method, attempts, deadline).run(
             lambda: _transport.send(
                 self.session,
-                endpoint,
-                method,
-                url,
-                path,
-                self._budget(deadline),
-                self.timeout,
+                self._attempt(endpoint, method, path, deadline),
                 headers,
                 params=params,
                 json=json,
@@ -525,12 +519,9 @@ class KlingHook(BaseHook):
     ) -> dict[str, Any]:
         endpoint = await self.aendpoint()
         path = endpoint.path(api)
-        url = endpoint.base_url + path
 
         async def once(session: aiohttp.ClientSession) -> dict[str, Any]:
-            return await _transport.asend(
-                session, endpoint, method, url, path, self._budget(deadline), self.timeout, params
-            )
+            return await _transport.asend(session, self._attempt(endpoint, method, path, deadline), params)
 
         policy = self._retry_policy(method, attempts, deadline)
         async with self.async_session() as session:

@@ -274,7 +274,7 @@ class KlingBaseVideoOperator(RetrySafeDeferral):
             context["ti"].xcom_push(key=RESUME_XCOM_KEY, value=done)
             self.defer_try(
                 context,
-                trigger=KlingGenerationTrigger(
+                KlingGenerationTrigger(
                     generation_id=generation_id,
                     kling_conn_id=self.kling_conn_id,
                     poll_interval=self.poll_interval,
@@ -283,10 +283,8 @@ class KlingBaseVideoOperator(RetrySafeDeferral):
                     model=request.model,
                     submitted_at=self._submitted_at,
                 ),
-                method_name="execute_complete",
+                end_time,
                 kwargs=done,
-                # Slightly past the trigger's own deadline: the trigger reports the timeout itself.
-                timeout=timedelta(seconds=timeout + 60),
             )
         from airflow_provider_kling import metrics
         from airflow_provider_kling.exceptions import KlingGenerationFailed, KlingGenerationTimeout

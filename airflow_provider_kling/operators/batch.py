@@ -278,14 +278,12 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
         )
         self.defer_try(
             run.context,
-            trigger=KlingBatchTrigger(
+            KlingBatchTrigger(
                 pending=pending,
                 kling_conn_id=self.kling_conn_id,
                 poll_interval=self.poll_interval,
                 end_time=end_time,
                 min_finished=min_finished,
             ),
-            method_name="execute_complete",
-            # Slightly past the trigger's own deadline: the trigger reports the timeout itself.
-            timeout=timedelta(seconds=max(1.0, end_time - time.time()) + 60),
+            end_time,
         )

@@ -127,19 +127,18 @@ class KlingGenerationSensor(RetrySafeDeferral, BaseSensorOperator):
             return done.xcom_value
         from airflow_provider_kling.triggers.kling import KlingGenerationTrigger
 
-        timeout = timeout_seconds(self.timeout)
+        # Airflow's deferral timeout is bound too, so a task with no triggerer running does not wait forever.
+        end_time = time.time() + timeout_seconds(self.timeout)
         self.defer_try(
             context,
-            trigger=KlingGenerationTrigger(
+            KlingGenerationTrigger(
                 generation_id=self.generation_id,
                 kling_conn_id=self.kling_conn_id,
                 poll_interval=self.poll_interval,
-                end_time=time.time() + timeout,
+                end_time=end_time,
                 api=self._api,
             ),
-            method_name="execute_complete",
-            # Airflow's own bound too, so a task with no triggerer running does not wait forever.
-            timeout=timedelta(seconds=timeout + 60),
+            end_time,
         )
 
     @property

@@ -13,6 +13,8 @@ anyway, and the version check load here.
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import BaseOperator
@@ -21,6 +23,7 @@ from airflow_provider_kling.version_compat import AIRFLOW_RETRY_KEEPS_DEFERRAL
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.triggers.base import BaseTrigger
 
 #: XCom key holding the try number that last deferred (only where Airflow keeps the deferral across tries).
 DEFERRED_TRY_XCOM_KEY = "kling_deferred_try"
@@ -62,15 +65,28 @@ class RetrySafeDeferral(BaseOperator):
     deferral, say) in :meth:`resume_deferral`; sensors list it before ``BaseSensorOperator``.
     """
 
-    def defer_try(self, context: Context, **defer: Any) -> NoReturn:
-        """Record which try defers, then :meth:`defer`.
+    def defer_try(
+        self,
+        context: Context,
+        trigger: BaseTrigger,
+        end_time: float,
+        kwargs: dict[str, Any] | None = None,
+    ) -> NoReturn:
+        """Record which try defers, then defer to ``trigger``, resuming in ``execute_complete``.
 
         :param context: the task's context.
-        :param defer: the keywords of :meth:`defer` (``trigger``, ``method_name``, ``kwargs``, ``timeout``).
+        :param trigger: the trigger to wait in.
+        :param end_time: the trigger's own deadline (epoch seconds). Airflow's deferral timeout is a
+            minute past it, so the trigger reports the timeout itself and Airflow's stays a backstop.
+        :param kwargs: keywords ``execute_complete`` gets besides the event.
         """
         remember_deferring_try(context)
-        self.defer(**defer)
-        raise AssertionError("defer() returned")  # pragma: no cover: it raises TaskDeferred
+        self.defer(
+            trigger=trigger,
+            method_name="execute_complete",
+            kwargs=kwargs,
+            timeout=timedelta(seconds=max(1.0, end_time - time.time()) + 60),
+        )
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Resume this try's deferral; a retry that Airflow starts at an earlier try's runs ``execute``."""
