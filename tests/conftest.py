@@ -127,6 +127,10 @@ def airflow_db() -> Path:
         capture_output=True,
         env=os.environ.copy(),
     )
+    from tests.support.in_process_api import reuse_in_process_execution_api
+
+    # Before 3.3 dag.test() builds the execution API anew for every task (seconds each).
+    reuse_in_process_execution_api()
     return _HOME
 
 
