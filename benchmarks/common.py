@@ -311,14 +311,20 @@ def emulator_process(*args: str) -> Iterator[EmulatorProcess]:
             proc.wait()
 
 
-def connection_env(base_url: str) -> dict[str, str]:
-    """Environment for a process that uses kling_default against the emulator, away from ~/airflow."""
+def connection_env(base_url: str, *, allow_loopback_downloads: bool = False) -> dict[str, str]:
+    """Environment for a process that uses kling_default against the emulator, away from ~/airflow.
+
+    :param base_url: the emulator's base URL.
+    :param allow_loopback_downloads: set the connection extra that lets the hook download videos
+        from a loopback host: the emulator's, served over plain http on 127.0.0.1.
+    """
     env = os.environ.copy()
     env["AIRFLOW_HOME"] = airflow_home()
     env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-    env["AIRFLOW_CONN_KLING_DEFAULT"] = json.dumps(
-        {"conn_type": "kling", "host": base_url, "password": API_KEY}
-    )
+    conn: dict[str, Any] = {"conn_type": "kling", "host": base_url, "password": API_KEY}
+    if allow_loopback_downloads:
+        conn["extra"] = {"allow_loopback_downloads": True}
+    env["AIRFLOW_CONN_KLING_DEFAULT"] = json.dumps(conn)
     return env
 
 

@@ -100,7 +100,10 @@ class RetryPolicy:
         self.deadline = deadline
         self.log = log
         self.stopped_by_deadline = False
-        self._backoff = _backoff(min_wait, max_wait)
+        self._min_wait = min_wait
+        self._max_wait = max_wait
+        # Built on the first retry: a trigger makes a policy per poll and nearly every poll succeeds.
+        self._backoff: wait_exponential_jitter | None = None
 
     def retryable(self, exc: BaseException) -> bool:
         """Whether ``exc`` may be retried by this call (the paid-POST rule for a POST)."""
@@ -114,7 +117,12 @@ class RetryPolicy:
     def wait(self, state: RetryCallState) -> float:
         """Seconds before the next attempt: Retry-After when given, else backoff; cut to the deadline."""
         asked = self._asked_wait(state)
-        seconds = asked if asked is not None else float(self._backoff(state))
+        if asked is not None:
+            seconds = asked
+        else:
+            if self._backoff is None:
+                self._backoff = _backoff(self._min_wait, self._max_wait)
+            seconds = float(self._backoff(state))
         if self.deadline is not None:
             seconds = max(0.0, min(seconds, self.deadline - time.time()))
         return seconds

@@ -35,12 +35,24 @@ def id_problem(value: Any) -> str | None:
         return "got an empty id"
     if len(value) > MAX_ID_LENGTH:
         return f"got {len(value)} characters"
-    if any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+    if _has_space_or_control(value):
         return f"got {value!r}, which holds spaces or control characters"
     if value in ("None", "null"):
         # What a template renders when its value is missing, e.g. an XCom that was never pushed.
         return f"got the text {value!r}"
     return None
+
+
+def _has_space_or_control(value: str) -> bool:
+    """Whether ``value`` holds whitespace or a control, format or line/paragraph separator character.
+
+    A trigger checks its id at every poll: an ASCII id (what the service hands out) is settled by two
+    C-level scans, the same verdict as the per-character walk that other text gets (in ASCII the only
+    non-printable characters are the controls, and the only printable space is the space itself).
+    """
+    if value.isascii():
+        return not value.isprintable() or " " in value
+    return any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value)
 
 
 def check_generation_id(generation_id: Any) -> str:
