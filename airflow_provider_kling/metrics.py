@@ -35,6 +35,10 @@ def _stats() -> Any:
 
     # A Stats with incr/timing on every minor; the Task SDK's from 3.2 (module functions only from 3.3).
     if AIRFLOW_V_3_2_PLUS:
+        # The Task SDK's Stats sends nothing until configured, which importing airflow.sdk.serde does
+        # (from [metrics]). Airflow 3.3 imports it with airflow.sdk, 3.2 only in task processes: without
+        # this, a 3.2 triggerer or any other process would drop the provider's metrics.
+        import airflow.sdk.serde  # noqa: F401
         from airflow.sdk.observability.stats import Stats
     else:
         from airflow.stats import Stats
