@@ -26,7 +26,7 @@ from airflow_provider_kling.hooks._peer import checking_peer, peer_checking_reso
 from airflow_provider_kling.utils.urls import check_api_peer, netloc_of
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
     import aiohttp
 
@@ -69,6 +69,20 @@ class Attempt:
     def socket_timeouts(self) -> tuple[float, float]:
         """(connect, read) seconds, each at most the budget."""
         return min(self.timeout[0], self.budget), min(self.timeout[1], self.budget)
+
+
+@functools.lru_cache(maxsize=32)
+def _api_peer_check(base_url: str) -> Callable[[str], None]:
+    """The peer-address check of calls to ``base_url``: one object for all of them, not one per poll."""
+    return functools.partial(check_api_peer, base_url)
+
+
+@functools.lru_cache(maxsize=32)
+def _client_timeout(budget: float, connect: float, read: float) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts of an attempt; the same for every poll whose deadline does not cut them."""
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=budget, sock_connect=connect, sock_read=read)
 
 
 class _CallTimedOut(Exception):
@@ -150,7 +164,7 @@ def send(
     started = time.monotonic()
     endpoint, method, path, budget = attempt.endpoint, attempt.method, attempt.path, attempt.budget
     try:
-        with checking_peer(functools.partial(check_api_peer, endpoint.base_url)):
+        with checking_peer(_api_peer_check(endpoint.base_url)):
             resp = session.request(
                 method,
                 attempt.url,
@@ -198,15 +212,14 @@ async def asend(
 
     endpoint, method, path, budget = attempt.endpoint, attempt.method, attempt.path, attempt.budget
     connect_timeout, read_timeout = attempt.socket_timeouts
-    per_request = aiohttp.ClientTimeout(total=budget, sock_connect=connect_timeout, sock_read=read_timeout)
     try:
-        with checking_peer(functools.partial(check_api_peer, endpoint.base_url)):
+        with checking_peer(_api_peer_check(endpoint.base_url)):
             resp = await session.request(
                 method,
                 attempt.url,
                 params=params,
                 headers=endpoint.auth_headers,
-                timeout=per_request,
+                timeout=_client_timeout(budget, connect_timeout, read_timeout),
                 allow_redirects=False,
             )
         async with resp:

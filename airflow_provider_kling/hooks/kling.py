@@ -17,8 +17,9 @@ Every name this module defined before the split is still importable from here.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from functools import cached_property, partial
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -81,7 +82,7 @@ from airflow_provider_kling.utils.validation import (
 )
 
 if TYPE_CHECKING:
-    import contextlib
+    from collections.abc import AsyncIterator
 
     import aiohttp
 
@@ -137,6 +138,10 @@ class KlingHook(BaseHook):
         self.pool_limit = pool_limit
         self.call_timeout = float(call_timeout) if call_timeout else self.timeout[0] + self.timeout[1]
         self._endpoint: _Endpoint | None = None
+        # The shared session while this hook's ``async_session`` blocks run, and how many do; every
+        # block of a loop holds the same session, so the last to leave lets it go (see :meth:`_acall`).
+        self._held_session: aiohttp.ClientSession | None = None
+        self._session_holds = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kling_conn_id={self.kling_conn_id!r})"
@@ -499,14 +504,24 @@ class KlingHook(BaseHook):
         return str(target)
 
     # ----------------------------------------------------------------------------- async calls
-    def async_session(self) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientSession]:
+    @contextlib.asynccontextmanager
+    async def async_session(self) -> AsyncIterator[aiohttp.ClientSession]:
         """Hold the event loop's shared aiohttp session for this connection while the block runs.
 
         Triggers wrap their whole life in this, so every poll of every trigger on a loop reuses one
-        keep-alive pool; the session closes when its last holder leaves. The session carries no
+        keep-alive pool; the session closes when its last holder leaves. The hook's calls inside the
+        block use the session held, without taking it again at every poll. The session carries no
         timeouts: each request carries its own hook's (see :meth:`_acall`).
         """
-        return _transport.shared_session(self.kling_conn_id, self.pool_limit)
+        async with _transport.shared_session(self.kling_conn_id, self.pool_limit) as session:
+            self._held_session = session
+            self._session_holds += 1
+            try:
+                yield session
+            finally:
+                self._session_holds -= 1
+                if not self._session_holds:
+                    self._held_session = None
 
     async def _acall(
         self,
@@ -517,15 +532,16 @@ class KlingHook(BaseHook):
         api: str | None = None,
         deadline: float | None = None,
     ) -> dict[str, Any]:
+        session = self._held_session
+        if session is None:  # outside an async_session block: hold the session for this call
+            async with self.async_session():
+                return await self._acall(method, params=params, attempts=attempts, api=api, deadline=deadline)
         endpoint = await self.aendpoint()
         path = endpoint.path(api)
-
-        async def once(session: aiohttp.ClientSession) -> dict[str, Any]:
-            return await _transport.asend(session, self._attempt(endpoint, method, path, deadline), params)
-
-        policy = self._retry_policy(method, attempts, deadline)
-        async with self.async_session() as session:
-            return await policy.arun(partial(once, session))
+        # Each try is asend's own coroutine: no wrapper coroutine per poll.
+        return await self._retry_policy(method, attempts, deadline).arun(
+            lambda: _transport.asend(session, self._attempt(endpoint, method, path, deadline), params)
+        )
 
     async def aget_generation(
         self,

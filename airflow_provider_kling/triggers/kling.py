@@ -192,6 +192,10 @@ class KlingGenerationTrigger(BaseTrigger):
                             retryable=True,
                         )
                         return
+                    # A sleeping trigger keeps nothing of its last poll: a thousand answers held
+                    # across every sleep would reach the collector's oldest generation and bring on
+                    # full collections over the triggerer's whole heap.
+                    del generation
                     await asyncio.sleep(min(self.poll_interval, remaining))
         except KlingDeadlineExceeded as exc:
             yield self._event(
