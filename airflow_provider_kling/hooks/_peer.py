@@ -18,7 +18,6 @@ is all there is, as before.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import socket
@@ -31,24 +30,32 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from airflow_provider_kling.exceptions import KlingError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
 _PEER_CHECK: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
     "kling_peer_check", default=None
 )
 
 
-@contextlib.contextmanager
-def checking_peer(check: Callable[[str], None] | None) -> Iterator[None]:
+class checking_peer:  # lower case: named for its use, ``with checking_peer(check):``
     """Apply ``check`` to the address of every connection made or reused while the block runs.
+
+    A class rather than a generator-based context manager: one object per call, as every poll of
+    every trigger enters one.
 
     :param check: called with the peer address; raises to refuse it (None: no check).
     """
-    token = _PEER_CHECK.set(check)
-    try:
-        yield
-    finally:
-        _PEER_CHECK.reset(token)
+
+    __slots__ = ("_check", "_token")
+
+    def __init__(self, check: Callable[[str], None] | None) -> None:
+        self._check = check
+
+    def __enter__(self) -> None:
+        self._token = _PEER_CHECK.set(self._check)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _PEER_CHECK.reset(self._token)
 
 
 def _check_socket(sock: socket.socket) -> None:

@@ -27,6 +27,8 @@ from tests.support.hooks import MODEL, REQUEST, make_hook
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    import aiohttp
+
 UUID_ID = re.compile(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:" + re.escape(MODEL) + "$"
 )
@@ -305,6 +307,52 @@ async def test_aget_generation_retries_and_maps_errors(emulator: Any) -> None:
     assert info.value.status_code == 404
     assert info.value.message == "Generation not found"
     assert emulator.count("GET") == 4  # a 404 is not retried
+
+
+async def test_polls_inside_the_hooks_block_use_the_session_it_holds(emulator: Any) -> None:
+    """A trigger holds the shared session for its whole life: its polls must not take it again."""
+    hook = make_hook()
+    generation_id = hook.submit_generation(REQUEST)
+    # A slow answer keeps the poll in flight long enough to be watched (1 s, against a 60 s read timeout).
+    emulator.inject("slow", times=1, method="GET", delay=1)
+
+    async with hook.async_session() as session:
+        poll = asyncio.create_task(hook.aget_generation(generation_id))
+        seen = set()
+        while not poll.done():
+            seen.add(shared_session_in_use("kling_default"))
+            await asyncio.sleep(0.01)
+        assert (await poll).id == generation_id
+        assert seen == {(session, 1)}
+        assert emulator.count("GET") == 1
+    assert session.closed
+
+
+async def test_overlapping_blocks_of_one_hook_leave_it_no_closed_session(emulator: Any) -> None:
+    """Blocks of one hook may end in any order; once the last ends, a call takes a session afresh."""
+    hook = make_hook()
+    generation_id = hook.submit_generation(REQUEST)
+    first_in, second_in, first_out = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with hook.async_session():
+            first_in.set()
+            await second_in.wait()
+        first_out.set()
+
+    async def second() -> aiohttp.ClientSession:
+        await first_in.wait()
+        async with hook.async_session() as session:
+            second_in.set()
+            await first_out.wait()
+            assert (await hook.aget_generation(generation_id)).id == generation_id
+        return session
+
+    _, session = await asyncio.gather(first(), second())
+    assert session.closed
+    assert shared_session_in_use("kling_default") is None
+    assert (await hook.aget_generation(generation_id)).id == generation_id
+    assert emulator.count("GET") == 2
 
 
 async def test_concurrent_polls_share_one_session_and_close_it(

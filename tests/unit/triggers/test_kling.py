@@ -127,6 +127,27 @@ async def test_one_success_event(emulator, loop_errors):
     assert_no_unclosed(loop_errors)
 
 
+async def test_a_sleeping_trigger_keeps_nothing_of_its_last_poll(emulator, loop_errors):
+    """A thousand triggers each holding its last answer across every sleep feed the collector's
+    oldest generation, and full collections over the triggerer's heap stall every trigger."""
+    watch_loop(loop_errors)
+    gen_id = submit("trigger sleep: a heron waits in the reeds [seconds:600]")
+    trigger = KlingGenerationTrigger(gen_id, poll_interval=60, end_time=time.time() + 120)
+    run = trigger.run()
+    task = asyncio.create_task(run.__anext__())
+    # Its first poll answered, the trigger sleeps until the next one.
+    while not (inspect.iscoroutine(run.ag_await) and run.ag_await.__name__ == "sleep"):
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    assert polls(emulator, gen_id) == 1
+    assert "generation" not in run.ag_frame.f_locals
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await run.aclose()
+    assert_no_unclosed(loop_errors)
+
+
 @pytest.mark.parametrize(
     ("marker", "message"),
     [
