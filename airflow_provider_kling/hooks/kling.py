@@ -17,6 +17,7 @@ Every name this module defined before the split is still importable from here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from functools import cached_property, partial
@@ -138,10 +139,9 @@ class KlingHook(BaseHook):
         self.pool_limit = pool_limit
         self.call_timeout = float(call_timeout) if call_timeout else self.timeout[0] + self.timeout[1]
         self._endpoint: _Endpoint | None = None
-        # The shared session while this hook's ``async_session`` blocks run, and how many do; every
-        # block of a loop holds the same session, so the last to leave lets it go (see :meth:`_acall`).
-        self._held_session: aiohttp.ClientSession | None = None
-        self._session_holds = 0
+        # Per event loop: the shared session while this hook's ``async_session`` blocks run there, and
+        # how many do; the last block of a loop to leave lets it go (see :meth:`_acall`).
+        self._held_sessions: dict[asyncio.AbstractEventLoop, list[Any]] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kling_conn_id={self.kling_conn_id!r})"
@@ -513,15 +513,16 @@ class KlingHook(BaseHook):
         block use the session held, without taking it again at every poll. The session carries no
         timeouts: each request carries its own hook's (see :meth:`_acall`).
         """
+        loop = asyncio.get_running_loop()
         async with _transport.shared_session(self.kling_conn_id, self.pool_limit) as session:
-            self._held_session = session
-            self._session_holds += 1
+            held = self._held_sessions.setdefault(loop, [session, 0])
+            held[1] += 1
             try:
                 yield session
             finally:
-                self._session_holds -= 1
-                if not self._session_holds:
-                    self._held_session = None
+                held[1] -= 1
+                if not held[1]:
+                    del self._held_sessions[loop]
 
     async def _acall(
         self,
@@ -532,13 +533,13 @@ class KlingHook(BaseHook):
         api: str | None = None,
         deadline: float | None = None,
     ) -> dict[str, Any]:
-        session = self._held_session
-        if session is None:  # outside an async_session block: hold the session for this call
+        held = self._held_sessions.get(asyncio.get_running_loop())
+        if held is None:  # outside an async_session block of this loop: hold the session for this call
             async with self.async_session():
                 return await self._acall(method, params=params, attempts=attempts, api=api, deadline=deadline)
         endpoint = await self.aendpoint()
         return await self._retry_policy(method, attempts, deadline).arun(
-            partial(self._atry, session, endpoint, method, endpoint.path(api), deadline, params)
+            partial(self._atry, held[0], endpoint, method, endpoint.path(api), deadline, params)
         )
 
     def _atry(

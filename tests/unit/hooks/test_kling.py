@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import logging
 import re
+import threading
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -352,6 +354,24 @@ async def test_overlapping_blocks_of_one_hook_leave_it_no_closed_session(emulato
     assert session.closed
     assert shared_session_in_use("kling_default") is None
     assert (await hook.aget_generation(generation_id)).id == generation_id
+    assert emulator.count("GET") == 2
+
+
+def test_one_hook_in_two_event_loops_polls_each_on_its_own_loops_session(emulator: Any) -> None:
+    """A hook with blocks open in two threads' loops at once never lends one loop's session to the other."""
+    hook = make_hook()
+    generation_id = hook.submit_generation(REQUEST)
+    both_in = threading.Barrier(2, timeout=30)
+
+    async def hold_and_poll() -> bool:
+        async with hook.async_session() as session:
+            await asyncio.to_thread(both_in.wait)
+            assert (await hook.aget_generation(generation_id)).id == generation_id
+            return session is shared_session_in_use("kling_default")[0]  # type: ignore[index]
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        own = [f.result(timeout=60) for f in [pool.submit(asyncio.run, hold_and_poll()) for _ in range(2)]]
+    assert own == [True, True]
     assert emulator.count("GET") == 2
 
 
