@@ -92,9 +92,11 @@ def client(runs: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[An
         yield test_client
 
 
-def listing(client: Any, dag_id: str) -> list[dict[str, Any]]:
+def listing(client: Any, dag_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
+    """The gallery's items of ``dag_id`` (of one run: other tests of this process run the same DAGs)."""
+    params = {"dag_id": dag_id, "per_page": 100, **({"run_id": run_id} if run_id else {})}
     with watching_opens():
-        answer = client.get("/api/generations", params={"dag_id": dag_id, "per_page": 100})
+        answer = client.get("/api/generations", params=params)
     assert answer.status_code == 200, answer.text
     return list(answer.json()["items"])
 
@@ -107,7 +109,7 @@ def stream(client: Any, src: str) -> Any:
 def test_a_batchs_rows_are_listed_from_its_results_and_their_videos_play(
     client: Any, runs: dict[str, Any]
 ) -> None:
-    items = {item["batch_key"]: item for item in listing(client, BATCH)}
+    items = {item["batch_key"]: item for item in listing(client, BATCH, runs["batch"].run_id)}
     assert set(items) == {"sku-1", "sku-2", "sku-3"}
     for key in ("sku-1", "sku-2"):
         line, item = runs["lines"][key], items[key]
@@ -137,7 +139,7 @@ def test_a_hostile_results_manifest_streams_neither_etc_passwd_nor_another_dags_
     client: Any, runs: dict[str, Any]
 ) -> None:
     OPENED.clear()
-    items = listing(client, HOSTILE)
+    items = listing(client, HOSTILE, runs["hostile"].run_id)
     # Only the rows of the manifest this DAG wrote itself: the other DAG's results are not listed
     # (their sidecar names their own DAG), /etc/passwd is never opened, nor is any video.
     assert sorted(item["batch_key"] for item in items) == ["passwd", "stolen"]
@@ -162,7 +164,7 @@ def test_a_hostile_results_manifest_streams_neither_etc_passwd_nor_another_dags_
 def test_batch_rows_follow_the_viewers_dag_rights_and_the_roots(
     client: Any, runs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    item = next(i for i in listing(client, BATCH) if i["batch_key"] == "sku-1")
+    item = next(i for i in listing(client, BATCH, runs["batch"].run_id) if i["batch_key"] == "sku-1")
     monkeypatch.setenv("KLING_TEST_DENIED_DAGS", f"viewer:{BATCH}")
     assert listing(client, BATCH) == []
     assert stream(client, item["video_src"]).status_code == 403
