@@ -174,6 +174,11 @@ def trigger_runs(dep: DistributedDeployment, dag_id: str, run_id: str, map_index
     return {int(p.name.rsplit(".", 2)[-2]): p.read_text() for p in folder.glob("attempt=*.log.trigger.*.log")}
 
 
+def completed_on(runs: dict[int, str], jobs: set[int]) -> dict[int, str] | None:
+    """``runs`` when one of ``jobs`` logged the trigger's completion, else None (for wait_for)."""
+    return runs if any("is completed" in runs[j] for j in runs.keys() & jobs) else None
+
+
 def posts_per_generation(dep: DistributedDeployment, run_id: str, count: int) -> dict[int, int]:
     """Per map index, how many POSTs carried its tag ``[<run_id>#<i>]`` (one read of the emulator)."""
     counts: Counter[int] = Counter()
@@ -303,10 +308,16 @@ def test_triggerer_killed_its_triggers_are_adopted(dist: DistributedDeployment) 
         assert holders[0] == victim_job, (i, sampler.holders[i])
         assert holders[-1] in survivor_jobs, (i, sampler.holders[i])
         moves.append(next(t for t, h in sampler.holders[i] if h in survivor_jobs) - killed_at)
-        runs = trigger_runs(dist, MAPPED, run_id, i)
+        # The survivor's log lines reach its file some time after the task resumed (under load, seconds
+        # after the run ended), so its completion line is waited for, not read once.
+        runs = wait_for(
+            f"map index {i}: a surviving triggerer's log to say its trigger completed",
+            lambda i=i: completed_on(trigger_runs(dist, MAPPED, run_id, i), survivor_jobs),
+            timeout=60,
+            on_fail=lambda i=i: {j: t[-1500:] for j, t in trigger_runs(dist, MAPPED, run_id, i).items()},
+        )
         # The dead triggerer may have held a trigger without having logged anything of it yet.
         assert "is completed" not in runs.get(victim_job, "")
-        assert any("is completed" in runs[j] for j in runs.keys() & survivor_jobs), runs.keys()
     for i in set(range(count)) - victims:
         assert victim_job not in {h for _, h in sampler.holders[i]}, (i, sampler.holders[i])
     failover = max(moves)
