@@ -290,9 +290,13 @@ def test_pool_commands_create_the_pool_the_pipeline_example_uses(cli_env):
 
 
 # ------------------------------------------------------------------------------ DAG snippets
+# tests.support.in_process_api gives Airflow 3.0-3.2's dag.test() the in-process API cache 3.3 has (it
+# does nothing on 3.3): without it, each task of the snippet there rebuilds the execution API.
 _RUN_BY_HAND = """
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
+from tests.support.in_process_api import reuse_in_process_execution_api
+reuse_in_process_execution_api()
 (dag,) = DagBag(dag_folder=sys.argv[1]).dags.values()
 run = dag.test(logical_date=None)  # as a run triggered by hand on Airflow 3
 print(json.dumps({"state": str(run.state), "run_id": run.run_id}))
@@ -305,6 +309,7 @@ def run_by_hand(dag_file: Path, env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", _RUN_BY_HAND, str(dag_file)],
         env=env,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,

@@ -20,7 +20,9 @@ from airflow_provider_kling.emulator import KlingEmulator
 from tests.support.connections import API_KEY
 from tests.support.statsd import StatsdListener, kling_metrics
 
-pytestmark = pytest.mark.airflow3
+# One process runs the module (pytest-xdist group): its observed run, a whole `airflow dags test`,
+# then happens once per suite, not once per worker that gets one of its tests.
+pytestmark = [pytest.mark.airflow3, pytest.mark.xdist_group("observed_run")]
 
 SIGNATURE = "secret-signature"
 
