@@ -183,27 +183,36 @@ class KlingEmulator(ApiHandlers, DownloadHandlers, ControlHandlers):
         for path in API_PATHS:
             app.router.add_post(path, self._handle_create)
             app.router.add_get(path, self._handle_poll)
-        app.router.add_get(MODELS_PATH, self._handle_models)
-        app.router.add_get(MODEL_PATH_PREFIX + "{model_id:.+}", self._handle_model)
-        app.router.add_get(USAGE_PATH, self._handle_usage)
-        app.router.add_get(LOGS_PATH, self._handle_logs)
-        app.router.add_get(VIDEO_PREFIX + "/{token}/output.mp4", self._handle_video)
-        app.router.add_get(BLOB_PREFIX + "/{nbytes}", self._handle_blob)
-        app.router.add_get(REDIRECT_PATH, self._handle_redirect)
-        app.router.add_get(CONTROL_PREFIX + "/health", self._ctl_health)
-        app.router.add_get(CONTROL_PREFIX + "/requests", self._ctl_requests)
-        app.router.add_get(CONTROL_PREFIX + "/counts", self._ctl_counts)
-        app.router.add_post(CONTROL_PREFIX + "/reset", self._ctl_reset)
-        app.router.add_get(CONTROL_PREFIX + "/faults", self._ctl_faults_get)
-        app.router.add_post(CONTROL_PREFIX + "/faults", self._ctl_faults)
-        app.router.add_post(CONTROL_PREFIX + "/fault-rate", self._ctl_fault_rate)
-        app.router.add_get(CONTROL_PREFIX + "/script", self._ctl_script_get)
-        app.router.add_post(CONTROL_PREFIX + "/script", self._ctl_script)
-        app.router.add_get(CONTROL_PREFIX + "/generations", self._ctl_generations)
-        app.router.add_get(CONTROL_PREFIX + "/account", self._ctl_account_get)
-        app.router.add_post(CONTROL_PREFIX + "/account", self._ctl_account)
-        # Ids contain "/" (``<uuid>:kling-video/v1/...``), hence the greedy pattern.
-        app.router.add_post(CONTROL_PREFIX + "/generations/{gen_id:.+}/complete", self._ctl_complete)
+        # The service's routes, then the control routes the tests drive (CONTROL_PREFIX).
+        service = [
+            (MODELS_PATH, self._handle_models),
+            (MODEL_PATH_PREFIX + "{model_id:.+}", self._handle_model),
+            (USAGE_PATH, self._handle_usage),
+            (LOGS_PATH, self._handle_logs),
+            (VIDEO_PREFIX + "/{token}/output.mp4", self._handle_video),
+            (BLOB_PREFIX + "/{nbytes}", self._handle_blob),
+            (REDIRECT_PATH, self._handle_redirect),
+        ]
+        for path, handler in service:
+            app.router.add_get(path, handler)
+        control = {
+            "/health": (self._ctl_health, None),
+            "/requests": (self._ctl_requests, None),
+            "/counts": (self._ctl_counts, None),
+            "/reset": (None, self._ctl_reset),
+            "/faults": (self._ctl_faults_get, self._ctl_faults),
+            "/fault-rate": (None, self._ctl_fault_rate),
+            "/script": (self._ctl_script_get, self._ctl_script),
+            "/generations": (self._ctl_generations, None),
+            "/account": (self._ctl_account_get, self._ctl_account),
+            # Ids contain "/" (``<uuid>:kling-video/v1/...``), hence the greedy pattern.
+            "/generations/{gen_id:.+}/complete": (None, self._ctl_complete),
+        }
+        for path, (get, post) in control.items():
+            if get is not None:
+                app.router.add_get(CONTROL_PREFIX + path, get)
+            if post is not None:
+                app.router.add_post(CONTROL_PREFIX + path, post)
         return app
 
     async def start_async(self) -> str:

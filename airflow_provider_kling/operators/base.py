@@ -274,17 +274,13 @@ class KlingBaseVideoOperator(RetrySafeDeferral):
             context["ti"].xcom_push(key=RESUME_XCOM_KEY, value=done)
             self.defer_try(
                 context,
-                KlingGenerationTrigger(
-                    generation_id=generation_id,
-                    kling_conn_id=self.kling_conn_id,
-                    poll_interval=self.poll_interval,
-                    end_time=end_time,
-                    api=api,
-                    model=request.model,
-                    submitted_at=self._submitted_at,
-                ),
+                KlingGenerationTrigger,
                 end_time,
                 kwargs=done,
+                generation_id=generation_id,
+                api=api,
+                model=request.model,
+                submitted_at=self._submitted_at,
             )
         from airflow_provider_kling import metrics
         from airflow_provider_kling.exceptions import KlingGenerationFailed, KlingGenerationTimeout

@@ -276,14 +276,4 @@ class KlingBatchVideoOperator(KlingBaseVideoOperator):
             outcome.waiting,
             min_finished,
         )
-        self.defer_try(
-            run.context,
-            KlingBatchTrigger(
-                pending=pending,
-                kling_conn_id=self.kling_conn_id,
-                poll_interval=self.poll_interval,
-                end_time=end_time,
-                min_finished=min_finished,
-            ),
-            end_time,
-        )
+        self.defer_try(run.context, KlingBatchTrigger, end_time, pending=pending, min_finished=min_finished)

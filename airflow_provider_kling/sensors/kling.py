@@ -85,7 +85,7 @@ class KlingGenerationSensor(RetrySafeDeferral, BaseSensorOperator):
         self.deferrable = deferrable
 
     @property
-    def poll_interval(self) -> float:
+    def poll_interval(self) -> float:  # type: ignore[override]  # read-only: the sensor sets poke_interval
         """The one interval, under the name the operators use."""
         return float(self.poke_interval)
 
@@ -130,15 +130,7 @@ class KlingGenerationSensor(RetrySafeDeferral, BaseSensorOperator):
         # Airflow's deferral timeout is bound too, so a task with no triggerer running does not wait forever.
         end_time = time.time() + timeout_seconds(self.timeout)
         self.defer_try(
-            context,
-            KlingGenerationTrigger(
-                generation_id=self.generation_id,
-                kling_conn_id=self.kling_conn_id,
-                poll_interval=self.poll_interval,
-                end_time=end_time,
-                api=self._api,
-            ),
-            end_time,
+            context, KlingGenerationTrigger, end_time, generation_id=self.generation_id, api=self._api
         )
 
     @property

@@ -22,6 +22,8 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from airflow_provider_kling.version_compat import AIRFLOW_RETRY_KEEPS_DEFERRAL
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow.providers.common.compat.sdk import Context
     from airflow.triggers.base import BaseTrigger
 
@@ -62,25 +64,37 @@ class RetrySafeDeferral(BaseOperator):
     """A deferring operator whose retry never resumes an earlier try's deferral.
 
     Subclasses defer with :meth:`defer_try` and put their own handling of a resumed deferral (a timed-out
-    deferral, say) in :meth:`resume_deferral`; sensors list it before ``BaseSensorOperator``.
+    deferral, say) in :meth:`resume_deferral`; sensors list it before ``BaseSensorOperator``. They hold
+    ``kling_conn_id`` and ``poll_interval``, which every Kling trigger takes.
     """
+
+    if TYPE_CHECKING:
+        kling_conn_id: str
+        poll_interval: float
 
     def defer_try(
         self,
         context: Context,
-        trigger: BaseTrigger,
+        trigger_class: Callable[..., BaseTrigger],
         end_time: float,
+        *,
         kwargs: dict[str, Any] | None = None,
+        **fields: Any,
     ) -> NoReturn:
-        """Record which try defers, then defer to ``trigger``, resuming in ``execute_complete``.
+        """Record which try defers, then defer to a Kling trigger, resuming in ``execute_complete``.
 
         :param context: the task's context.
-        :param trigger: the trigger to wait in.
+        :param trigger_class: the trigger to wait in; it gets this task's connection id and poll
+            interval, ``end_time`` and ``fields``.
         :param end_time: the trigger's own deadline (epoch seconds). Airflow's deferral timeout is a
             minute past it, so the trigger reports the timeout itself and Airflow's stays a backstop.
         :param kwargs: keywords ``execute_complete`` gets besides the event.
+        :param fields: the trigger's own arguments (the generation id, the pending rows, ...).
         """
         remember_deferring_try(context)
+        trigger = trigger_class(
+            kling_conn_id=self.kling_conn_id, poll_interval=self.poll_interval, end_time=end_time, **fields
+        )
         self.defer(
             trigger=trigger,
             method_name="execute_complete",
