@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException, conf
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.cost.estimate import Estimate
-    from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.schemas.generation import Generation
     from airflow_provider_kling.schemas.request import KlingRequest
 
@@ -134,13 +132,6 @@ class KlingBaseVideoOperator(RetrySafeDeferral):
         self.overwrite = overwrite
         self.skip_existing = skip_existing
         self.presign_inputs = presign_inputs
-
-    @cached_property
-    def hook(self) -> KlingHook:
-        """One hook (one HTTP session, one connection read) for the whole task."""
-        from airflow_provider_kling.hooks.kling import KlingHook
-
-        return KlingHook(self.kling_conn_id)
 
     def request_fields(self) -> dict[str, Any]:
         """The request's fields: ``parameters`` with the named arguments on top (None means not set)."""

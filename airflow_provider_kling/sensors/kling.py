@@ -6,7 +6,6 @@ import time
 import warnings
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
@@ -28,7 +27,6 @@ from airflow_provider_kling.utils.results import (
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.schemas.generation import Generation
 
 DEFAULT_POKE_INTERVAL = 10.0
@@ -88,12 +86,6 @@ class KlingGenerationSensor(RetrySafeDeferral, BaseSensorOperator):
     def poll_interval(self) -> float:  # type: ignore[override]  # read-only: the sensor sets poke_interval
         """The one interval, under the name the operators use."""
         return float(self.poke_interval)
-
-    @cached_property
-    def hook(self) -> KlingHook:
-        from airflow_provider_kling.hooks.kling import KlingHook
-
-        return KlingHook(self.kling_conn_id)
 
     def _check_arguments(self) -> None:
         from airflow_provider_kling.exceptions import KlingValidationError

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import BaseOperator
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
     from airflow.triggers.base import BaseTrigger
+
+    from airflow_provider_kling.hooks.kling import KlingHook
 
 #: XCom key holding the try number that last deferred (only where Airflow keeps the deferral across tries).
 DEFERRED_TRY_XCOM_KEY = "kling_deferred_try"
@@ -65,12 +68,20 @@ class RetrySafeDeferral(BaseOperator):
 
     Subclasses defer with :meth:`defer_try` and put their own handling of a resumed deferral (a timed-out
     deferral, say) in :meth:`resume_deferral`; sensors list it before ``BaseSensorOperator``. They hold
-    ``kling_conn_id`` and ``poll_interval``, which every Kling trigger takes.
+    ``kling_conn_id`` and ``poll_interval``, which every Kling trigger takes, and share one
+    :attr:`hook` per task.
     """
 
     if TYPE_CHECKING:
         kling_conn_id: str
         poll_interval: float
+
+    @cached_property
+    def hook(self) -> KlingHook:
+        """One hook (one HTTP session, one connection read) for the whole task."""
+        from airflow_provider_kling.hooks.kling import KlingHook
+
+        return KlingHook(self.kling_conn_id)
 
     def defer_try(
         self,
