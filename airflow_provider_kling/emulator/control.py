@@ -11,6 +11,8 @@ import base64
 import collections
 import dataclasses
 import time
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -136,26 +138,12 @@ class ControlHandlers(FaultsMixin):
         return web.json_response({"pending": pending, "counts": self.fault_counts, "random": rate})
 
     async def _ctl_faults(self, request: web.Request) -> web.Response:
-        try:
-            params = await request.json()
-            if not isinstance(params, dict) or "kind" not in params:
-                raise ValueError("expected a JSON object with 'kind'")
-            params = dict(params)
-            self.inject(str(params.pop("kind")), **params)
-        except (ValueError, TypeError) as exc:
-            return web.json_response({"ok": False, "error": str(exc)}, status=400)
-        return web.json_response({"ok": True})
+        return await _control_call(request, "kind", lambda kind, **rest: self.inject(str(kind), **rest))
 
     async def _ctl_fault_rate(self, request: web.Request) -> web.Response:
-        try:
-            params = await request.json()
-            if not isinstance(params, dict) or "rate" not in params:
-                raise ValueError("expected a JSON object with 'rate'")
-            params = dict(params)
-            self.set_fault_rate(float(params.pop("rate")), **params)
-        except (ValueError, TypeError) as exc:
-            return web.json_response({"ok": False, "error": str(exc)}, status=400)
-        return web.json_response({"ok": True})
+        return await _control_call(
+            request, "rate", lambda rate, **rest: self.set_fault_rate(float(rate), **rest)
+        )
 
     async def _ctl_script_get(self, request: web.Request) -> web.Response:
         with self._lock:
@@ -201,3 +189,15 @@ class ControlHandlers(FaultsMixin):
         except KeyError:
             return web.json_response({"ok": False, "error": "unknown generation"}, status=404)
         return web.json_response({"ok": True})
+
+
+async def _control_call(request: web.Request, key: str, call: Callable[..., Any]) -> web.Response:
+    """Call ``call`` with the request's JSON object, which must hold ``key`` (400 with the reason if not)."""
+    try:
+        params = await request.json()
+        if not isinstance(params, dict) or key not in params:
+            raise ValueError(f"expected a JSON object with {key!r}")
+        call(**params)
+    except (ValueError, TypeError) as exc:
+        return web.json_response({"ok": False, "error": str(exc)}, status=400)
+    return web.json_response({"ok": True})
