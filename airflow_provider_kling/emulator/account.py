@@ -33,6 +33,7 @@ from airflow_provider_kling.emulator.constants import (
     CONTROL_PREFIX,
     valid_client_request_id,
 )
+from airflow_provider_kling.emulator.faults import _Fault
 from airflow_provider_kling.emulator.state import Generation, RecordedRequest
 
 RETENTIONS = ("no_reset", "day", "week", "month")
@@ -235,6 +236,17 @@ class AccountHandlers(Responder):
         message = "Invalid API key" if has_header else "Missing API key: use 'Authorization: Bearer <key>'"
         return 401, self._error_body(request, 401, message)
 
+    async def _start_keyed(
+        self, request: web.Request, body: Any, *, api: bool
+    ) -> tuple[RecordedRequest, _Fault | None, web.StreamResponse | None]:
+        """Record a request to a keyed route, apply the script or fault parts that come first, then
+        refuse a missing or wrong key (the answer that ends the request is the third item)."""
+        auth_ok = self._authorized(request)
+        rec, fault, early = await self._pre_handle(request, body, auth_ok, api=api)
+        if early is None and not auth_ok:
+            early = await self._json(request, rec, *self._unauthorized(request), fault)
+        return rec, fault, early
+
     # ------------------------------------------------------------------ Python control
 
     @property
@@ -385,10 +397,10 @@ class AccountHandlers(Responder):
         early = await self._turned_off(request, name)
         if early is not None:
             return early
-        auth_ok = self._authorized(request) if auth else None
-        rec, fault, early = await self._pre_handle(request, None, auth_ok, api=False)
-        if early is None and auth_ok is False:
-            early = await self._json(request, rec, *self._unauthorized(request), fault)
+        if auth:
+            rec, fault, early = await self._start_keyed(request, None, api=False)
+        else:
+            rec, fault, early = await self._pre_handle(request, None, None, api=False)
         return early if early is not None else (rec, fault)
 
     async def _handle_usage(self, request: web.Request) -> web.StreamResponse:

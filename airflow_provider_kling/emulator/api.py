@@ -87,12 +87,9 @@ class ApiHandlers(AccountHandlers):
             body = json.loads(raw) if raw else None
         except ValueError:
             parsed = False
-        auth_ok = self._authorized(request)
-        rec, fault, early = await self._pre_handle(request, body, auth_ok, api=True)
+        rec, fault, early = await self._start_keyed(request, body, api=True)
         if early is not None:
             return early
-        if not auth_ok:
-            return await self._json(request, rec, *self._unauthorized(request), fault)
         endpoint = API_PATHS[request.path]
         message = "Invalid JSON body" if not parsed else validate_body(body, endpoint)
         if message is not None:
@@ -160,12 +157,9 @@ class ApiHandlers(AccountHandlers):
         return await self._json(request, rec, 201, payload, fault)
 
     async def _handle_poll(self, request: web.Request) -> web.StreamResponse:
-        auth_ok = self._authorized(request)
-        rec, fault, early = await self._pre_handle(request, None, auth_ok, api=True)
+        rec, fault, early = await self._start_keyed(request, None, api=True)
         if early is not None:
             return early
-        if not auth_ok:
-            return await self._json(request, rec, *self._unauthorized(request), fault)
         gen_id = request.query.get("generation_id")
         if not gen_id:
             body = self._error_body(request, 400, "generation_id: Required")
