@@ -23,7 +23,7 @@ from typing import Any
 import requests
 
 from airflow_provider_kling.exceptions import KlingConfigError
-from airflow_provider_kling.hooks._connection import _NoAuth
+from airflow_provider_kling.hooks._connection import _Endpoint, _NoAuth
 
 #: The catalogue route, relative to the connection's base URL.
 CATALOGUE_PATH = "/v1/models"
@@ -251,6 +251,26 @@ def expire(base_url: str) -> None:
         known = _CATALOGUES.get(base_url)
         if known is not None:
             known.checked = float("-inf")
+
+
+def price_for(
+    model: str, endpoint: _Endpoint, session: requests.Session, timeout: tuple[float, float]
+) -> Price | None:
+    """The price of ``model`` on a connection: its ``prices`` extra, else the service's catalogue.
+
+    :param model: a model id or alias.
+    :param endpoint: the connection's endpoint (its ``prices`` extra and base URL).
+    :param session: the hook's session, for the catalogue.
+    :param timeout: (connect, read) seconds for the catalogue's answer.
+    :return: the price, or None when neither gives one.
+    """
+    from airflow_provider_kling.catalog import MODEL_ALIASES
+
+    overrides = prices_from_extra({PRICES_EXTRA: endpoint.prices}, endpoint.conn_id)
+    found = find_price(model, overrides, None, MODEL_ALIASES)
+    if found is not None:
+        return found
+    return find_price(model, overrides, catalogue(session, endpoint.base_url, timeout), MODEL_ALIASES)
 
 
 def find_price(

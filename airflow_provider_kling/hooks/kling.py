@@ -30,7 +30,7 @@ from airflow_provider_kling.catalog import DEFAULT_ENDPOINT, ENDPOINT_PATHS
 from airflow_provider_kling.exceptions import (
     KlingAuthError,
     KlingBadRequestError,
-    KlingConfigError,
+    KlingConfigError,  # noqa: F401 (importable from here, as before)
     KlingConnectionError,
     KlingDeadlineExceeded,
     KlingDownloadError,
@@ -368,16 +368,9 @@ class KlingHook(BaseHook):
         :param model: a model id or alias.
         :return: the price, or None when neither gives one (never a guess).
         """
-        from airflow_provider_kling.catalog import MODEL_ALIASES
         from airflow_provider_kling.cost import prices
 
-        endpoint = self.endpoint
-        overrides = prices.prices_from_extra({prices.PRICES_EXTRA: endpoint.prices}, endpoint.conn_id)
-        found = prices.find_price(model, overrides, None, MODEL_ALIASES)
-        if found is not None:
-            return found
-        models = prices.catalogue(self.session, endpoint.base_url, self.timeout)
-        return prices.find_price(model, overrides, models, MODEL_ALIASES)
+        return prices.price_for(model, self.endpoint, self.session, self.timeout)
 
     def estimate(self, request: KlingRequest | dict[str, Any]) -> Estimate:
         """What ``request`` is expected to cost, from :meth:`price` and the body as it is sent.
@@ -443,9 +436,7 @@ class KlingHook(BaseHook):
             return True, f"Connected to {endpoint.base_url}: the API key was accepted"
         except KlingConnectionError as exc:
             return False, f"Could not reach the Kling API: {exc}"
-        except KlingConfigError as exc:
-            return False, str(exc)
-        except KlingError as exc:
+        except KlingError as exc:  # a bad connection (KlingConfigError) among them
             return False, str(exc)
         return True, f"Connected to {endpoint.base_url}: the API key was accepted"
 
