@@ -138,6 +138,7 @@ class BatchRun:
         self._limit = self._ceiling
         self._retry_after = 5.0
         self._reconciler: Any = None
+        self._staged: dict[Any, Any] = {}  # local files staged by this pass, once each (utils.inputs)
 
     # -------------------------------------------------------------- helpers
     def video_path(self, key: str) -> Any:
@@ -324,7 +325,9 @@ class BatchRun:
         written = row.media_fields
         inputs = None
         if written is not None:
-            inputs = resolve_media_inputs(written, self.hook, presign_seconds=self.settings.presign_seconds)
+            inputs = resolve_media_inputs(
+                written, self.hook, presign_seconds=self.settings.presign_seconds, staged=self._staged
+            )
             request = build_request(inputs.fields, check_capabilities=self.settings.check_capabilities)
         request = resolve_file_inputs(
             request, presign=self.settings.presign_inputs, presign_seconds=self.settings.presign_seconds

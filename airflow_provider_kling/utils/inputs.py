@@ -32,6 +32,7 @@ import posixpath
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,7 @@ def resolve_media_inputs(
     presign_seconds: int = PRESIGN_SECONDS,
     log: Any = None,
     check_only: bool = False,
+    staged: dict[tuple[Any, ...], Future[tuple[str, str]]] | None = None,
 ) -> MediaInputs:
     """Make every audio/video input of ``request_fields`` a URL, and refuse results in image fields.
 
@@ -124,6 +126,9 @@ def resolve_media_inputs(
         staged needs ``input_staging``. Each audio/video input is replaced by a :data:`STAND_IN` URL
         naming what was written (so the fields validate, and a changed input changes the request).
         ``hook`` may be None.
+    :param staged: a memo of the local files staged by the calls of one run (a batch pass): a file
+        many rows name is hashed and uploaded once while its size, modification time and inode stay
+        the same.
     :raises KlingValidationError: naming each input that cannot be sent and what would allow it;
         nothing was paid.
     """
@@ -131,7 +136,7 @@ def resolve_media_inputs(
     model = fields.get("model") if isinstance(fields.get("model"), str) else ""
     if hook is None and not check_only:
         raise TypeError("resolve_media_inputs needs the task's hook unless check_only=True")
-    resolver = _Resolver(hook, str(model).strip(), presign_seconds, check_only=check_only)
+    resolver = _Resolver(hook, str(model).strip(), presign_seconds, check_only=check_only, staged=staged)
     errors: list[tuple[str, str]] = []
     identities: dict[str, str] = {}
     for label, current, kind, container, key in _media_slots(fields):
@@ -249,12 +254,19 @@ class _Resolver:
     """Resolves one input at a time for one request (the hook, the model and the staging prefix)."""
 
     def __init__(
-        self, hook: KlingHook | None, model: str, presign_seconds: int, *, check_only: bool = False
+        self,
+        hook: KlingHook | None,
+        model: str,
+        presign_seconds: int,
+        *,
+        check_only: bool = False,
+        staged: dict[tuple[Any, ...], Future[tuple[str, str]]] | None = None,
     ) -> None:
         self.hook = hook
         self.model = model
         self.presign_seconds = presign_seconds
         self.check_only = check_only
+        self.staged = staged
         self.counts: dict[str, int] = {}
 
     def _hook(self) -> KlingHook:
@@ -350,6 +362,43 @@ class _Resolver:
 
     def _stage(self, ref: str, local: Path | None, staging: str) -> tuple[str, str]:
         """Upload the file under ``<staging><sha256><ext>`` unless already there; presign it."""
+        if local is None or self.staged is None:
+            target, digest = self._upload(ref, local, staging)
+        else:
+            target, digest = self._upload_once(ref, local, staging, self.staged)
+        found = presign_object(target, None, self.presign_seconds)
+        if found is None:
+            raise ValueError(
+                f"was staged at input_staging, but that storage cannot presign {target!r}: give the "
+                "connection of input_staging credentials that can sign"
+            )
+        return found[0], f"sha256:{digest}"
+
+    def _upload_once(
+        self, ref: str, local: Path, staging: str, staged: dict[tuple[Any, ...], Future[tuple[str, str]]]
+    ) -> tuple[str, str]:
+        """:meth:`_upload` once per state of a local file in the memo the caller shares (a batch pass).
+
+        The first of the batch's submit threads to name the file hashes and uploads it; the others
+        naming it meanwhile wait for that, rather than read and upload it again.
+        """
+        stat = local.stat()
+        key = (str(local.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, staging)
+        mine: Future[tuple[str, str]] = Future()
+        found = staged.setdefault(key, mine)  # one step under the GIL: one thread wins
+        if found is not mine:
+            self._count("already in input_staging")
+            return found.result()
+        try:
+            mine.set_result(self._upload(ref, local, staging))
+        except BaseException as exc:
+            del staged[key]  # the next row tries again
+            mine.set_exception(exc)
+            raise
+        return mine.result()
+
+    def _upload(self, ref: str, local: Path | None, staging: str) -> tuple[str, str]:
+        """(object URL, SHA-256) of the file in ``staging``, uploaded unless the same bytes are there."""
         from airflow_provider_kling.utils.storage import as_path
 
         suffix = Path(urlsplit(ref).path if local is None else str(local)).suffix.lower()[:16]
@@ -371,13 +420,7 @@ class _Resolver:
                 self._count("uploaded to input_staging")
             else:
                 self._count("already in input_staging")
-        found = presign_object(str(target), None, self.presign_seconds)
-        if found is None:
-            raise ValueError(
-                f"was staged at input_staging, but that storage cannot presign {str(target)!r}: give the "
-                "connection of input_staging credentials that can sign"
-            )
-        return found[0], f"sha256:{digest}"
+        return str(target), digest
 
     def _from_result(self, result: dict[str, Any], label: str) -> tuple[str, str]:
         """An upstream task's result: its stored video, else a fresh URL from the service."""

@@ -23,6 +23,7 @@ import requests
 
 from tests.support.connections import API_KEY, use_connection
 from tests.support.dags import SAMPLE_MP4, TEST_DAGS, load_dag_file, posts, run_dag
+from tests.support.opens import OPENED, watching_opens
 from tests.support.s3_server import s3_fixture, s3_server_fixture  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.airflow3
@@ -65,9 +66,9 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> str:
     return str(path)
 
 
-def _run(manifest: str, out: Path) -> Any:
+def _run(manifest: str, out: Path, max_active: int = 4) -> Any:
     dag = load_dag_file(TEST_DAGS / "kling_batch.py").dag
-    return run_dag(dag, run_conf={"manifest": manifest, "output_prefix": str(out), "max_active": 4})
+    return run_dag(dag, run_conf={"manifest": manifest, "output_prefix": str(out), "max_active": max_active})
 
 
 def _rows(media: dict[str, Any]) -> list[dict[str, Any]]:
@@ -150,6 +151,29 @@ def test_a_rows_local_files_objects_and_upstream_results_are_sent_as_fetchable_u
     assert (summary["posts"], summary["reused"], summary["completed"]) == (0, 3, 3)
     assert posts(emulator) == []
     assert _staged(s3) == staged
+
+
+def test_rows_naming_one_local_file_read_it_once_for_its_hash(emulator, airflow_db, s3, media):
+    """Eight avatar rows with one voice file, sent in one pass: the batch hashes and uploads it once
+    (its submit threads wait for the first that names it); each row still sends its presigned URL."""
+    rows = [
+        {**_rows(media)[0], "key": f"avatar-{i}", "prompt": f"batch media avatar-{i} [seconds:0.3]"}
+        for i in range(8)
+    ]
+    manifest = _write(media["folder"] / "manifest.jsonl", rows)
+    voice = str(media["folder"] / "clips" / "voice.mp3")
+    OPENED.clear()
+    with watching_opens():
+        result = _run(manifest, media["out"], max_active=8)
+    assert result.state == "success", result.tis
+    assert result.xcom("batch")["posts"] == 8
+    audio_key = f"kling-inputs/{hashlib.sha256(MP3).hexdigest()}.mp3"
+    assert list(_staged(s3)) == [audio_key]
+    for sent in posts(emulator, "batch media"):
+        assert _fetched(sent.json["audio_url"], s3, audio_key) == MP3
+    # One reading for the hash and one for the upload (before: a hash for each row, and an upload for
+    # each row that found it not there yet: 7 readings in one run seen).
+    assert OPENED.count(voice) == 2, OPENED.count(voice)
 
 
 def test_a_csv_manifest_takes_relative_paths_and_upstream_results_written_as_json(

@@ -1,4 +1,4 @@
-"""The gallery's real app signed in as a viewer, and a watch over the files the process opens.
+"""The gallery's real app signed in as a viewer (and the watch over opened files, from opens.py).
 
 Shared by the gallery tests under tests/unit/plugins/: each builds its own runs, then asks the app
 through FastAPI's test client. The signed-in user is set by overriding Airflow's ``get_user``
@@ -7,36 +7,13 @@ dependency; rights come from tests/support/auth_manager.py (the Simple auth mana
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-#: Every path the process opens while :func:`watching_opens` is active (an audit hook: it sees
-#: ``open()`` and ``os.open()``).
-OPENED: list[str] = []
-_WATCHING: list[bool] = []
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if _WATCHING and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
-        OPENED.append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)
-
-
-@contextmanager
-def watching_opens() -> Iterator[None]:
-    """Record into :data:`OPENED` every path opened inside the block."""
-    _WATCHING.append(True)
-    try:
-        yield
-    finally:
-        _WATCHING.clear()
+from tests.support.opens import OPENED, watching_opens  # noqa: F401 (the gallery tests import them here)
 
 
 @contextmanager
