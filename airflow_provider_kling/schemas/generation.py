@@ -75,7 +75,7 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def _number_or_none(value: Any) -> float | None:
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):  # None first: float("None") would raise, slowly
         return None
     if isinstance(value, (int, float)):
         return float(value)
@@ -170,32 +170,40 @@ class Generation(BaseModel):
     @classmethod
     def from_api(cls, body: dict[str, Any], generation_id: str | None = None) -> Generation:
         """Read an answer; missing, null or oddly typed parts are tolerated (coerced or dropped)."""
-        raw_video = body.get("video")
-        urls = _video_urls(raw_video)
-        first = raw_video[0] if isinstance(raw_video, list) and raw_video else raw_video
-        video = first if isinstance(first, dict) else {}
-        meta = body.get("meta")
-        usage = meta.get("usage") if isinstance(meta, dict) else None
         raw = body.get("status")
         status = GenerationStatus.from_raw(raw)
+        found_id = body.get("id") or body.get("generation_id") or generation_id or ""
+        fields: dict[str, Any] = {
+            "id": str(found_id) if not isinstance(found_id, (dict, list)) else str(generation_id or ""),
+            "status": status,
+            "raw_status": None if raw is None else str(raw),
+        }
+        # Only the parts the answer has are given: a poll of a pending generation (a trigger's every
+        # poll) validates three fields, not eleven.
+        raw_video = body.get("video")
+        if raw_video is not None:
+            urls = _video_urls(raw_video)
+            first = raw_video[0] if isinstance(raw_video, list) and raw_video else raw_video
+            video = first if isinstance(first, dict) else {}
+            size = _number_or_none(video.get("file_size"))
+            fields.update(
+                video_url=urls[0] if urls else None,
+                video_urls=urls,
+                file_name=_text_or_none(video.get("file_name")),
+                file_size=int(size) if size is not None and size >= 0 and size.is_integer() else None,
+                content_type=_text_or_none(video.get("content_type")),
+                duration=_number_or_none(video.get("duration")),
+            )
         message = error_message(body.get("error"))
         if status is GenerationStatus.FAILED and not message:
             message = f"the service ended the generation with status {raw!r} and no message"
-        size = _number_or_none(video.get("file_size"))
-        found_id = body.get("id") or body.get("generation_id") or generation_id or ""
-        return cls(
-            id=str(found_id) if not isinstance(found_id, (dict, list)) else str(generation_id or ""),
-            status=status,
-            raw_status=None if raw is None else str(raw),
-            video_url=urls[0] if urls else None,
-            video_urls=urls,
-            file_name=_text_or_none(video.get("file_name")),
-            file_size=int(size) if size is not None and size >= 0 and size.is_integer() else None,
-            content_type=_text_or_none(video.get("content_type")),
-            duration=_number_or_none(video.get("duration")),
-            error=message,
-            usage=usage if isinstance(usage, dict) else {},
-        )
+        if message is not None:
+            fields["error"] = message
+        meta = body.get("meta")
+        usage = meta.get("usage") if isinstance(meta, dict) else None
+        if isinstance(usage, dict):
+            fields["usage"] = usage
+        return cls(**fields)
 
     @property
     def is_terminal(self) -> bool:
