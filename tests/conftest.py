@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,9 +78,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(deployment_group(item)))
 
 
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """Refuse to run when pytest-xdist's groups are lost (no node id carries its ``@group``).
+
+    Without them every worker starts its own deployment and module fixture: the suite still passes,
+    only slower, so nothing else would tell. pytest 9.2 with pytest-xdist 3.8 did this (pyproject).
+    Every module listed in ``_GROUPED_MODULES`` groups its tests, so when one of them is collected,
+    some id must carry a group.
+    """
+    if node.config.getvalue("dist") != "loadgroup" or "@" in "".join(ids):
+        return
+    if any(nodeid.startswith(_GROUPED_MODULES) for nodeid in ids):
+        raise pytest.UsageError(
+            "--dist loadgroup: the collected tests lost their xdist groups; this pytest and "
+            "pytest-xdist do not work together (see the pytest pin in pyproject.toml)"
+        )
+
+
 #: Test modules that kill or restart a deployment's processes: under pytest-xdist they get a deployment
 #: of their own, so the other deployment tests neither wait behind them nor see their restarts.
 _CRASH_MODULES = ("tests/e2e/test_crash_safety.py", "tests/integration/test_batch.py")
+#: Modules whose every test is in an xdist group (their pytestmark): one module fixture per suite.
+_GROUPED_MODULES = ("tests/integration/test_bad_input.py", "tests/integration/test_observability.py")
 
 
 def deployment_group(item: pytest.Item) -> str:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
+# One worker runs the module, so its three bad-input DAGs run once (module fixture dag_failures).
+pytestmark = pytest.mark.xdist_group("bad_input_dags")
+
 GOOD_ID = "3f2a9c1e-5d4b-4c1a-9e8f-0b1c2d3e4f50:kling-video/v1/standard/image-to-video"
 URL = "must be an http(s) URL, a Base64 data URI, a file path or an object-storage URL"
 NO_FILE = "which does not exist"
