@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kling.batch.manifest import Row, open_path
 from airflow_provider_kling.batch.results import results_row
@@ -42,6 +42,9 @@ from airflow_provider_kling.exceptions import (
     redact_urls,
 )
 from airflow_provider_kling.utils.storage import write_atomic
+
+if TYPE_CHECKING:  # utils.inputs is loaded only when a pass resolves media
+    from airflow_provider_kling.utils.inputs import StagedFiles
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -138,7 +141,7 @@ class BatchRun:
         self._limit = self._ceiling
         self._retry_after = 5.0
         self._reconciler: Any = None
-        self._staged: dict[Any, Any] = {}  # local files staged by this pass, once each (utils.inputs)
+        self._staged: StagedFiles = {}  # local files staged by this pass, once each
 
     # -------------------------------------------------------------- helpers
     def video_path(self, key: str) -> Any:

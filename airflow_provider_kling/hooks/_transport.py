@@ -39,7 +39,7 @@ _READ_PIECE = 64 * 1024
 
 # One aiohttp ClientSession per (event loop, connection id), shared by every trigger on that loop.
 # Settings that differ per trigger (timeouts) travel with each request, never with the session.
-_ASYNC_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[Any]]] = (
+_ASYNC_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, HeldSession]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -248,6 +248,14 @@ async def asend(
     return _read_response(method, path, status, body, headers, endpoint)
 
 
+@dataclass
+class HeldSession:
+    """An aiohttp session and how many blocks hold it: the last to leave lets it go."""
+
+    session: aiohttp.ClientSession
+    holders: int = 0
+
+
 @contextlib.asynccontextmanager
 async def shared_session(conn_id: str, pool_limit: int) -> AsyncIterator[aiohttp.ClientSession]:
     """Hold the event loop's shared aiohttp session for ``conn_id`` while the block runs.
@@ -261,7 +269,7 @@ async def shared_session(conn_id: str, pool_limit: int) -> AsyncIterator[aiohttp
     loop = asyncio.get_running_loop()
     per_loop = _ASYNC_SESSIONS.setdefault(loop, {})
     entry = per_loop.get(conn_id)
-    if entry is None or entry[0].closed:
+    if entry is None or entry.session.closed:
         import aiohttp
 
         session = aiohttp.ClientSession(
@@ -272,16 +280,16 @@ async def shared_session(conn_id: str, pool_limit: int) -> AsyncIterator[aiohttp
             headers={"User-Agent": _user_agent()},
             trust_env=False,
         )
-        entry = per_loop[conn_id] = [session, 0]
-    entry[1] += 1
+        entry = per_loop[conn_id] = HeldSession(session)
+    entry.holders += 1
     try:
-        yield entry[0]
+        yield entry.session
     finally:
-        entry[1] -= 1
-        if entry[1] == 0:
+        entry.holders -= 1
+        if entry.holders == 0:
             if per_loop.get(conn_id) is entry:
                 del per_loop[conn_id]
-            await entry[0].close()
+            await entry.session.close()
 
 
 def shared_session_in_use(conn_id: str) -> tuple[aiohttp.ClientSession, int] | None:
@@ -293,7 +301,7 @@ def shared_session_in_use(conn_id: str) -> tuple[aiohttp.ClientSession, int] | N
     :param conn_id: the connection the session serves.
     """
     entry = _ASYNC_SESSIONS.get(asyncio.get_running_loop(), {}).get(conn_id)
-    return (entry[0], entry[1]) if entry is not None else None
+    return (entry.session, entry.holders) if entry is not None else None
 
 
-__all__ = ["MAX_RESPONSE_BYTES", "asend", "send", "shared_session", "shared_session_in_use"]
+__all__ = ["MAX_RESPONSE_BYTES", "HeldSession", "asend", "send", "shared_session", "shared_session_in_use"]

@@ -141,7 +141,7 @@ class KlingHook(BaseHook):
         self._endpoint: _Endpoint | None = None
         # Per event loop: the shared session while this hook's ``async_session`` blocks run there, and
         # how many do; the last block of a loop to leave lets it go (see :meth:`_acall`).
-        self._held_sessions: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        self._held_sessions: dict[asyncio.AbstractEventLoop, _transport.HeldSession] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kling_conn_id={self.kling_conn_id!r})"
@@ -506,13 +506,13 @@ class KlingHook(BaseHook):
         """
         loop = asyncio.get_running_loop()
         async with _transport.shared_session(self.kling_conn_id, self.pool_limit) as session:
-            held = self._held_sessions.setdefault(loop, [session, 0])
-            held[1] += 1
+            held = self._held_sessions.setdefault(loop, _transport.HeldSession(session))
+            held.holders += 1
             try:
                 yield session
             finally:
-                held[1] -= 1
-                if not held[1]:
+                held.holders -= 1
+                if not held.holders:
                     del self._held_sessions[loop]
 
     async def _acall(
@@ -530,7 +530,7 @@ class KlingHook(BaseHook):
                 return await self._acall(method, params=params, attempts=attempts, api=api, deadline=deadline)
         endpoint = await self.aendpoint()
         return await self._retry_policy(method, attempts, deadline).arun(
-            partial(self._atry, held[0], endpoint, method, endpoint.path(api), deadline, params)
+            partial(self._atry, held.session, endpoint, method, endpoint.path(api), deadline, params)
         )
 
     def _atry(

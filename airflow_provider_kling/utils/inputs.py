@@ -57,6 +57,9 @@ RESULT_MARKERS = ("video_path", "video_url", "status")
 #: reserved, never resolvable domain): ``<STAND_IN><kind>/<hash of the input as written><suffix>``.
 STAND_IN = "https://media-input.invalid/"
 _CHUNK = 1024 * 1024
+#: A memo of the local files one run (a batch pass) staged: one future per file state, so the
+#: rows naming the same file read and upload it once.
+StagedFiles = dict[tuple[Any, ...], Future[tuple[str, str]]]
 
 
 @dataclass
@@ -105,7 +108,7 @@ def resolve_media_inputs(
     presign_seconds: int = PRESIGN_SECONDS,
     log: Any = None,
     check_only: bool = False,
-    staged: dict[tuple[Any, ...], Future[tuple[str, str]]] | None = None,
+    staged: StagedFiles | None = None,
 ) -> MediaInputs:
     """Make every audio/video input of ``request_fields`` a URL, and refuse results in image fields.
 
@@ -260,7 +263,7 @@ class _Resolver:
         presign_seconds: int,
         *,
         check_only: bool = False,
-        staged: dict[tuple[Any, ...], Future[tuple[str, str]]] | None = None,
+        staged: StagedFiles | None = None,
     ) -> None:
         self.hook = hook
         self.model = model

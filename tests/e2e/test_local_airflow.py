@@ -12,23 +12,18 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.deployment import free_port, sqlite_url
+
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow3]
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "local-airflow.md"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def page_steps() -> list[str]:
@@ -64,7 +59,7 @@ def test_local_airflow_page_runs_as_written(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     airflow_home = tmp_path / "airflow"
-    api_port = _free_port()
+    api_port = free_port()
     env = {
         key: value
         for key, value in os.environ.items()
@@ -74,15 +69,14 @@ def test_local_airflow_page_runs_as_written(tmp_path: Path) -> None:
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         HOME=str(home),
         AIRFLOW_HOME=str(airflow_home),
-        KLING_EMULATOR_PORT=str(_free_port()),
+        KLING_EMULATOR_PORT=str(free_port()),
         AIRFLOW__API__PORT=str(api_port),
         # Other deployments of the suite may hold Airflow's default log-server ports.
-        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(_free_port()),
-        AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(_free_port()),
-        # The page's own database file, with SQLite waiting up to 30 s for its lock (the default is 5 s):
-        # beside the suite's other deployments, a task's state update could otherwise meet "database is
-        # locked" and fail the run (the suite's deployments wait as long: tests/support/deployment.py).
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{airflow_home}/airflow.db?timeout=30",
+        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+        AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
+        # The page's own database, waiting for SQLite's lock as the suite's deployments do: beside them,
+        # a task's state update could otherwise meet "database is locked" and fail the run.
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite_url(airflow_home),
     )
     script = "set -euo pipefail\n" + "\n".join(page_steps())
     (tmp_path / "steps.sh").write_text(script)

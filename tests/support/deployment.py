@@ -80,6 +80,12 @@ class DeploymentError(RuntimeError):
     """The deployment did not start or did not reach an expected state in time."""
 
 
+def sqlite_url(home: Path) -> str:
+    """A deployment's SQLite database, whose writers wait up to 30 s for its lock (sqlite3's default
+    is 5 s): under the load of a full test run, a scheduler and a dag-processor hold it longer."""
+    return f"sqlite:///{home}/airflow.db?timeout=30"
+
+
 def free_port() -> int:
     """A TCP port that was free on 127.0.0.1 a moment ago."""
     with socket.socket() as sock:
@@ -343,9 +349,7 @@ class Deployment:
                 ),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.admin_user}:admin",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
-                # A writer waits up to 30 s for SQLite's lock (sqlite3's default is 5 s): under the
-                # load of a full test run, the scheduler and dag-processor hold it longer than that.
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home}/airflow.db?timeout=30",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlite_url(self.home),
                 "AIRFLOW__API__BASE_URL": self.base_url,
                 "AIRFLOW__API__PORT": str(self.api_port),
                 "AIRFLOW__API__HOST": "127.0.0.1",
