@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from airflow_provider_kling.operators.kling import describe_usage
-from tests.support.browser import chromium
+from tests.support.browser import chromium, sign_in
 from tests.support.deployment import (  # noqa: F401
     ARTIFACTS,
     ROOT,
@@ -77,25 +77,6 @@ def gallery_get(deployment: Deployment, token: str | None, path: str, **kwargs: 
     return requests.get(
         f"{deployment.base_url}/kling{path}", headers=headers, timeout=60, allow_redirects=False, **kwargs
     )
-
-
-def sign_in(
-    browser: Any, deployment: Deployment, url: str, user: str, password: str, arrived: str = "/kling/"
-) -> None:
-    """Open ``url`` signed out: through the Simple auth manager's login page, then back to ``url``."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    browser.delete_all_cookies()
-    browser.get(url)
-    wait = WebDriverWait(browser, 90)
-    field = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "input:not([type=password])")))
-    assert "/auth/login" in browser.current_url
-    field.send_keys(user)
-    browser.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(password)
-    browser.find_element(By.XPATH, "//button[normalize-space()='Sign in']").click()
-    wait.until(lambda d: arrived in d.current_url and "/auth/login" not in d.current_url)
 
 
 def cards(browser: Any) -> list[dict[str, str]]:

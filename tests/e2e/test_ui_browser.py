@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_kling.hooks._connection import endpoint_from_connection
-from tests.support.browser import chromium
+from tests.support.browser import chromium, sign_in
 from tests.support.deployment import ARTIFACTS, ROOT, Deployment, deployment_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow3]
@@ -58,13 +58,11 @@ def test_connection_form_offers_kling(browser: Any, deployment: Deployment) -> N
         headers={"Authorization": f"Bearer {deployment.token()}"},
         timeout=30,
     )
-    browser.get(f"{deployment.base_url}/connections")
     # Not signed in yet: the Simple auth manager's login page, then back to the connections list.
-    user = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "input:not([type=password])")))
-    assert "/auth/login" in browser.current_url
-    user.send_keys(deployment.admin_user)
-    browser.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(deployment.admin_password)
-    browser.find_element(By.XPATH, "//button[normalize-space()='Sign in']").click()
+    url = f"{deployment.base_url}/connections"
+    sign_in(
+        browser, deployment, url, deployment.admin_user, deployment.admin_password, arrived="/connections"
+    )
     wait.until(lambda d: d.current_url.rstrip("/").endswith("/connections"))
 
     add = wait.until(ec.element_to_be_clickable((By.XPATH, "//button[normalize-space()='Add Connection']")))

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.support.deployment import ROOT
+from tests.support.deployment import ROOT, Deployment
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -57,3 +57,41 @@ def chromium(name: str, shots: Path, *extra_flags: str) -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def sign_in(
+    browser: Any, deployment: Deployment, url: str, user: str, password: str, arrived: str = "/kling/"
+) -> None:
+    """Open ``url`` signed out: through the Simple auth manager's login page, then back to ``url``.
+
+    A submit the login page drops (seen once in CI under load: 90 s later the browser was still on it)
+    is made again, up to three times; a page that never lets the user in fails naming where it stayed.
+    """
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.delete_all_cookies()
+    browser.get(url)
+    for _ in range(3):
+        field = WebDriverWait(browser, 90).until(
+            ec.visibility_of_element_located((By.CSS_SELECTOR, "input:not([type=password])"))
+        )
+        assert "/auth/login" in browser.current_url
+        field.clear()
+        field.send_keys(user)
+        secret = browser.find_element(By.CSS_SELECTOR, "input[type=password]")
+        secret.clear()
+        secret.send_keys(password)
+        browser.find_element(By.XPATH, "//button[normalize-space()='Sign in']").click()
+        try:
+            WebDriverWait(browser, 30).until(
+                lambda d: arrived in d.current_url and "/auth/login" not in d.current_url
+            )
+            return
+        except TimeoutException:
+            if "/auth/login" not in browser.current_url:
+                break
+    page = browser.find_element(By.TAG_NAME, "body").text[:500]
+    raise AssertionError(f"signing in as {user!r} stayed at {browser.current_url} (page: {page!r})")
